@@ -1,0 +1,61 @@
+"""create_app(settings): wiring only. Components are opened in `cleanup_ctx`, never at import time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from mirror import keys, middlewares, routes
+from mirror.config import Settings
+from mirror.fills import Fills
+from mirror.metrics import Metrics
+from mirror.proxy import RegistryProxy
+from mirror.runtime import Runtime
+from mirror.storage.blobs import BlobStore
+from mirror.storage.manifests import ManifestCache
+from mirror.upstream.client import UpstreamClient
+
+log = structlog.get_logger("mirror.app")
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The mirror as an aiohttp application; nothing is opened until it starts."""
+    app = web.Application(middlewares=[middlewares.observe], client_max_size=64 * 1024)
+    app[keys.SETTINGS] = settings
+    app[keys.METRICS] = Metrics()
+    app[keys.RUNTIME] = Runtime()
+    app.on_response_prepare.append(middlewares.add_headers)
+    app.cleanup_ctx.append(_components)
+    routes.setup(app)
+    return app
+
+
+async def _components(app: web.Application) -> AsyncIterator[None]:
+    settings, metrics, runtime = app[keys.SETTINGS], app[keys.METRICS], app[keys.RUNTIME]
+    await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
+    store = await asyncio.to_thread(BlobStore, settings.cache_dir)
+    removed = await asyncio.to_thread(store.recover)
+    manifests = ManifestCache()
+    fills = Fills(store, metrics)
+    async with UpstreamClient(settings, metrics) as upstream:
+        proxy = RegistryProxy(upstream, manifests, store, fills, settings.tag_ttl)
+        runtime.attach(proxy, store)
+        log.info(
+            "mirror_started",
+            listen=str(settings.listen),
+            upstream=settings.upstream,
+            cache_dir=str(settings.cache_dir),
+            temp_files_removed=removed,
+        )
+        try:
+            yield
+        finally:
+            runtime.detach()
+            await fills.close()
+            await proxy.close()
+            await manifests.close()
+    await asyncio.to_thread(store.close)
+    log.info("mirror_stopped")

@@ -1,0 +1,58 @@
+"""Command line: argv → Settings → logging → run. Exit codes: 0 ok, 2 bad usage or configuration."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from mirror import __version__, log
+from mirror.app import create_app
+from mirror.config import ConfigError, Settings, load
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mirror", description="Pull-through caching registry mirror.")
+    top.add_argument("--version", action="version", version=f"mirror {__version__}")
+    sub = top.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the mirror")
+    serve.add_argument("--config", type=Path, help="TOML config file (env MIRROR_CONFIG)")
+    serve.add_argument("--listen", help="HOST:PORT to listen on (default 0.0.0.0:5000)")
+    serve.add_argument("--cache-dir", help="cache directory (default ./cache)")
+    serve.add_argument("--upstream", help="upstream registry URL, standing for docker.io")
+    serve.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    return top
+
+
+def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
+    flags = {"listen": args.listen, "cache_dir": args.cache_dir, "upstream": args.upstream}
+    return load(flags, environ, args.config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = settings_from(args, dict(os.environ))
+    except ConfigError as exc:
+        print(f"mirror: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.print_config:
+        print(json.dumps(settings.redacted(), indent=2))
+        return EXIT_OK
+    log.configure(settings.log_format, settings.log_level)
+    web.run_app(
+        create_app(settings),
+        host=settings.listen.host,
+        port=settings.listen.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=10,
+    )
+    return EXIT_OK

@@ -1,0 +1,269 @@
+"""Fills: one upstream download per blob digest, read live by every client that wants that blob.
+
+The first miss for a digest starts a fill: a task that streams the upstream body into a temp file while
+hashing it. Clients read the growing file (never per-client queues, so memory stays bounded whatever
+their number), waiting for bytes not written yet. The fill runs on its own: a client that disconnects
+does not stop it. It resumes a broken upstream body with Range, and commits the file into the store
+only when size and digest match; otherwise every reader is failed and nothing is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+import structlog
+
+from mirror import errors, oci
+from mirror.metrics import Metrics
+from mirror.storage.blobs import BlobStore
+from mirror.upstream.client import UpstreamClient, describe
+
+CHUNK = 1024 * 1024
+MAX_RESUMES = 5
+RESUME_BACKOFF = 0.2
+
+log = structlog.get_logger("mirror.fills")
+
+
+class FillFailed(Exception):
+    """The fill a reader follows ended without a verified blob: the reader must abort its client."""
+
+
+class Fill:
+    """One download of one blob into a temp file, and the state its readers follow."""
+
+    def __init__(self, digest: str, name: str) -> None:
+        self.digest = digest
+        self.name = name
+        self.size: int | None = None
+        self.written = 0
+        self.error: errors.RegistryError | None = None
+        self.finished = False
+        self.ready = asyncio.Event()
+        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._fd: int | None = None
+        self._readers = 0
+
+    # -- reader side --------------------------------------------------------------------------
+
+    def acquire(self) -> None:
+        self._readers += 1
+
+    def release(self) -> None:
+        self._readers -= 1
+        self._close_if_unused()
+
+    async def read(self, start: int, end: int | None) -> AsyncIterator[bytes]:
+        """The bytes [start, end) as they are written; raises FillFailed if the fill fails."""
+        pos = start
+        while end is None or pos < end:
+            available = await self._wait_beyond(pos)
+            if available <= pos:
+                return
+            count = min(available if end is None else min(available, end), pos + CHUNK) - pos
+            assert self._fd is not None
+            data = await asyncio.to_thread(os.pread, self._fd, count, pos)
+            if not data:
+                raise FillFailed(f"temp file of {self.digest} is shorter than announced")
+            pos += len(data)
+            yield data
+
+    async def _wait_beyond(self, pos: int) -> int:
+        while self.written <= pos and not self.finished:
+            await asyncio.shield(self._changed)
+        if self.error is not None:
+            raise FillFailed(str(self.error))
+        return self.written
+
+    # -- fill side ----------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
+        changed.set_result(None)
+
+    def _finish(self, error: errors.RegistryError | None) -> None:
+        self.error = error
+        self.finished = True
+        self.ready.set()
+        self._notify()
+        self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        if self.finished and self._readers <= 0 and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Fills:
+    """The fills under way, by digest; every fill task is tracked and cancelled on `close()`."""
+
+    def __init__(self, store: BlobStore, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._fills: dict[str, Fill] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, digest: str) -> Fill | None:
+        return self._fills.get(digest)
+
+    async def join(self, upstream: UpstreamClient, name: str, digest: str) -> tuple[Fill, bool]:
+        """The fill for `digest` with its headers known, started if none is under way, acquired for reading.
+
+        Returns (fill, joined). Raises the upstream's registry error if the fill failed before headers.
+        """
+        fill = self._fills.get(digest)
+        joined = fill is not None
+        if fill is None:
+            fill = Fill(digest, name)
+            self._fills[digest] = fill
+            task = asyncio.create_task(self._run(upstream, fill), name=f"fill {digest}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            self._metrics.fill_readers.inc()
+        fill.acquire()
+        await fill.ready.wait()
+        if fill.error is not None and fill.size is None:
+            fill.release()
+            raise fill.error
+        return fill, joined
+
+    async def _run(self, upstream: UpstreamClient, fill: Fill) -> None:
+        self._metrics.fills_in_flight.inc()
+        started = time.monotonic()
+        file: IO[bytes] | None = None
+        temp: Path | None = None
+        try:
+            opened, path = await asyncio.to_thread(self._store.new_temp, fill.digest)
+            file, temp = opened, path
+            fill._fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
+            await self._download(upstream, fill, opened)
+            await asyncio.to_thread(opened.close)
+            await asyncio.to_thread(self._store.commit, fill.digest, path, fill.written)
+            temp = None
+            log.info(
+                "blob_fill_committed",
+                digest=fill.digest,
+                bytes=fill.written,
+                seconds=round(time.monotonic() - started, 3),
+            )
+            fill._finish(None)
+        except errors.RegistryError as exc:
+            if fill.ready.is_set():
+                self._fail(fill, exc, reason_of(exc))
+            else:  # the upstream refused (404, 401, ...): an answer, not a failed download
+                fill._finish(exc)
+        except asyncio.CancelledError:
+            self._fail(fill, errors.UpstreamUnavailable("the mirror is shutting down"), "shutdown")
+            raise
+        except OSError as exc:
+            self._fail(fill, errors.UpstreamUnavailable(f"cache write failed: {exc.strerror}"), "disk")
+        finally:
+            self._fills.pop(fill.digest, None)
+            self._metrics.fills_in_flight.dec()
+            if file is not None and not file.closed:
+                await asyncio.to_thread(file.close)
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(os.unlink, temp)
+
+    def _fail(self, fill: Fill, exc: errors.RegistryError, reason: str) -> None:
+        self._metrics.fill_failures.labels(reason).inc()
+        log.warning(
+            "blob_fill_failed", digest=fill.digest, reason=reason, detail=str(exc), bytes=fill.written
+        )
+        fill._finish(exc)
+
+    async def _download(self, upstream: UpstreamClient, fill: Fill, file: IO[bytes]) -> None:
+        """Stream the upstream body into `file`, resuming with Range; raise unless size and digest match."""
+        hasher = oci.Digest.parse(fill.digest).hasher()
+        resp = await upstream.open_blob(fill.name, fill.digest)
+        fill.size = resp.content_length
+        fill.ready.set()
+        resumes = 0
+        while True:
+            try:
+                async with resp:
+                    skip = _skip_for(resp, fill.written)
+                    await self._copy(resp, fill, file, hasher.update, skip, upstream.label)
+                if fill.size is None or fill.written >= fill.size:
+                    break
+                raise aiohttp.ClientPayloadError("upstream body ended early")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                resumes += 1
+                if resumes > MAX_RESUMES:
+                    raise errors.UpstreamUnavailable(f"blob download failed: {describe(exc)}") from None
+                log.info("blob_fill_resumed", digest=fill.digest, offset=fill.written, detail=describe(exc))
+                self._metrics.fill_resumes.inc()
+                await asyncio.sleep(RESUME_BACKOFF * 2 ** (resumes - 1))
+                resp = await upstream.open_blob(fill.name, fill.digest, offset=fill.written)
+        if fill.size is not None and fill.written != fill.size:
+            raise SizeMismatch(f"upstream sent {fill.written} bytes, announced {fill.size}")
+        if hasher.hexdigest() != oci.Digest.parse(fill.digest).hex:
+            raise DigestMismatch(f"upstream bytes do not hash to {fill.digest}")
+
+    async def _copy(
+        self,
+        resp: aiohttp.ClientResponse,
+        fill: Fill,
+        file: IO[bytes],
+        hash_update: Callable[[Any], None],
+        skip: int,
+        label: str,
+    ) -> None:
+        while True:
+            data = await resp.content.read(CHUNK)
+            if not data:
+                return
+            while len(data) < CHUNK and (more := resp.content.read_nowait(CHUNK - len(data))):
+                data += more
+            if skip:
+                data, skip = data[skip:], max(skip - len(data), 0)
+            if fill.size is not None and fill.written + len(data) > fill.size:
+                raise SizeMismatch(f"upstream sent more than the announced {fill.size} bytes")
+            await asyncio.to_thread(_write, file, hash_update, data)
+            fill.written += len(data)
+            self._metrics.upstream_bytes.labels(label).inc(len(data))
+            fill._notify()
+
+    async def close(self) -> None:
+        """Cancel every fill under way and wait for them; nothing half-written is committed."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class DigestMismatch(errors.UpstreamBadGateway):
+    """The upstream's bytes do not hash to the digest asked for."""
+
+
+class SizeMismatch(errors.UpstreamBadGateway):
+    """The upstream sent more or fewer bytes than it announced."""
+
+
+def reason_of(exc: errors.RegistryError) -> str:
+    """The `reason` label of a failed fill."""
+    if isinstance(exc, DigestMismatch):
+        return "digest_mismatch"
+    if isinstance(exc, SizeMismatch):
+        return "size_mismatch"
+    return "upstream_error"
+
+
+def _skip_for(resp: aiohttp.ClientResponse, written: int) -> int:
+    """Bytes to drop from a resumed response: all we have when the upstream ignored our Range."""
+    return written if written and resp.status == 200 else 0
+
+
+def _write(file: IO[bytes], hash_update: Callable[[Any], None], data: bytes) -> None:
+    file.write(data)
+    file.flush()  # readers pread the same inode: bytes must reach the file before they are announced
+    hash_update(data)

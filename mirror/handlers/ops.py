@@ -1,0 +1,38 @@
+"""Operational endpoints: liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mirror import keys
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: start-up recovery is done and the cache directory is writable."""
+    runtime = request.app[keys.RUNTIME]
+    cache_dir = request.app[keys.SETTINGS].cache_dir
+    writable = runtime.ready and await asyncio.to_thread(os.access, cache_dir, os.W_OK)
+    checks = {"started": runtime.ready, "cache_writable": bool(writable)}
+    return web.json_response(
+        {"status": "ready" if all(checks.values()) else "not ready", "checks": checks},
+        status=200 if all(checks.values()) else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of this app's registry."""
+    app_metrics = request.app[keys.METRICS]
+    runtime = request.app[keys.RUNTIME]
+    if runtime.ready:
+        app_metrics.cache_size.set(await asyncio.to_thread(runtime.store.volume))
+    body = await asyncio.to_thread(generate_latest, app_metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

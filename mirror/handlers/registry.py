@@ -1,0 +1,146 @@
+"""Handlers of the registry API (pull side): parse the request, ask the proxy, shape the response."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from mirror import errors, keys, oci
+from mirror.fills import FillFailed
+from mirror.middlewares import context
+from mirror.proxy import BlobAnswer
+from mirror.ranges import parse_range
+from mirror.routing import check_namespace
+
+BLOB_TYPE = "application/octet-stream"
+
+
+async def base(request: web.Request) -> web.Response:
+    """`GET /v2/`: the API version check every client starts with."""
+    context(request).kind = "base"
+    return web.json_response({})
+
+
+async def manifest(request: web.Request) -> web.Response:
+    """`GET`/`HEAD /v2/<name>/manifests/<tag|digest>`."""
+    ctx = context(request)
+    ctx.kind = "manifest"
+    name = oci.parse_name(request.match_info["name"])
+    reference = str(oci.parse_reference(request.match_info["reference"]))
+    check_namespace(request.query.get("ns"))
+    proxy = request.app[keys.RUNTIME].proxy
+    answer = await proxy.manifest(name, reference, request.headers.getall("Accept", []))
+    found = answer.manifest
+    ctx.result, ctx.source = (
+        answer.result,
+        "cache" if answer.result in ("hit", "revalidated", "stale") else "upstream",
+    )
+    headers = {"Docker-Content-Digest": found.digest, "ETag": f'"{found.digest}"'}
+    if request.headers.get("If-None-Match") == f'"{found.digest}"':
+        return web.Response(status=304, headers=headers)
+    if request.method == "GET":
+        ctx.bytes_sent = len(found.body)
+    return web.Response(body=found.body, content_type=found.media_type, headers=headers)
+
+
+async def blob(request: web.Request) -> web.StreamResponse:
+    """`GET`/`HEAD /v2/<name>/blobs/<digest>`, with a single byte Range."""
+    ctx = context(request)
+    ctx.kind = "blob"
+    name = oci.parse_name(request.match_info["name"])
+    digest = str(oci.Digest.parse(request.match_info["digest"]))
+    check_namespace(request.query.get("ns"))
+    proxy = request.app[keys.RUNTIME].proxy
+    if request.method == "HEAD":
+        size, ctx.result = await proxy.blob_size(name, digest)
+        headers = _blob_headers(digest, size)
+        return web.Response(headers=headers)
+    answer = await proxy.blob(name, digest)
+    ctx.result = answer.result
+    ctx.source = "cache" if answer.stored is not None else "upstream"
+    try:
+        return await _send_blob(request, answer, digest)
+    finally:
+        answer.close()
+
+
+async def tags(request: web.Request) -> web.Response:
+    """`GET /v2/<name>/tags/list`, relayed from upstream with `n` and `last`."""
+    ctx = context(request)
+    ctx.kind, ctx.result = "tags", "miss"
+    name = oci.parse_name(request.match_info["name"])
+    check_namespace(request.query.get("ns"))
+    body, headers = await request.app[keys.RUNTIME].proxy.tags(name, request.query)
+    try:
+        json.loads(body)
+    except ValueError:
+        raise errors.UpstreamBadGateway("upstream tag list is not JSON") from None
+    ctx.source, ctx.bytes_sent = "upstream", len(body)
+    headers.setdefault("Content-Type", "application/json")
+    return web.Response(body=body, headers=headers)
+
+
+async def unsupported(request: web.Request) -> web.Response:
+    """Any write (push, delete) to a mirror."""
+    context(request).kind = "write"
+    raise errors.Unsupported(f"{request.method} is not supported: this mirror only serves pulls")
+
+
+def _blob_headers(digest: str, size: int | None) -> dict[str, str]:
+    headers = {
+        "Docker-Content-Digest": digest,
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": BLOB_TYPE,
+        "Cache-Control": "max-age=31536000",
+    }
+    if size is not None:
+        headers["Content-Length"] = str(size)
+    return headers
+
+
+async def _send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> web.StreamResponse:
+    size = answer.size
+    wanted = parse_range(request.headers.get("Range"), size) if size is not None else None
+    response = web.StreamResponse(status=206 if wanted else 200, headers=_blob_headers(digest, size))
+    if wanted is not None:
+        response.headers["Content-Range"] = wanted.content_range()
+        response.content_length = wanted.length
+    elif size is not None:
+        response.content_length = size
+    start, end = (wanted.start, wanted.end + 1) if wanted else (0, size)
+    await response.prepare(request)
+    ctx = context(request)
+    if answer.stored is not None:
+        assert end is not None
+        await _sendfile(request, answer.stored.file, start, end - start)
+        ctx.bytes_sent = end - start
+    else:
+        assert answer.fill is not None
+        try:
+            async for chunk in answer.fill.read(start, end):
+                await response.write(chunk)
+                ctx.bytes_sent += len(chunk)
+        except FillFailed:
+            ctx.result = "error"
+            _abort(request)
+            return response
+    await response.write_eof()
+    return response
+
+
+async def _sendfile(request: web.Request, file: object, offset: int, count: int) -> None:
+    """Zero-copy send of `count` bytes from `file` at `offset`."""
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("client went away")
+    if count:
+        await asyncio.get_running_loop().sendfile(transport, file, offset, count)  # type: ignore[arg-type]
+
+
+def _abort(request: web.Request) -> None:
+    """Cut the client's connection so it sees a short body and retries, instead of waiting forever."""
+    if request.transport is not None:
+        request.transport.abort()

@@ -1,0 +1,87 @@
+"""Prometheus metrics on one CollectorRegistry per app (never the global one): `mirror_` prefix,
+base units, bounded labels only (never a repository name or a digest)."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from mirror import __version__
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """Every metric the mirror exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mirror_requests",
+            "Client requests by endpoint kind, method, status and cache result",
+            ["upstream", "kind", "method", "status", "result"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "mirror_request_duration_seconds",
+            "Time from request to the last byte of the response",
+            ["kind", "result"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bytes_served = Counter(
+            "mirror_bytes_served",
+            "Body bytes sent to clients, by where they came from",
+            ["upstream", "source"],
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "mirror_upstream_requests",
+            "Requests sent upstream, by endpoint and status (status 'error' for no answer)",
+            ["upstream", "endpoint", "status"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "mirror_upstream_request_duration_seconds",
+            "Time until the upstream answered with headers",
+            ["upstream", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_bytes = Counter(
+            "mirror_upstream_bytes_received",
+            "Blob body bytes received from upstream",
+            ["upstream"],
+            registry=r,
+        )
+        self.token_fetches = Counter(
+            "mirror_token_fetches",
+            "Bearer token requests sent to token realms, by outcome",
+            ["upstream", "outcome"],
+            registry=r,
+        )
+        self.fills_in_flight = Gauge(
+            "mirror_fills_in_flight", "Blob downloads from upstream under way", registry=r
+        )
+        self.fill_readers = Counter(
+            "mirror_fill_readers_joined",
+            "Client requests that joined a blob download already under way",
+            registry=r,
+        )
+        self.fill_failures = Counter(
+            "mirror_fill_failures",
+            "Blob downloads that ended without a committed blob, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.fill_resumes = Counter(
+            "mirror_fill_resumes",
+            "Blob downloads resumed with Range after the upstream body broke off",
+            registry=r,
+        )
+        self.cache_size = Gauge("mirror_cache_size_bytes", "Bytes held by the blob store", registry=r)
+        Info("mirror_build", "Version of the mirror and of Python", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )

@@ -1,0 +1,118 @@
+"""Middlewares: a request context, one log line and one metrics sample per request, registry errors → JSON.
+
+No exception escapes as a 500 with a traceback: registry errors render as registry JSON; anything
+unexpected is logged with its traceback and answered with a registry `UNKNOWN` error.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from mirror import errors, keys
+
+log = structlog.get_logger("mirror.request")
+API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
+CONTEXT = "mirror.context"
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What a handler learned about its request, for the log line and the metrics."""
+
+    request_id: str
+    kind: str = "other"
+    result: str = "none"
+    source: str | None = None  # where body bytes came from: cache | upstream
+    bytes_sent: int = 0
+
+
+def context(request: web.Request) -> RequestContext:
+    found = request.get(CONTEXT)
+    if isinstance(found, RequestContext):
+        return found
+    ctx = RequestContext(request_id="-")
+    request[CONTEXT] = ctx
+    return ctx
+
+
+def error_response(exc: errors.RegistryError) -> web.Response:
+    return web.Response(
+        status=exc.status,
+        body=exc.body(),
+        content_type="application/json",
+        headers=exc.headers,
+    )
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id, time the request, write its log line and metrics; render errors."""
+    request_id = request.headers.get("X-Request-Id", "")[:128] or uuid.uuid4().hex
+    ctx = RequestContext(request_id)
+    request[CONTEXT] = ctx
+    started = time.monotonic()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+    except errors.RegistryError as exc:
+        response = error_response(exc)
+        status, ctx.result = exc.status, "error"
+        if exc.status >= 500:
+            log.warning("upstream_error", code=exc.code, detail=str(exc.detail), request_id=request_id)
+    except ConnectionError:
+        status = 499  # the client went away mid-response (nginx's convention for the log)
+        raise
+    except web.HTTPException as exc:
+        response = error_response(_from_http(exc))
+        status, ctx.result = response.status, "error"
+    except Exception:
+        log.exception("unhandled_error", request_id=request_id, path=request.path)
+        response = error_response(errors.RegistryError("internal error"))
+        status, ctx.result = 500, "error"
+    finally:
+        seconds = time.monotonic() - started
+        _record(request, ctx, status, seconds)
+    return response
+
+
+async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: every response, streamed ones included, says the API version and request id."""
+    response.headers.update(API_VERSION)
+    response.headers["X-Request-Id"] = context(request).request_id
+
+
+def _from_http(exc: web.HTTPException) -> errors.RegistryError:
+    if exc.status == 405:
+        return errors.Unsupported("this mirror only serves pulls")
+    if exc.status == 404:
+        return errors.NotFound("no such endpoint")
+    return errors.RegistryError(exc.reason)
+
+
+def _record(request: web.Request, ctx: RequestContext, status: int, seconds: float) -> None:
+    metrics = request.app[keys.METRICS]
+    if ctx.kind != "other":
+        upstream = "docker.io"
+        metrics.requests.labels(upstream, ctx.kind, request.method, str(status), ctx.result).inc()
+        metrics.request_duration.labels(ctx.kind, ctx.result).observe(seconds)
+        if ctx.source and ctx.bytes_sent:
+            metrics.bytes_served.labels(upstream, ctx.source).inc(ctx.bytes_sent)
+    log.info(
+        "request",
+        request_id=ctx.request_id,
+        method=request.method,
+        path=request.path,
+        status=status,
+        kind=ctx.kind,
+        result=ctx.result,
+        bytes=ctx.bytes_sent,
+        seconds=round(seconds, 4),
+        remote=request.remote,
+    )

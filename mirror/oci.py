@@ -1,0 +1,157 @@
+"""Pure values of the distribution spec: digests, repository names, references, media types, API paths.
+
+Every `parse` raises the registry error a client should see for that bad input, so handlers never
+build error responses by hand and nothing invalid reaches the upstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from mirror.errors import DigestInvalid, ManifestInvalid, NameInvalid, NotFound
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+#: What the mirror asks upstream for when no client Accept applies (e.g. prefetch, warm).
+MANIFEST_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_NAME_LENGTH = 255
+
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+_HEX = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A content digest `algorithm:hex`; only sha256 and sha512 are accepted."""
+
+    algorithm: str
+    hex: str
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        algorithm, sep, hexpart = text.partition(":")
+        pattern = _HEX.get(algorithm)
+        if not sep or pattern is None or not pattern.fullmatch(hexpart):
+            raise DigestInvalid(f"invalid digest {text[:200]!r}")
+        return cls(algorithm, hexpart)
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        """The digest of `data`."""
+        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+    def hasher(self) -> hashlib._Hash:
+        """A fresh hash object of this digest's algorithm."""
+        return hashlib.new(self.algorithm)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+def is_digest(reference: str) -> bool:
+    """Whether a manifest reference is a digest (contains ':'), not a tag."""
+    return ":" in reference
+
+
+def parse_name(text: str) -> str:
+    """A valid repository name, or NAME_INVALID."""
+    if len(text) > MAX_NAME_LENGTH or not all(_COMPONENT.fullmatch(c) for c in text.split("/")):
+        raise NameInvalid(f"invalid repository name {text[:300]!r}")
+    return text
+
+
+def parse_reference(text: str) -> str | Digest:
+    """A tag (str) or a Digest, or MANIFEST_INVALID / DIGEST_INVALID."""
+    if is_digest(text):
+        return Digest.parse(text)
+    if not _TAG.fullmatch(text):
+        raise ManifestInvalid(f"invalid tag {text[:200]!r}")
+    return text
+
+
+Endpoint = Literal["base", "manifest", "blob", "tags"]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiPath:
+    """A parsed `/v2/...` request path; `reference` is a tag or digest for manifests, a digest for blobs."""
+
+    endpoint: Endpoint
+    name: str = ""
+    reference: str = ""
+
+
+def parse_api_path(path: str) -> ApiPath:
+    """Split a `/v2/` path into endpoint, repository name and reference, validating each part."""
+    if path in ("/v2", "/v2/"):
+        return ApiPath("base")
+    rest = path.removeprefix("/v2/")
+    if rest == path:
+        raise NotFound(path[:300])
+    if rest.endswith("/tags/list"):
+        return ApiPath("tags", parse_name(rest.removesuffix("/tags/list")))
+    for marker, endpoint in (("/manifests/", "manifest"), ("/blobs/", "blob")):
+        name, sep, reference = rest.rpartition(marker)
+        if sep and name:
+            if "/" in reference:
+                break
+            name = parse_name(name)
+            if endpoint == "blob":
+                return ApiPath("blob", name, str(Digest.parse(reference)))
+            return ApiPath("manifest", name, str(parse_reference(reference)))
+    raise NotFound(f"no registry endpoint at {path[:300]!r}")
+
+
+def docker_hub_name(name: str) -> str:
+    """Docker Hub's official images live under `library/`: one-component names get it."""
+    return name if "/" in name else f"library/{name}"
+
+
+def accepted_types(accept_headers: list[str]) -> frozenset[str] | None:
+    """The media types a client accepts (parameters dropped), or None when it accepts anything."""
+    types: set[str] = set()
+    for header in accept_headers:
+        for item in header.split(","):
+            media_type = item.split(";", 1)[0].strip().lower()
+            if media_type in ("*/*", "application/*"):
+                return None
+            if media_type:
+                types.add(media_type)
+    return frozenset(types) or None
+
+
+def admits(accepted: frozenset[str] | None, media_type: str) -> bool:
+    """Whether a manifest of `media_type` may be served to a client accepting `accepted`."""
+    return accepted is None or media_type in accepted
+
+
+def sniff_media_type(body: bytes, content_type: str | None) -> str:
+    """A manifest's media type: the upstream Content-Type unless generic, else the document's own field."""
+    declared = (content_type or "").split(";", 1)[0].strip()
+    if declared and declared not in ("application/json", "text/plain", "application/octet-stream"):
+        return declared
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return declared or "application/octet-stream"
+    media_type = doc.get("mediaType") if isinstance(doc, dict) else None
+    if isinstance(media_type, str) and media_type:
+        return media_type
+    if isinstance(doc, dict) and doc.get("schemaVersion") == 1:
+        return DOCKER_SCHEMA1_SIGNED if "signatures" in doc else DOCKER_SCHEMA1
+    if isinstance(doc, dict) and "manifests" in doc:
+        return OCI_INDEX
+    return OCI_MANIFEST if isinstance(doc, dict) and "layers" in doc else declared or "application/json"

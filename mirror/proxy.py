@@ -1,0 +1,155 @@
+"""RegistryProxy: the cache-or-fetch policy. Handlers call it; it decides between the caches and upstream.
+
+Content by digest is immutable and served from cache for good. A tag is served from cache within its TTL,
+then revalidated with an upstream HEAD (free against Docker Hub's pull limit) and fetched again only when
+its digest changed; when revalidation fails the cached manifest is served stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from mirror import errors, oci
+from mirror.fills import Fill, Fills
+from mirror.singleflight import SingleFlight
+from mirror.storage.blobs import BlobStore, StoredBlob
+from mirror.storage.manifests import Manifest, ManifestCache, TagEntry
+from mirror.upstream.client import UpstreamClient
+
+log = structlog.get_logger("mirror.proxy")
+
+#: Upstream failures after which a cached tag is served stale rather than failing the pull.
+STALE_ON = (errors.UpstreamUnavailable, errors.UpstreamBadGateway, errors.TooManyRequests)
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAnswer:
+    manifest: Manifest
+    result: str  # hit | miss | coalesced | revalidated | stale
+
+
+@dataclass(slots=True)
+class BlobAnswer:
+    """Where a blob's bytes come from: a stored file or a fill under way (acquired for reading)."""
+
+    result: str  # hit | miss | coalesced
+    size: int | None
+    stored: StoredBlob | None = None
+    fill: Fill | None = None
+
+    def close(self) -> None:
+        if self.stored is not None:
+            self.stored.close()
+        if self.fill is not None:
+            self.fill.release()
+
+
+class RegistryProxy:
+    """Pull-side registry operations for the default upstream (which stands for docker.io)."""
+
+    def __init__(
+        self,
+        upstream: UpstreamClient,
+        manifests: ManifestCache,
+        store: BlobStore,
+        fills: Fills,
+        tag_ttl: float,
+    ) -> None:
+        self.upstream = upstream
+        self._manifests = manifests
+        self._store = store
+        self._fills = fills
+        self._tag_ttl = tag_ttl
+        self._flights: SingleFlight[Manifest | ManifestAnswer] = SingleFlight()
+
+    @property
+    def label(self) -> str:
+        return self.upstream.label
+
+    # -- manifests ----------------------------------------------------------------------------
+
+    async def manifest(self, name: str, reference: str, accept_headers: list[str]) -> ManifestAnswer:
+        """The manifest for a tag or digest, from cache when allowed, else from upstream."""
+        name = oci.docker_hub_name(name)
+        accepted = oci.accepted_types(accept_headers)
+        accept = sorted(accepted) if accepted else list(oci.MANIFEST_TYPES)
+        if oci.is_digest(reference):
+            cached = await self._manifests.manifest(self.label, name, reference)
+            if cached is not None and oci.admits(accepted, cached.media_type):
+                return ManifestAnswer(cached, "hit")
+            return await self._fetch(name, reference, accept)
+        entry = await self._manifests.tag(self.label, name, reference)
+        if entry is not None and oci.admits(accepted, entry.media_type):
+            cached = await self._manifests.manifest(self.label, name, entry.digest)
+            if cached is not None:
+                if entry.fresh(self._tag_ttl):
+                    return ManifestAnswer(cached, "hit")
+                return await self._revalidate(name, reference, entry, cached, accept)
+        return await self._fetch(name, reference, accept)
+
+    async def _fetch(self, name: str, reference: str, accept: list[str]) -> ManifestAnswer:
+        async def fetch() -> Manifest:
+            manifest = await self.upstream.get_manifest(name, reference, accept)
+            await self._manifests.put_manifest(self.label, name, manifest)
+            if not oci.is_digest(reference):
+                await self._manifests.put_tag(self.label, name, reference, manifest)
+            return manifest
+
+        manifest, joined = await self._flights.run(("get", name, reference, tuple(accept)), fetch)
+        assert isinstance(manifest, Manifest)
+        return ManifestAnswer(manifest, "coalesced" if joined else "miss")
+
+    async def _revalidate(
+        self, name: str, tag: str, entry: TagEntry, cached: Manifest, accept: list[str]
+    ) -> ManifestAnswer:
+        async def revalidate() -> ManifestAnswer:
+            try:
+                head = await self.upstream.head_manifest(name, tag, accept)
+            except STALE_ON as exc:
+                log.warning("manifest_served_stale", upstream=self.label, tag=tag, reason=str(exc))
+                return ManifestAnswer(cached, "stale")
+            except (errors.ManifestUnknown, errors.NameUnknown):
+                await self._manifests.forget_tag(self.label, name, tag)
+                raise
+            if head is not None and head.digest == entry.digest:
+                await self._manifests.confirm_tag(self.label, name, tag, entry)
+                return ManifestAnswer(cached, "revalidated")
+            return await self._fetch(name, tag, accept)
+
+        answer, _ = await self._flights.run(("revalidate", name, tag, tuple(accept)), revalidate)
+        assert isinstance(answer, ManifestAnswer)
+        return answer
+
+    # -- blobs --------------------------------------------------------------------------------
+
+    async def blob(self, name: str, digest: str) -> BlobAnswer:
+        """The blob's bytes: the stored file on a hit, else the (new or joined) fill for it."""
+        stored = await asyncio.to_thread(self._store.open, digest)
+        if stored is not None:
+            return BlobAnswer("hit", stored.size, stored=stored)
+        fill, joined = await self._fills.join(self.upstream, oci.docker_hub_name(name), digest)
+        return BlobAnswer("coalesced" if joined else "miss", fill.size, fill=fill)
+
+    async def blob_size(self, name: str, digest: str) -> tuple[int | None, str]:
+        """The blob's size for a HEAD, without downloading it; and the cache result."""
+        size = await asyncio.to_thread(self._store.size_of, digest)
+        if size is not None:
+            return size, "hit"
+        fill = self._fills.get(digest)
+        if fill is not None and fill.size is not None:
+            return fill.size, "coalesced"
+        return await self.upstream.head_blob(oci.docker_hub_name(name), digest), "miss"
+
+    # -- tags ---------------------------------------------------------------------------------
+
+    async def tags(self, name: str, query: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+        """The upstream's tag list (always live: tags are what changes)."""
+        passed = {k: v for k, v in query.items() if k in ("n", "last")}
+        return await self.upstream.tags(oci.docker_hub_name(name), passed)
+
+    async def close(self) -> None:
+        await self._flights.close()

@@ -1,0 +1,23 @@
+"""The route table, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mirror.handlers import ops, registry
+
+_NAME = "{name:[^?#]+}"
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v2/", registry.base)
+    app.router.add_get("/v2", registry.base)
+    app.router.add_get(f"/v2/{_NAME}/manifests/{{reference}}", registry.manifest)
+    app.router.add_get(f"/v2/{_NAME}/blobs/{{digest}}", registry.blob)
+    app.router.add_get(f"/v2/{_NAME}/tags/list", registry.tags)
+    for method in WRITE_METHODS:
+        app.router.add_route(method, "/v2/{tail:.*}", registry.unsupported)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/readyz", ops.readyz)
+    app.router.add_get("/metrics", ops.metrics)

@@ -1,0 +1,267 @@
+"""The client of one upstream registry: session, timeouts, auth retries, redirects, error translation.
+
+It owns its `ClientSession`. Every aiohttp or timeout exception and every unusable upstream status is
+translated here into a `RegistryError`; nothing from aiohttp leaks to the proxy except the open blob
+response it asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from mirror import __version__, errors, oci
+from mirror.config import Settings
+from mirror.metrics import Metrics
+from mirror.storage.manifests import Manifest
+from mirror.upstream.auth import Challenge, UpstreamAuth
+
+MAX_REDIRECTS = 5
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Upstream response headers relayed with a tags list.
+_TAGS_HEADERS = ("Link", "Content-Type")
+#: A tags list bigger than this is refused rather than held in memory.
+MAX_TAGS_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestHead:
+    """What an upstream HEAD says about a manifest."""
+
+    digest: str
+    media_type: str
+
+
+def error_for_status(status: int, kind: str, body: bytes, headers: Mapping[str, str]) -> errors.RegistryError:
+    """The registry error a client gets for an upstream answer with `status`."""
+    code = errors.upstream_error_code(body)
+    if status == 401:
+        return errors.Unauthorized(
+            "the upstream registry refused the mirror's credentials",
+            headers={"WWW-Authenticate": 'Basic realm="mirror"'},
+        )
+    if status == 403:
+        return errors.Denied("the upstream registry denied access")
+    if status == 404:
+        return errors.not_found_for(kind, code)(f"upstream answered 404 ({code or 'no code'})")
+    if status == 429:
+        retry = {"Retry-After": headers["Retry-After"]} if "Retry-After" in headers else None
+        return errors.TooManyRequests("the upstream registry is rate-limiting the mirror", headers=retry)
+    if status >= 500:
+        return errors.UpstreamUnavailable(f"upstream answered {status}")
+    return errors.UpstreamBadGateway(f"upstream answered {status} ({code or 'no code'})")
+
+
+class UpstreamClient:
+    """Pull-side requests to one upstream registry, as an async context manager owning the session."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, label: str = "docker.io") -> None:
+        self.label = label
+        self._base = URL(settings.upstream)
+        self._settings = settings
+        self._metrics = metrics
+        self._session: aiohttp.ClientSession | None = None
+        self.auth = UpstreamAuth(
+            settings.upstream,
+            self._fetch_token,
+            settings.upstream_username,
+            settings.upstream_password,
+            frozenset(settings.auth_realms),
+        )
+
+    async def __aenter__(self) -> UpstreamClient:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=self._settings.connect_timeout, sock_read=self._settings.read_timeout
+            ),
+            auto_decompress=False,
+            trust_env=False,
+            headers={"User-Agent": f"mirror/{__version__}"},
+            connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=60),
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.auth.close()
+        if self._session is not None:
+            await self._session.close()
+
+    # -- registry endpoints -------------------------------------------------------------------
+
+    async def get_manifest(self, name: str, reference: str, accept: list[str]) -> Manifest:
+        """The manifest's exact bytes, checked against the requested or announced digest."""
+        async with await self._ok("GET", name, f"manifests/{reference}", "manifest", accept) as resp:
+            body = await _read_capped(resp, oci.MAX_MANIFEST_BYTES, "manifest")
+            announced = resp.headers.get("Docker-Content-Digest")
+            content_type = resp.headers.get("Content-Type")
+        expected = reference if oci.is_digest(reference) else announced
+        algorithm = oci.Digest.parse(expected).algorithm if expected else "sha256"
+        digest = str(oci.Digest.of(body, algorithm))
+        if expected and digest != expected:
+            raise errors.UpstreamBadGateway(f"upstream manifest bytes hash to {digest}, not {expected}")
+        return Manifest(body, digest, oci.sniff_media_type(body, content_type))
+
+    async def head_manifest(self, name: str, reference: str, accept: list[str]) -> ManifestHead | None:
+        """The digest the upstream gives for a manifest, or None when its answer lacks one."""
+        async with await self._ok("HEAD", name, f"manifests/{reference}", "manifest", accept) as resp:
+            digest = resp.headers.get("Docker-Content-Digest")
+            media_type = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip()
+        if not digest:
+            return None
+        return ManifestHead(str(oci.Digest.parse(digest)), media_type)
+
+    async def open_blob(self, name: str, digest: str, offset: int = 0) -> aiohttp.ClientResponse:
+        """An open blob response (200, or 206 from `offset`); the caller must release it."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        return await self._ok("GET", name, f"blobs/{digest}", "blob", headers=headers)
+
+    async def head_blob(self, name: str, digest: str) -> int | None:
+        """The blob's size as the upstream announces it."""
+        async with await self._ok("HEAD", name, f"blobs/{digest}", "blob") as resp:
+            return resp.content_length
+
+    async def tags(self, name: str, query: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
+        """The upstream's tag list body and the headers worth relaying (pagination `Link`)."""
+        path = "tags/list"
+        async with await self._ok("GET", name, path, "tags", query=query) as resp:
+            body = await _read_capped(resp, MAX_TAGS_BYTES, "tag list")
+            relay = {h: resp.headers[h] for h in _TAGS_HEADERS if h in resp.headers}
+        return body, relay
+
+    # -- transport ----------------------------------------------------------------------------
+
+    async def _ok(
+        self,
+        method: str,
+        name: str,
+        path: str,
+        kind: str,
+        accept: list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """A response with a 2xx status, or the registry error for what the upstream said."""
+        url = URL(f"{self._base}/v2/{name}/{path}")
+        if query:
+            url = url.with_query(query)
+        send = dict(headers or {})
+        if accept:
+            send["Accept"] = ", ".join(accept)
+        resp = await self._authorized(method, url, send, f"repository:{name}:pull", kind)
+        if 200 <= resp.status < 300:
+            return resp
+        async with resp:
+            body = b"" if method == "HEAD" else await resp.content.read(64 * 1024)
+        raise error_for_status(resp.status, kind, body, resp.headers)
+
+    async def _authorized(
+        self, method: str, url: URL, headers: dict[str, str], scope: str, kind: str
+    ) -> aiohttp.ClientResponse:
+        """Send with the known credentials; on a 401, answer its challenge and retry once."""
+        authorization = await self.auth.authorization(scope)
+        resp = await self._follow(method, url, headers, authorization, kind)
+        if resp.status != 401:
+            return resp
+        challenge = resp.headers.get("WWW-Authenticate", "")
+        resp.release()
+        retry = await self.auth.answer(challenge, scope, authorization)
+        if retry is None:
+            raise error_for_status(401, kind, b"", {})
+        return await self._follow(method, url, headers, retry, kind)
+
+    async def _follow(
+        self, method: str, url: URL, headers: dict[str, str], authorization: str | None, kind: str
+    ) -> aiohttp.ClientResponse:
+        """Send, following redirects by hand so `Authorization` never leaves the upstream's origin."""
+        for _ in range(MAX_REDIRECTS + 1):
+            send = dict(headers)
+            if authorization and url.origin() == self._base.origin():
+                send["Authorization"] = authorization
+            resp = await self._send(method, url, send, kind)
+            location = resp.headers.get("Location")
+            if resp.status not in _REDIRECTS or not location:
+                return resp
+            resp.release()
+            url = url.join(URL(location, encoded=True))
+            if url.scheme not in ("http", "https"):
+                raise errors.UpstreamBadGateway(f"upstream redirected to a {url.scheme!r} URL")
+        raise errors.UpstreamBadGateway(f"more than {MAX_REDIRECTS} redirects")
+
+    async def _send(
+        self, method: str, url: URL, headers: dict[str, str], kind: str
+    ) -> aiohttp.ClientResponse:
+        assert self._session is not None, "UpstreamClient used outside its context"
+        started = time.monotonic()
+        try:
+            resp = await self._session.request(method, url, headers=headers, allow_redirects=False)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
+            raise errors.UpstreamUnavailable(f"upstream {kind} request failed: {describe(exc)}") from None
+        self._metrics.upstream_requests.labels(self.label, kind, str(resp.status)).inc()
+        self._metrics.upstream_duration.labels(self.label, kind).observe(time.monotonic() - started)
+        return resp
+
+    async def _fetch_token(self, challenge: Challenge, scope: str, basic: str | None) -> tuple[str, object]:
+        """GET a bearer token from the challenge's realm; returns (token, expires_in)."""
+        realm = URL(challenge.realm)
+        if realm.scheme not in ("http", "https") or not realm.host:
+            raise errors.UpstreamBadGateway(f"unusable token realm {challenge.realm[:200]!r}")
+        query = {**realm.query, "scope": scope}
+        if "service" in challenge.params:
+            query["service"] = challenge.params["service"]
+        headers = {"Authorization": basic} if basic else {}
+        outcome = "error"
+        try:
+            resp = await self._send("GET", realm.with_query(query), headers, "token")
+            async with resp:
+                if resp.status != 200:
+                    outcome = str(resp.status)
+                    raise error_for_status(
+                        resp.status if resp.status in (401, 403) else 502, "token", b"", {}
+                    )
+                doc: Any = await resp.json(content_type=None)
+            token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+            if not isinstance(token, str) or not token:
+                raise errors.UpstreamBadGateway("token server answered without a token")
+            outcome = "ok"
+            return token, doc.get("expires_in")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise errors.UpstreamUnavailable(f"token request failed: {describe(exc)}") from None
+        finally:
+            self._metrics.token_fetches.labels(self.label, outcome).inc()
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    if resp.content_length is not None and resp.content_length > limit:
+        raise errors.UpstreamBadGateway(f"upstream {what} of {resp.content_length} bytes exceeds {limit}")
+    try:
+        body = await resp.content.read(limit + 1)
+        while len(body) <= limit and not resp.content.at_eof():
+            more = await resp.content.read(limit + 1 - len(body))
+            if not more:
+                break
+            body += more
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise errors.UpstreamUnavailable(f"reading upstream {what} failed: {describe(exc)}") from None
+    if len(body) > limit:
+        raise errors.UpstreamBadGateway(f"upstream {what} exceeds {limit} bytes")
+    return body
+
+
+def describe(exc: BaseException) -> str:
+    """A short, secret-free description of a transport exception."""
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"[:300]
