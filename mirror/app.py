@@ -36,7 +36,7 @@ def create_app(settings: Settings) -> web.Application:
 async def _components(app: web.Application) -> AsyncIterator[None]:
     settings, metrics, runtime = app[keys.SETTINGS], app[keys.METRICS], app[keys.RUNTIME]
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
-    store = await asyncio.to_thread(BlobStore, settings.cache_dir)
+    store = await asyncio.to_thread(BlobStore, settings.cache_dir, settings.cache_max_bytes)
     removed = await asyncio.to_thread(store.recover)
     manifests = ManifestCache()
     fills = Fills(store, metrics)

@@ -41,6 +41,7 @@ class Settings:
     upstream: str = DOCKER_HUB
     upstream_username: str | None = None
     upstream_password: str | None = field(default=None, repr=False)
+    cache_max_bytes: int = 50 * 1024**3
     tag_ttl: float = 300.0
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -74,6 +75,25 @@ def _url(value: Any) -> str:
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError("credentials, query and fragment are not allowed in the URL")
     return text
+
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def _bytes(value: Any) -> int:
+    """A size: an integer number of bytes, or a string like "500M", "50G", "2TiB" (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+        unit = text[-1:] if text[-1:] in _UNITS else ""
+        number = text[: len(text) - len(unit)].strip()
+        if not number.isdigit():
+            raise ValueError("expected a size such as 10737418240, 500M or 50G")
+        size = int(number) * _UNITS[unit]
+    if size <= 0:
+        raise ValueError("expected a size > 0")
+    return size
 
 
 def _seconds(value: Any) -> float:
@@ -118,6 +138,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "upstream": _url,
     "upstream_username": _text,
     "upstream_password": _text,
+    "cache_max_bytes": _bytes,
     "tag_ttl": _seconds,
     "connect_timeout": _positive_seconds,
     "read_timeout": _positive_seconds,

@@ -18,7 +18,6 @@ from mirror import errors, keys
 
 log = structlog.get_logger("mirror.request")
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
-CONTEXT = "mirror.context"
 
 
 @dataclass(slots=True)
@@ -32,13 +31,14 @@ class RequestContext:
     bytes_sent: int = 0
 
 
+CONTEXT = web.RequestKey("context", RequestContext)
+
+
 def context(request: web.Request) -> RequestContext:
-    found = request.get(CONTEXT)
-    if isinstance(found, RequestContext):
-        return found
-    ctx = RequestContext(request_id="-")
-    request[CONTEXT] = ctx
-    return ctx
+    """The request's context (a fresh one for requests that bypassed the middleware)."""
+    if CONTEXT not in request:
+        request[CONTEXT] = RequestContext(request_id="-")
+    return request[CONTEXT]
 
 
 def error_response(exc: errors.RegistryError) -> web.Response:

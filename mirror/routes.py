@@ -7,7 +7,6 @@ from aiohttp import web
 from mirror.handlers import ops, registry
 
 _NAME = "{name:[^?#]+}"
-WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 
 def setup(app: web.Application) -> None:
@@ -16,8 +15,7 @@ def setup(app: web.Application) -> None:
     app.router.add_get(f"/v2/{_NAME}/manifests/{{reference}}", registry.manifest)
     app.router.add_get(f"/v2/{_NAME}/blobs/{{digest}}", registry.blob)
     app.router.add_get(f"/v2/{_NAME}/tags/list", registry.tags)
-    for method in WRITE_METHODS:
-        app.router.add_route(method, "/v2/{tail:.*}", registry.unsupported)
+    app.router.add_route("*", "/v2/{tail:.*}", registry.fallback)
     app.router.add_get("/healthz", ops.healthz)
     app.router.add_get("/readyz", ops.readyz)
     app.router.add_get("/metrics", ops.metrics)

@@ -82,8 +82,10 @@ async def tags(request: web.Request) -> web.Response:
     return web.Response(body=body, headers=headers)
 
 
-async def unsupported(request: web.Request) -> web.Response:
-    """Any write (push, delete) to a mirror."""
+async def fallback(request: web.Request) -> web.Response:
+    """Anything else under /v2/: writes (push, delete) are unsupported by a mirror; reads are unknown."""
+    if request.method in ("GET", "HEAD"):
+        raise errors.NotFound(f"no registry endpoint at {request.path[:300]!r}")
     context(request).kind = "write"
     raise errors.Unsupported(f"{request.method} is not supported: this mirror only serves pulls")
 

@@ -17,9 +17,6 @@ from typing import IO, Any
 
 import diskcache
 
-#: Default bound of the blob store; eviction is least-recently-used beyond it.
-DEFAULT_SIZE_LIMIT = 50 * 1024**3
-
 
 @dataclass(frozen=True, slots=True)
 class _VerifiedFile:
@@ -57,7 +54,7 @@ class StoredBlob:
 class BlobStore:
     """Blobs by digest under `root`, with temp files for fills on the same filesystem."""
 
-    def __init__(self, root: Path, size_limit: int = DEFAULT_SIZE_LIMIT) -> None:
+    def __init__(self, root: Path, size_limit: int) -> None:
         self.root = root
         self.tmp_dir = root / "tmp"
         self._cache = diskcache.Cache(

@@ -1,0 +1,88 @@
+"""Fixtures: the mirror app in-process against a hand-written upstream, both on real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from blockbuster import BlockBuster, blockbuster_ctx
+
+from mirror import keys
+from mirror.app import create_app
+from mirror.config import load
+from tests.integration.fake_upstream import FakeUpstream
+
+MirrorFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+def fake() -> FakeUpstream:
+    return FakeUpstream()
+
+
+@pytest.fixture
+async def upstream(
+    fake: FakeUpstream, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> AsyncIterator[TestServer]:
+    server = await aiohttp_server(fake.app())
+    yield server
+    fake.release.set()
+
+
+@pytest.fixture
+async def make_mirror(
+    tmp_path: Path,
+    upstream: TestServer,
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> MirrorFactory:
+    """Start a mirror app on a free port whose upstream is the fake; overrides are setting values."""
+
+    async def start(**overrides: Any) -> TestClient[web.Request, web.Application]:
+        flags: dict[str, Any] = {
+            "upstream": str(upstream.make_url("")).rstrip("/"),
+            "cache_dir": str(tmp_path / "cache"),
+            "listen": "127.0.0.1:5000",
+        }
+        flags.update(overrides)
+        settings = load(flags, environ={})
+        return await aiohttp_client(create_app(settings))
+
+    return start
+
+
+@pytest.fixture
+async def mirror(make_mirror: MirrorFactory) -> TestClient[web.Request, web.Application]:
+    return await make_mirror()
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any test in which the mirror blocks the event loop."""
+    with blockbuster_ctx() as bb:
+        yield bb
+
+
+async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
+    """Poll `check` (sync or async) until it holds; fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while not await _holds(check()):
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def _holds(value: Awaitable[bool] | bool) -> bool:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def stored(client: TestClient[web.Request, web.Application], digest: str) -> bool:
+    """Whether the mirror's blob store holds `digest`."""
+    store = client.app[keys.RUNTIME].store
+    return await asyncio.to_thread(store.__contains__, digest)

@@ -1,0 +1,194 @@
+"""A hand-written upstream registry on a real socket, for faults the real one cannot produce.
+
+It serves manifests and blobs from dicts, records every request it sees, and injects per-digest faults:
+wrong bytes, a body cut off once or always, a stalled response, a 307 to a second origin (a "CDN").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class FakeUpstream:
+    """State and behaviour of the fake; `app()` builds the aiohttp application serving it."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    manifests: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)
+    faults: dict[str, str] = field(default_factory=dict)  # digest or "manifest" → fault name
+    seen: list[Seen] = field(default_factory=list)
+    token: str | None = None  # when set, /v2 requests need "Bearer <token>" (realm: /token)
+    token_expires_in: int | None = 300
+    redirect_to: str | None = None  # base URL of the CDN that serves blobs
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # lets stalled responses go on
+    status_override: tuple[int, dict[str, str]] | None = None  # answer every /v2 request with this
+
+    def add_blob(self, data: bytes) -> str:
+        digest = digest_of(data)
+        self.blobs[digest] = data
+        return digest
+
+    def add_manifest(self, name: str, tag: str, layers: list[str], media_type: str = OCI_MANIFEST) -> str:
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": layers[0],
+                "size": 1,
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": 1}
+                for d in layers
+            ],
+        }
+        body = json.dumps(doc, indent=3).encode()
+        digest = digest_of(body)
+        self.manifests[(name, tag)] = (body, media_type)
+        self.manifests[(name, digest)] = (body, media_type)
+        return digest
+
+    def requests(self, method: str | None = None, contains: str = "") -> list[Seen]:
+        return [s for s in self.seen if (method is None or s.method == method) and contains in s.path]
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/token", self._token)
+        app.router.add_route("*", "/v2/{name:.+}/manifests/{ref}", self._manifest)
+        app.router.add_route("*", "/v2/{name:.+}/blobs/{digest}", self._blob)
+        app.router.add_get("/v2/{name:.+}/tags/list", self._tags)
+        return app
+
+    def cdn_app(self) -> web.Application:
+        """The second origin blobs are redirected to; it refuses any request carrying Authorization."""
+        app = web.Application()
+
+        async def serve(request: web.Request) -> web.StreamResponse:
+            self.seen.append(Seen(request.method, "cdn:" + request.raw_path, dict(request.headers)))
+            if "Authorization" in request.headers:
+                return web.Response(status=400, text="Authorization sent to the CDN")
+            return await self._send_blob(request, request.match_info["digest"])
+
+        app.router.add_get("/cdn/{digest}", serve)
+        return app
+
+    def _record(self, request: web.Request) -> None:
+        self.seen.append(Seen(request.method, request.raw_path, dict(request.headers)))
+
+    def _challenge(self, request: web.Request) -> web.Response | None:
+        if self.status_override is not None:
+            status, headers = self.status_override
+            return web.json_response(
+                {"errors": [{"code": "X", "message": "injected"}]}, status=status, headers=headers
+            )
+        if self.token is None or request.headers.get("Authorization") == f"Bearer {self.token}":
+            return None
+        host = request.host
+        name = request.match_info["name"]
+        challenge = f'Bearer realm="http://{host}/token",service="fake",scope="repository:{name}:pull"'
+        return web.json_response(
+            {"errors": [{"code": "UNAUTHORIZED", "message": "auth"}]},
+            status=401,
+            headers={"WWW-Authenticate": challenge},
+        )
+
+    async def _token(self, request: web.Request) -> web.Response:
+        self._record(request)
+        doc: dict[str, object] = {"token": self.token}
+        if self.token_expires_in is not None:
+            doc["expires_in"] = self.token_expires_in
+        return web.json_response(doc)
+
+    async def _manifest(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        if (denied := self._challenge(request)) is not None:
+            return denied
+        if self.faults.get("manifest") == "stall":
+            await self.release.wait()
+        found = self.manifests.get((request.match_info["name"], request.match_info["ref"]))
+        if found is None:
+            return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "no"}]}, status=404)
+        body, media_type = found
+        announced = digest_of(body)
+        if self.faults.get("manifest") == "wrong_digest":
+            announced = digest_of(b"something else")
+        headers = {"Docker-Content-Digest": announced, "Content-Type": media_type}
+        if request.method == "HEAD":
+            return web.Response(headers={**headers, "Content-Length": str(len(body))})
+        return web.Response(body=body, headers=headers)
+
+    async def _tags(self, request: web.Request) -> web.Response:
+        self._record(request)
+        name = request.match_info["name"]
+        tags = sorted({ref for (n, ref) in self.manifests if n == name and ":" not in ref})
+        return web.json_response({"name": name, "tags": tags})
+
+    async def _blob(self, request: web.Request) -> web.StreamResponse:
+        self._record(request)
+        if (denied := self._challenge(request)) is not None:
+            return denied
+        digest = request.match_info["digest"]
+        if digest not in self.blobs:
+            return web.json_response({"errors": [{"code": "BLOB_UNKNOWN", "message": "no"}]}, status=404)
+        if request.method == "HEAD":
+            return web.Response(
+                headers={"Content-Length": str(len(self.blobs[digest])), "Docker-Content-Digest": digest}
+            )
+        if self.redirect_to:
+            # A raw Location: a signed CDN URL must reach the CDN byte for byte (no re-encoding).
+            return web.Response(
+                status=307, headers={"Location": f"{self.redirect_to}/cdn/{digest}?sig=a%2Fb"}
+            )
+        return await self._send_blob(request, digest)
+
+    async def _send_blob(self, request: web.Request, digest: str) -> web.StreamResponse:
+        data = self.blobs[digest]
+        fault = self.faults.get(digest, "")
+        if fault == "stall_headers":
+            await self.release.wait()
+        start = 0
+        if (rng := request.headers.get("Range")) and fault != "ignore_range":
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+        status = 206 if start else 200
+        body = data[start:]
+        if fault == "wrong_bytes":
+            body = bytes(b ^ 0xFF for b in body)
+        response = web.StreamResponse(status=status, headers={"Docker-Content-Digest": digest})
+        response.content_length = len(body)
+        if start:
+            response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        await response.prepare(request)
+        half = len(body) // 2
+        if (fault == "truncate_once" and not start) or fault == "truncate_always":
+            if fault == "truncate_once":
+                self.faults[digest] = "done"
+            await response.write(body[:half])
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        if fault == "stall_midway":
+            await response.write(body[:half])
+            await self.release.wait()
+            await response.write(body[half:])
+        else:
+            await response.write(body)
+        await response.write_eof()
+        return response
