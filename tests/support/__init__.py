@@ -1,0 +1,1 @@
+"""Test-support layer: real docker-registry upstreams, a token server, deterministic images, skopeo."""
