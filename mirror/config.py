@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 DOCKER_HUB = "https://registry-1.docker.io"
 ENV_PREFIX = "MIRROR_"
+SECRET_KEYS = frozenset({"upstream_password"})
 
 
 class ConfigError(ValueError):
@@ -97,6 +98,8 @@ def _bytes(value: Any) -> int:
 
 
 def _seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError("expected a number of seconds, not a boolean")
     seconds = float(value)
     if not 0 <= seconds < 10**7:
         raise ValueError("expected a number of seconds >= 0")
@@ -152,7 +155,7 @@ def _parse(key: str, value: Any, source: str) -> Any:
     try:
         return _PARSERS[key](value)
     except (ValueError, TypeError) as exc:
-        shown = "***" if key == "upstream_password" else repr(value)
+        shown = "***" if key in SECRET_KEYS or (key == "upstream" and "@" in str(value)) else repr(value)
         raise ConfigError(f"{source}: bad value {shown} for {key}: {exc}") from None
 
 

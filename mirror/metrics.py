@@ -31,6 +31,13 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.time_to_first_byte = Histogram(
+            "mirror_time_to_first_byte_seconds",
+            "Time from request to the response headers (a miss answers as soon as upstream does)",
+            ["kind", "result"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.bytes_served = Counter(
             "mirror_bytes_served",
             "Body bytes sent to clients, by where they came from",
@@ -45,8 +52,8 @@ class Metrics:
         )
         self.upstream_duration = Histogram(
             "mirror_upstream_request_duration_seconds",
-            "Time until the upstream answered with headers",
-            ["upstream", "endpoint"],
+            "Time until the upstream answered with headers, by endpoint and status ('error': no answer)",
+            ["upstream", "endpoint", "status"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -81,7 +88,42 @@ class Metrics:
             "Blob downloads resumed with Range after the upstream body broke off",
             registry=r,
         )
+        self.upstream_errors = Counter(
+            "mirror_upstream_errors",
+            "Upstream failures by kind: connect, timeout, 5xx, 429, invalid (unusable answer)",
+            ["upstream", "kind"],
+            registry=r,
+        )
+        self.ratelimit_limit = Gauge(
+            "mirror_upstream_ratelimit_limit",
+            "Manifest pull budget per window the upstream last announced (ratelimit-limit)",
+            ["upstream"],
+            registry=r,
+        )
+        self.ratelimit_remaining = Gauge(
+            "mirror_upstream_ratelimit_remaining",
+            "Manifest pulls the upstream last said remain in the window (ratelimit-remaining)",
+            ["upstream"],
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "mirror_upstream_breaker_state",
+            "Circuit breaker per upstream: 0 closed (healthy), 1 half-open (probing), 2 open (down)",
+            ["upstream"],
+            registry=r,
+        )
         self.cache_size = Gauge("mirror_cache_size_bytes", "Bytes held by the blob store", registry=r)
+        self.cache_limit = Gauge("mirror_cache_limit_bytes", "Configured bound of the blob store", registry=r)
+        self.cache_entries = Gauge("mirror_cache_entries", "Blobs held by the blob store", registry=r)
+        self.evictions = Counter(
+            "mirror_cache_evictions", "Blobs evicted to keep the store under its limit", registry=r
+        )
+        self.evicted_bytes = Counter(
+            "mirror_cache_evicted_bytes", "Bytes evicted to keep the store under its limit", registry=r
+        )
+        self.pinned_bytes = Gauge(
+            "mirror_cache_pinned_bytes", "Bytes of blobs held by pinned images (never evicted)", registry=r
+        )
         Info("mirror_build", "Version of the mirror and of Python", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )

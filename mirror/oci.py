@@ -140,7 +140,7 @@ def admits(accepted: frozenset[str] | None, media_type: str) -> bool:
 
 def sniff_media_type(body: bytes, content_type: str | None) -> str:
     """A manifest's media type: the upstream Content-Type unless generic, else the document's own field."""
-    declared = (content_type or "").split(";", 1)[0].strip()
+    declared = (content_type or "").split(";", 1)[0].strip().lower()
     if declared and declared not in ("application/json", "text/plain", "application/octet-stream"):
         return declared
     try:

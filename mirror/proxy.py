@@ -128,9 +128,10 @@ class RegistryProxy:
 
     async def blob(self, name: str, digest: str) -> BlobAnswer:
         """The blob's bytes: the stored file on a hit, else the (new or joined) fill for it."""
-        stored = await asyncio.to_thread(self._store.open, digest)
-        if stored is not None:
-            return BlobAnswer("hit", stored.size, stored=stored)
+        if self._fills.get(digest) is None:  # a fill under way is joined, even if it just committed
+            stored = await asyncio.to_thread(self._store.open, digest)
+            if stored is not None:
+                return BlobAnswer("hit", stored.size, stored=stored)
         fill, joined = await self._fills.join(self.upstream, oci.docker_hub_name(name), digest)
         return BlobAnswer("coalesced" if joined else "miss", fill.size, fill=fill)
 

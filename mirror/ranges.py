@@ -34,9 +34,7 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()):
-        return None
-    if last and not last.isdigit():
+    if not dash or not (first or last) or not _is_number(first) or not _is_number(last):
         return None
     if not first:  # suffix range: the last N bytes
         suffix = int(last)
@@ -48,3 +46,8 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if start >= size or (last and int(last) < start):
         raise RangeNotSatisfiable(f"bytes */{size}", headers={"Content-Range": f"bytes */{size}"})
     return ByteRange(start, end, size)
+
+
+def _is_number(text: str) -> bool:
+    """Empty, or ASCII digits short enough for `int` (a malformed header is ignored, never a 500)."""
+    return not text or (text.isascii() and text.isdigit() and len(text) <= 20)

@@ -41,8 +41,13 @@ def parse_challenge(header: str) -> Challenge | None:
     scheme = scheme.lower()
     if scheme not in ("bearer", "basic"):
         return None
-    params = {m[1].lower(): (m[2] if m[2] else m[3]).replace('\\"', '"') for m in _PARAM.finditer(rest)}
+    params = {m[1].lower(): _unquote(m[2]) if m[2] is not None else m[3] for m in _PARAM.finditer(rest)}
     return Challenge(scheme, params)
+
+
+def _unquote(text: str) -> str:
+    """A quoted-string's value: each backslash escapes the character after it (RFC 9110 §5.6.4)."""
+    return re.sub(r"\\(.)", r"\1", text)
 
 
 def basic_header(username: str, password: str) -> str:

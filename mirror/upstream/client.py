@@ -210,7 +210,9 @@ class UpstreamClient:
             self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
             raise errors.UpstreamUnavailable(f"upstream {kind} request failed: {describe(exc)}") from None
         self._metrics.upstream_requests.labels(self.label, kind, str(resp.status)).inc()
-        self._metrics.upstream_duration.labels(self.label, kind).observe(time.monotonic() - started)
+        self._metrics.upstream_duration.labels(self.label, kind, str(resp.status)).observe(
+            time.monotonic() - started
+        )
         return resp
 
     async def _fetch_token(self, challenge: Challenge, scope: str, basic: str | None) -> tuple[str, object]:

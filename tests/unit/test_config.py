@@ -1,0 +1,420 @@
+"""Unit tests for mirror.config: flag > environment > file > default precedence, validation and redaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mirror.config import DOCKER_HUB, ConfigError, Listen, Settings, load
+
+SECRET = "hunter2-very-secret"
+
+
+def _write(tmp_path: Path, text: str, name: str = "mirror.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+# --- defaults -----------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    """With no flags, environment or file, every setting has its documented default."""
+    settings = load({}, {}, None)
+    assert (settings.listen, settings.cache_dir, settings.upstream, settings.tag_ttl) == (
+        Listen("0.0.0.0", 5000),
+        Path("./cache"),
+        "https://registry-1.docker.io",
+        300.0,
+    )
+
+
+def test_defaults_have_no_credentials() -> None:
+    """By default no upstream username or password is set."""
+    settings = load({}, {}, None)
+    assert (settings.upstream_username, settings.upstream_password) == (None, None)
+
+
+def test_none_flags_are_ignored() -> None:
+    """A flag given as None (not passed on the command line) does not override anything."""
+    settings = load({"listen": None, "cache_dir": None, "upstream": None}, {"MIRROR_LISTEN": "1.2.3.4:80"})
+    assert (settings.listen, settings.upstream) == (Listen("1.2.3.4", 80), DOCKER_HUB)
+
+
+# --- precedence ---------------------------------------------------------------------------------
+
+# For each key: (file TOML value, env value, flag value, expected setting from file, env, flag).
+PRECEDENCE = [
+    pytest.param(
+        "listen",
+        '"10.0.0.1:1000"',
+        "10.0.0.2:2000",
+        "10.0.0.3:3000",
+        (Listen("10.0.0.1", 1000), Listen("10.0.0.2", 2000), Listen("10.0.0.3", 3000)),
+        id="listen",
+    ),
+    pytest.param(
+        "cache_dir",
+        '"/file/cache"',
+        "/env/cache",
+        "/flag/cache",
+        (Path("/file/cache"), Path("/env/cache"), Path("/flag/cache")),
+        id="cache_dir",
+    ),
+    pytest.param(
+        "upstream",
+        '"https://file.example"',
+        "https://env.example",
+        "https://flag.example",
+        ("https://file.example", "https://env.example", "https://flag.example"),
+        id="upstream",
+    ),
+]
+
+
+@pytest.mark.parametrize(("key", "file_value", "env_value", "flag_value", "expected"), PRECEDENCE)
+def test_flag_beats_env_and_file(
+    tmp_path: Path, key: str, file_value: str, env_value: str, flag_value: str, expected: tuple[Any, ...]
+) -> None:
+    """A flag wins over the environment and the config file."""
+    path = _write(tmp_path, f"{key} = {file_value}\n")
+    settings = load({key: flag_value}, {f"MIRROR_{key.upper()}": env_value}, path)
+    assert getattr(settings, key) == expected[2]
+
+
+@pytest.mark.parametrize(("key", "file_value", "env_value", "flag_value", "expected"), PRECEDENCE)
+def test_env_beats_file(
+    tmp_path: Path, key: str, file_value: str, env_value: str, flag_value: str, expected: tuple[Any, ...]
+) -> None:
+    """An environment variable wins over the config file."""
+    path = _write(tmp_path, f"{key} = {file_value}\n")
+    settings = load({}, {f"MIRROR_{key.upper()}": env_value}, path)
+    assert getattr(settings, key) == expected[1]
+
+
+@pytest.mark.parametrize(("key", "file_value", "env_value", "flag_value", "expected"), PRECEDENCE)
+def test_file_beats_default(
+    tmp_path: Path, key: str, file_value: str, env_value: str, flag_value: str, expected: tuple[Any, ...]
+) -> None:
+    """A config file value wins over the default."""
+    path = _write(tmp_path, f"{key} = {file_value}\n")
+    settings = load({}, {}, path)
+    assert getattr(settings, key) == expected[0]
+
+
+@pytest.mark.parametrize(("key", "file_value", "env_value", "flag_value", "expected"), PRECEDENCE)
+def test_flag_beats_default(
+    key: str, file_value: str, env_value: str, flag_value: str, expected: tuple[Any, ...]
+) -> None:
+    """A flag alone overrides the default."""
+    assert getattr(load({key: flag_value}, {}, None), key) == expected[2]
+
+
+def test_file_and_env_merge_per_key(tmp_path: Path) -> None:
+    """Keys from the file and keys from the environment combine; each key takes its own winner."""
+    path = _write(tmp_path, 'tag_ttl = 42\nupstream = "https://file.example"\n')
+    settings = load({}, {"MIRROR_UPSTREAM": "https://env.example"}, path)
+    assert (settings.tag_ttl, settings.upstream) == (42.0, "https://env.example")
+
+
+def test_mirror_config_env_names_the_file(tmp_path: Path) -> None:
+    """MIRROR_CONFIG names the config file when no file is passed explicitly."""
+    path = _write(tmp_path, "tag_ttl = 7\n")
+    assert load({}, {"MIRROR_CONFIG": str(path)}, None).tag_ttl == 7.0
+
+
+def test_explicit_config_file_beats_mirror_config(tmp_path: Path) -> None:
+    """An explicit config file (--config) is used instead of the one MIRROR_CONFIG names."""
+    env_file = _write(tmp_path, "tag_ttl = 7\n", "env.toml")
+    flag_file = _write(tmp_path, "tag_ttl = 8\n", "flag.toml")
+    assert load({}, {"MIRROR_CONFIG": str(env_file)}, flag_file).tag_ttl == 8.0
+
+
+def test_empty_mirror_config_means_no_file() -> None:
+    """An empty MIRROR_CONFIG is treated as unset."""
+    assert load({}, {"MIRROR_CONFIG": ""}, None) == Settings()
+
+
+# --- values parsed from every source ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "env_value", "expected"),
+    [
+        ("listen", "127.0.0.1:8080", Listen("127.0.0.1", 8080)),
+        ("listen", ":8080", Listen("0.0.0.0", 8080)),
+        ("listen", "[::1]:8080", Listen("::1", 8080)),
+        ("listen", "localhost:65535", Listen("localhost", 65535)),
+        ("listen", "h:1", Listen("h", 1)),
+        ("upstream", "https://registry.example/", "https://registry.example"),
+        ("upstream", "http://localhost:5001", "http://localhost:5001"),
+        ("upstream_username", "bob", "bob"),
+        ("upstream_password", SECRET, SECRET),
+        ("tag_ttl", "0", 0.0),
+        ("tag_ttl", "12.5", 12.5),
+        ("connect_timeout", "0.5", 0.5),
+        ("read_timeout", "120", 120.0),
+        ("auth_realms", "Auth.Example.com, other.example ,", ("auth.example.com", "other.example")),
+        ("auth_realms", "", ()),
+        ("log_format", "json", "json"),
+        ("log_format", "console", "console"),
+        ("log_level", "debug", "debug"),
+    ],
+)
+def test_env_values_parsed(key: str, env_value: str, expected: object) -> None:
+    """Each MIRROR_* variable is parsed into the setting's typed value."""
+    assert getattr(load({}, {f"MIRROR_{key.upper()}": env_value}, None), key) == expected
+
+
+def test_file_values_parsed(tmp_path: Path) -> None:
+    """TOML values of their native types are accepted for every key."""
+    path = _write(
+        tmp_path,
+        'listen = "127.0.0.1:5001"\n'
+        'cache_dir = "/var/cache/mirror"\n'
+        'upstream = "https://r.example"\n'
+        'upstream_username = "u"\n'
+        'upstream_password = "p"\n'
+        "tag_ttl = 60\n"
+        "connect_timeout = 1.5\n"
+        "read_timeout = 30\n"
+        'auth_realms = ["Auth.R.example"]\n'
+        'log_format = "console"\n'
+        'log_level = "warning"\n',
+    )
+    assert load({}, {}, path) == Settings(
+        listen=Listen("127.0.0.1", 5001),
+        cache_dir=Path("/var/cache/mirror"),
+        upstream="https://r.example",
+        upstream_username="u",
+        upstream_password="p",
+        tag_ttl=60.0,
+        connect_timeout=1.5,
+        read_timeout=30.0,
+        auth_realms=("auth.r.example",),
+        log_format="console",
+        log_level="warning",
+    )
+
+
+# --- bad values ---------------------------------------------------------------------------------
+
+BAD_ENV = [
+    ("listen", "5000"),
+    ("listen", "host:"),
+    ("listen", "host:0"),
+    ("listen", "host:65536"),
+    ("listen", "host:-1"),
+    ("listen", "host:http"),
+    ("cache_dir", ""),
+    ("upstream", "ftp://registry.example"),
+    ("upstream", "registry.example"),
+    ("upstream", "https://"),
+    ("upstream", "https://r.example/?x=1"),
+    ("upstream", "https://r.example/#frag"),
+    ("upstream", "https://user@r.example"),
+    ("upstream_username", ""),
+    ("upstream_password", ""),
+    ("tag_ttl", "-1"),
+    ("tag_ttl", "soon"),
+    ("tag_ttl", "nan"),
+    ("tag_ttl", "inf"),
+    ("tag_ttl", "1e7"),
+    ("connect_timeout", "0"),
+    ("connect_timeout", "-0.5"),
+    ("read_timeout", "0"),
+    ("read_timeout", "x"),
+    ("log_format", "JSON"),
+    ("log_format", "xml"),
+    ("log_level", "trace"),
+    ("log_level", "INFO"),
+]
+
+
+@pytest.mark.parametrize(("key", "value"), BAD_ENV)
+def test_bad_env_value_names_key_and_variable(key: str, value: str) -> None:
+    """A bad MIRROR_* value raises ConfigError naming both the variable and the setting."""
+    name = f"MIRROR_{key.upper()}"
+    with pytest.raises(ConfigError) as info:
+        load({}, {name: value}, None)
+    assert name in str(info.value)
+    assert f"for {key}:" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "toml_value"),
+    [
+        ("listen", "5000"),
+        ("listen", '"nohost"'),
+        ("cache_dir", "5"),
+        ("cache_dir", '""'),
+        ("upstream", '"gopher://x"'),
+        ("upstream", "1"),
+        ("upstream_username", "7"),
+        ("upstream_username", '""'),
+        ("upstream_password", "7"),
+        ("tag_ttl", '"x"'),
+        ("tag_ttl", "-5"),
+        ("tag_ttl", "[1]"),
+        ("connect_timeout", "0"),
+        ("read_timeout", "-1.0"),
+        ("auth_realms", "5"),
+        ("auth_realms", "[1, 2]"),
+        ("log_format", '"yaml"'),
+        ("log_level", "1"),
+    ],
+)
+def test_bad_file_value_names_key(tmp_path: Path, key: str, toml_value: str) -> None:
+    """A bad value in the config file raises ConfigError naming the setting and the file."""
+    path = _write(tmp_path, f"{key} = {toml_value}\n")
+    with pytest.raises(ConfigError) as info:
+        load({}, {}, path)
+    assert f"for {key}:" in str(info.value)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("listen", "nope"), ("cache_dir", ""), ("upstream", "file:///etc")],
+)
+def test_bad_flag_value_names_flag(key: str, value: str) -> None:
+    """A bad flag value raises ConfigError naming the --flag and the setting."""
+    with pytest.raises(ConfigError) as info:
+        load({key: value}, {}, None)
+    assert f"--{key.replace('_', '-')}" in str(info.value)
+    assert f"for {key}:" in str(info.value)
+
+
+def test_bad_password_from_file_is_not_echoed(tmp_path: Path) -> None:
+    """A bad upstream_password in the file is reported by key with `***`, never its value."""
+    path = _write(tmp_path, "upstream_password = 123456789\n")
+    with pytest.raises(ConfigError) as info:
+        load({}, {}, path)
+    assert "123456789" not in str(info.value)
+    assert "***" in str(info.value)
+    assert "upstream_password" in str(info.value)
+
+
+def test_bad_password_list_is_not_echoed(tmp_path: Path) -> None:
+    """A password of the wrong type (a list) is reported by key, never by its contents."""
+    path = _write(tmp_path, f'upstream_password = ["{SECRET}"]\n')
+    with pytest.raises(ConfigError) as info:
+        load({}, {}, path)
+    assert SECRET not in str(info.value)
+    assert "upstream_password" in str(info.value)
+
+
+def test_other_bad_values_are_shown() -> None:
+    """A bad non-secret value is echoed so the operator can see what was wrong."""
+    with pytest.raises(ConfigError) as info:
+        load({}, {"MIRROR_LISTEN": "not-a-port"}, None)
+    assert "'not-a-port'" in str(info.value)
+
+
+def test_bad_upstream_with_credentials_does_not_echo_password() -> None:
+    """An upstream URL rejected for carrying credentials is reported without the password."""
+    with pytest.raises(ConfigError) as info:
+        load({}, {"MIRROR_UPSTREAM": f"https://user:{SECRET}@registry.example"}, None)
+    assert SECRET not in str(info.value)
+
+
+def test_boolean_seconds_rejected(tmp_path: Path) -> None:
+    """A TOML boolean is not a number of seconds."""
+    path = _write(tmp_path, "tag_ttl = true\n")
+    with pytest.raises(ConfigError, match="tag_ttl"):
+        load({}, {}, path)
+
+
+# --- unknown keys and files ---------------------------------------------------------------------
+
+
+def test_unknown_file_key_is_named(tmp_path: Path) -> None:
+    """An unknown key in the config file raises ConfigError naming it."""
+    path = _write(tmp_path, 'tag_ttl = 5\nupstream_pasword = "typo"\n')
+    with pytest.raises(ConfigError, match="unknown key upstream_pasword"):
+        load({}, {}, path)
+
+
+def test_unknown_file_key_value_not_echoed(tmp_path: Path) -> None:
+    """The unknown-key error names the key but does not echo its (possibly secret) value."""
+    path = _write(tmp_path, f'upstream_pasword = "{SECRET}"\n')
+    with pytest.raises(ConfigError) as info:
+        load({}, {}, path)
+    assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"MIRROR_PORT": "tcp://10.0.0.1:5000"},
+        {"MIRROR_PORT_5000_TCP": "tcp://10.0.0.1:5000", "MIRROR_SERVICE_HOST": "10.0.0.1"},
+        {"MIRROR_SERVICE_PORT": "5000", "MIRROR_PORT_5000_TCP_PROTO": "tcp"},
+        {"MIRROR_UNKNOWN": "whatever"},
+        {"mirror_listen": "bad"},
+    ],
+)
+def test_unknown_mirror_env_ignored(environ: dict[str, str]) -> None:
+    """MIRROR_* variables that name no setting (as Kubernetes injects) are ignored, not errors."""
+    assert load({}, environ, None) == Settings()
+
+
+def test_missing_config_file_is_config_error(tmp_path: Path) -> None:
+    """A config file that cannot be read raises ConfigError naming the file."""
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match=r"absent\.toml"):
+        load({}, {}, path)
+
+
+def test_invalid_toml_is_config_error(tmp_path: Path) -> None:
+    """A config file that is not TOML raises ConfigError naming the file."""
+    path = _write(tmp_path, "listen = [unterminated\n")
+    with pytest.raises(ConfigError, match=r"mirror\.toml"):
+        load({}, {}, path)
+
+
+# --- redaction ----------------------------------------------------------------------------------
+
+
+def test_redacted_hides_password() -> None:
+    """redacted() replaces the upstream password with `***`."""
+    settings = load({}, {"MIRROR_UPSTREAM_USERNAME": "bob", "MIRROR_UPSTREAM_PASSWORD": SECRET}, None)
+    redacted = settings.redacted()
+    assert (redacted["upstream_username"], redacted["upstream_password"]) == ("bob", "***")
+
+
+def test_redacted_never_contains_password_anywhere() -> None:
+    """No value of redacted() contains the password text."""
+    settings = load({}, {"MIRROR_UPSTREAM_PASSWORD": SECRET}, None)
+    assert SECRET not in repr(settings.redacted())
+
+
+def test_redacted_keeps_unset_password_none() -> None:
+    """redacted() shows an unset password as None, not `***`."""
+    assert load({}, {}, None).redacted()["upstream_password"] is None
+
+
+def test_redacted_is_plain_values() -> None:
+    """redacted() renders listen, cache_dir and auth_realms as plain JSON-able values."""
+    redacted = load({}, {"MIRROR_AUTH_REALMS": "a.example,b.example"}, None).redacted()
+    assert (redacted["listen"], redacted["cache_dir"], redacted["auth_realms"]) == (
+        "0.0.0.0:5000",
+        "cache",
+        ["a.example", "b.example"],
+    )
+
+
+def test_repr_never_contains_password() -> None:
+    """repr() and str() of Settings never contain the upstream password."""
+    settings = load({}, {"MIRROR_UPSTREAM_PASSWORD": SECRET}, None)
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)
+
+
+def test_settings_are_frozen() -> None:
+    """Settings cannot be mutated after load."""
+    settings = load({}, {}, None)
+    with pytest.raises(AttributeError):
+        settings.tag_ttl = 1.0  # type: ignore[misc]
