@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import structlog
@@ -13,6 +14,7 @@ from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
 from mirror.proxy import RegistryProxy
+from mirror.routing import Router
 from mirror.runtime import Runtime
 from mirror.storage.blobs import BlobStore
 from mirror.storage.manifests import ManifestCache
@@ -40,13 +42,19 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     removed = await asyncio.to_thread(store.recover)
     manifests = ManifestCache()
     fills = Fills(store, metrics)
-    async with UpstreamClient(settings, metrics) as upstream:
-        proxy = RegistryProxy(upstream, manifests, store, fills, settings.tag_ttl)
-        runtime.attach(proxy, store)
+    registries = settings.registries()
+    async with contextlib.AsyncExitStack() as stack:
+        proxies: dict[str, RegistryProxy] = {}
+        for upstream_settings in registries:
+            upstream = await stack.enter_async_context(UpstreamClient(upstream_settings, metrics))
+            ttl = upstream_settings.tag_ttl
+            assert ttl is not None, "registries() fills in inherited values"
+            proxies[upstream.label] = RegistryProxy(upstream, manifests, store, fills, ttl)
+        runtime.attach(proxies, Router(registries), store)
         log.info(
             "mirror_started",
             listen=str(settings.listen),
-            upstream=settings.upstream,
+            upstreams={u.registry: u.url for u in registries},
             cache_dir=str(settings.cache_dir),
             temp_files_removed=removed,
         )
@@ -55,7 +63,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         finally:
             runtime.detach()
             await fills.close()
-            await proxy.close()
+            for proxy in proxies.values():
+                await proxy.close()
             await manifests.close()
     await asyncio.to_thread(store.close)
     log.info("mirror_stopped")

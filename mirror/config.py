@@ -2,6 +2,9 @@
 
 Precedence is flag > environment > file > default. An unknown file key or a bad value is a ConfigError
 naming it; the CLI turns that into exit status 2. Secrets never appear in `repr` or `redacted()`.
+
+The top-level `upstream*` keys configure Docker Hub (`docker.io`), which is always served; each
+`[[upstreams]]` table of the file adds another registry (ghcr.io, quay.io, a private one, ...).
 """
 
 from __future__ import annotations
@@ -13,24 +16,45 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from mirror import values
+from mirror.values import Listen
 
 DOCKER_HUB = "https://registry-1.docker.io"
+DOCKER_IO = "docker.io"
+#: Names clients give Docker Hub; all of them are served by the docker.io upstream.
+DOCKER_IO_NAMES = frozenset({DOCKER_IO, "index.docker.io", "registry-1.docker.io"})
 ENV_PREFIX = "MIRROR_"
-SECRET_KEYS = frozenset({"upstream_password"})
+SECRET_KEYS = frozenset({"upstream_password", "password"})
+REDACTED = "***"
+
+__all__ = ["DOCKER_HUB", "ConfigError", "Listen", "Settings", "UpstreamSettings", "load"]
 
 
 class ConfigError(ValueError):
     """A configuration value or key that cannot be used; the message names it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Listen:
-    host: str
-    port: int
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """One registry the mirror serves. Unset timeouts and TTL inherit the top-level values."""
 
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+    registry: str
+    url: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tag_ttl: float | None = None
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+    auth_realms: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    def redacted(self) -> dict[str, Any]:
+        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        found.update(auth_realms=list(self.auth_realms), aliases=list(self.aliases))
+        if self.password is not None:
+            found["password"] = REDACTED
+        return found
 
 
 @dataclass(frozen=True)
@@ -42,6 +66,7 @@ class Settings:
     upstream: str = DOCKER_HUB
     upstream_username: str | None = None
     upstream_password: str | None = field(default=None, repr=False)
+    upstream_aliases: tuple[str, ...] = ()
     cache_max_bytes: int = 50 * 1024**3
     tag_ttl: float = 300.0
     connect_timeout: float = 10.0
@@ -49,117 +74,84 @@ class Settings:
     auth_realms: tuple[str, ...] = ()
     log_format: str = "auto"
     log_level: str = "info"
+    upstreams: tuple[UpstreamSettings, ...] = ()
+
+    def registries(self) -> tuple[UpstreamSettings, ...]:
+        """Every upstream, Docker Hub first, with inherited values filled in."""
+        docker = UpstreamSettings(
+            DOCKER_IO,
+            self.upstream,
+            self.upstream_username,
+            self.upstream_password,
+            auth_realms=self.auth_realms,
+            aliases=self.upstream_aliases,
+        )
+        return tuple(
+            dataclasses.replace(
+                u,
+                tag_ttl=self.tag_ttl if u.tag_ttl is None else u.tag_ttl,
+                connect_timeout=self.connect_timeout if u.connect_timeout is None else u.connect_timeout,
+                read_timeout=self.read_timeout if u.read_timeout is None else u.read_timeout,
+            )
+            for u in (docker, *self.upstreams)
+        )
 
     def redacted(self) -> dict[str, Any]:
         """The effective settings as plain values, secrets replaced, for `--print-config` and logs."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values["listen"] = str(self.listen)
-        values["cache_dir"] = str(self.cache_dir)
-        values["auth_realms"] = list(self.auth_realms)
+        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        found.update(
+            listen=str(self.listen),
+            cache_dir=str(self.cache_dir),
+            auth_realms=list(self.auth_realms),
+            upstream_aliases=list(self.upstream_aliases),
+            upstreams=[u.redacted() for u in self.upstreams],
+        )
         if self.upstream_password is not None:
-            values["upstream_password"] = "***"  # noqa: S105  # the redaction marker, not a password
-        return values
-
-
-def _listen(value: Any) -> Listen:
-    host, sep, port = str(value).rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError("expected HOST:PORT with a port from 1 to 65535")
-    return Listen(host.strip("[]") or "0.0.0.0", int(port))
-
-
-def _url(value: Any) -> str:
-    text = str(value).rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http:// or https:// URL")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise ValueError("credentials, query and fragment are not allowed in the URL")
-    return text
-
-
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-
-
-def _bytes(value: Any) -> int:
-    """A size: an integer number of bytes, or a string like "500M", "50G", "2TiB" (binary units)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    else:
-        text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
-        unit = text[-1:] if text[-1:] in _UNITS else ""
-        number = text[: len(text) - len(unit)].strip()
-        if not number.isdigit():
-            raise ValueError("expected a size such as 10737418240, 500M or 50G")
-        size = int(number) * _UNITS[unit]
-    if size <= 0:
-        raise ValueError("expected a size > 0")
-    return size
-
-
-def _seconds(value: Any) -> float:
-    if isinstance(value, bool):
-        raise TypeError("expected a number of seconds, not a boolean")
-    seconds = float(value)
-    if not 0 <= seconds < 10**7:
-        raise ValueError("expected a number of seconds >= 0")
-    return seconds
-
-
-def _positive_seconds(value: Any) -> float:
-    seconds = _seconds(value)
-    if seconds == 0:
-        raise ValueError("expected a number of seconds > 0")
-    return seconds
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError("expected a non-empty string")
-    return value
-
-
-def _hosts(value: Any) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
-        raise ValueError("expected a list of host names")
-    return tuple(i.strip().lower() for i in items if i.strip())
-
-
-def _choice(*options: str) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}")
-        return str(value)
-
-    return parse
+            found["upstream_password"] = REDACTED
+        return found
 
 
 _PARSERS: dict[str, Callable[[Any], Any]] = {
-    "listen": _listen,
-    "cache_dir": lambda v: Path(_text(v)),
-    "upstream": _url,
-    "upstream_username": _text,
-    "upstream_password": _text,
-    "cache_max_bytes": _bytes,
-    "tag_ttl": _seconds,
-    "connect_timeout": _positive_seconds,
-    "read_timeout": _positive_seconds,
-    "auth_realms": _hosts,
-    "log_format": _choice("auto", "json", "console"),
-    "log_level": _choice("debug", "info", "warning", "error"),
+    "listen": values.listen_address,
+    "cache_dir": lambda v: Path(values.nonempty(v)),
+    "upstream": values.http_url,
+    "upstream_username": values.nonempty,
+    "upstream_password": values.nonempty,
+    "upstream_aliases": values.alias_list,
+    "cache_max_bytes": values.size,
+    "tag_ttl": values.seconds,
+    "connect_timeout": values.positive_seconds,
+    "read_timeout": values.positive_seconds,
+    "auth_realms": values.host_list,
+    "log_format": values.choice("auto", "json", "console"),
+    "log_level": values.choice("debug", "info", "warning", "error"),
+}
+
+_UPSTREAM_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "registry": values.registry_host,
+    "url": values.http_url,
+    "username": values.nonempty,
+    "password": values.nonempty,
+    "password_env": values.nonempty,
+    "password_file": lambda v: Path(values.nonempty(v)),
+    "tag_ttl": values.seconds,
+    "connect_timeout": values.positive_seconds,
+    "read_timeout": values.positive_seconds,
+    "auth_realms": values.host_list,
+    "aliases": values.alias_list,
 }
 
 
-def _parse(key: str, value: Any, source: str) -> Any:
+def _parse(parsers: Mapping[str, Callable[[Any], Any]], key: str, value: Any, source: str) -> Any:
     try:
-        return _PARSERS[key](value)
+        return parsers[key](value)
     except (ValueError, TypeError) as exc:
-        shown = "***" if key in SECRET_KEYS or (key == "upstream" and "@" in str(value)) else repr(value)
+        secret = key in SECRET_KEYS or (key in ("upstream", "url") and "@" in str(value))
+        shown = REDACTED if secret else repr(value)
         raise ConfigError(f"{source}: bad value {shown} for {key}: {exc}") from None
 
 
-def read_file(path: Path) -> dict[str, Any]:
+def read_file(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     """The settings in a TOML file; unknown keys are errors."""
     try:
         data = tomllib.loads(path.read_text())
@@ -167,10 +159,44 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
+    tables = data.pop("upstreams", [])
     unknown = sorted(set(data) - set(_PARSERS))
     if unknown:
         raise ConfigError(f"config file {path}: unknown key {', '.join(unknown)}")
-    return {k: _parse(k, v, f"config file {path}") for k, v in data.items()}
+    found = {k: _parse(_PARSERS, k, v, f"config file {path}") for k, v in data.items()}
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"config file {path}: upstreams must be an array of tables ([[upstreams]])")
+    found["upstreams"] = tuple(
+        _upstream(t, f"config file {path}: upstreams[{i}]", environ) for i, t in enumerate(tables)
+    )
+    return found
+
+
+def _upstream(table: dict[str, Any], source: str, environ: Mapping[str, str]) -> UpstreamSettings:
+    unknown = sorted(set(table) - set(_UPSTREAM_PARSERS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {', '.join(unknown)}")
+    if "registry" not in table:
+        raise ConfigError(f"{source}: registry is required (the host it stands for, e.g. ghcr.io)")
+    found = {k: _parse(_UPSTREAM_PARSERS, k, v, source) for k, v in table.items()}
+    if found["registry"] in DOCKER_IO_NAMES:
+        raise ConfigError(f"{source}: docker.io is configured with the top-level upstream keys")
+    sources = [k for k in ("password", "password_env", "password_file") if k in found]
+    if len(sources) > 1:
+        raise ConfigError(f"{source}: give only one of {', '.join(sources)}")
+    if "password_env" in found:
+        name = found.pop("password_env")
+        if not environ.get(name):
+            raise ConfigError(f"{source}: password_env names {name}, which is not set")
+        found["password"] = environ[name]
+    if "password_file" in found:
+        secret_path = found.pop("password_file")
+        try:
+            found["password"] = secret_path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read password_file {secret_path}: {exc.strerror}") from None
+    found.setdefault("url", f"https://{found['registry']}")
+    return UpstreamSettings(**found)
 
 
 def read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -183,8 +209,18 @@ def read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     for key in _PARSERS:
         name = ENV_PREFIX + key.upper()
         if name in environ:
-            found[key] = _parse(key, environ[name], name)
+            found[key] = _parse(_PARSERS, key, environ[name], name)
     return found
+
+
+def _check_names(settings: Settings) -> None:
+    """Every registry name and alias routes to exactly one upstream."""
+    seen: dict[str, str] = {name: DOCKER_IO for name in DOCKER_IO_NAMES}
+    for upstream in settings.registries():
+        names = upstream.aliases if upstream.registry == DOCKER_IO else (upstream.registry, *upstream.aliases)
+        for name in names:
+            if seen.setdefault(name, upstream.registry) != upstream.registry:
+                raise ConfigError(f"{name} names both {seen[name]} and {upstream.registry}")
 
 
 def load(
@@ -192,7 +228,11 @@ def load(
 ) -> Settings:
     """Settings from flags > environment > file > defaults. `flags` maps setting names to raw values."""
     path = config_file or (Path(environ["MIRROR_CONFIG"]) if environ.get("MIRROR_CONFIG") else None)
-    merged: dict[str, Any] = read_file(path) if path else {}
+    merged: dict[str, Any] = read_file(path, environ) if path else {}
     merged.update(read_environ(environ))
-    merged.update({k: _parse(k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None})
-    return Settings(**merged)
+    merged.update(
+        {k: _parse(_PARSERS, k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None}
+    )
+    settings = Settings(**merged)
+    _check_names(settings)
+    return settings

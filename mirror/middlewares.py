@@ -29,6 +29,8 @@ class RequestContext:
     result: str = "none"
     source: str | None = None  # where body bytes came from: cache | upstream
     bytes_sent: int = 0
+    upstream: str = "none"  # the registry host serving the request, once routed
+    namespace: str | None = None  # containerd's ?ns=, echoed as OCI-Namespace
 
 
 CONTEXT = web.RequestKey("context", RequestContext)
@@ -84,8 +86,11 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`on_response_prepare`: every response, streamed ones included, says the API version and request id."""
+    ctx = context(request)
     response.headers.update(API_VERSION)
-    response.headers["X-Request-Id"] = context(request).request_id
+    response.headers["X-Request-Id"] = ctx.request_id
+    if ctx.namespace is not None:
+        response.headers["OCI-Namespace"] = ctx.namespace
 
 
 def _from_http(exc: web.HTTPException) -> errors.RegistryError:
@@ -99,7 +104,7 @@ def _from_http(exc: web.HTTPException) -> errors.RegistryError:
 def _record(request: web.Request, ctx: RequestContext, status: int, seconds: float) -> None:
     metrics = request.app[keys.METRICS]
     if ctx.kind != "other":
-        upstream = "docker.io"
+        upstream = ctx.upstream
         metrics.requests.labels(upstream, ctx.kind, request.method, str(status), ctx.result).inc()
         metrics.request_duration.labels(ctx.kind, ctx.result).observe(seconds)
         if ctx.source and ctx.bytes_sent:
@@ -111,6 +116,7 @@ def _record(request: web.Request, ctx: RequestContext, status: int, seconds: flo
         path=request.path,
         status=status,
         kind=ctx.kind,
+        upstream=ctx.upstream,
         result=ctx.result,
         bytes=ctx.bytes_sent,
         seconds=round(seconds, 4),

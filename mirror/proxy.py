@@ -49,7 +49,7 @@ class BlobAnswer:
 
 
 class RegistryProxy:
-    """Pull-side registry operations for the default upstream (which stands for docker.io)."""
+    """Pull-side registry operations against one upstream; names are the upstream's own (routed)."""
 
     def __init__(
         self,
@@ -74,7 +74,6 @@ class RegistryProxy:
 
     async def manifest(self, name: str, reference: str, accept_headers: list[str]) -> ManifestAnswer:
         """The manifest for a tag or digest, from cache when allowed, else from upstream."""
-        name = oci.docker_hub_name(name)
         accepted = oci.accepted_types(accept_headers)
         accept = sorted(accepted) if accepted else list(oci.MANIFEST_TYPES)
         if oci.is_digest(reference):
@@ -132,7 +131,7 @@ class RegistryProxy:
             stored = await asyncio.to_thread(self._store.open, digest)
             if stored is not None:
                 return BlobAnswer("hit", stored.size, stored=stored)
-        fill, joined = await self._fills.join(self.upstream, oci.docker_hub_name(name), digest)
+        fill, joined = await self._fills.join(self.upstream, name, digest)
         return BlobAnswer("coalesced" if joined else "miss", fill.size, fill=fill)
 
     async def blob_size(self, name: str, digest: str) -> tuple[int | None, str]:
@@ -143,14 +142,14 @@ class RegistryProxy:
         fill = self._fills.get(digest)
         if fill is not None and fill.size is not None:
             return fill.size, "coalesced"
-        return await self.upstream.head_blob(oci.docker_hub_name(name), digest), "miss"
+        return await self.upstream.head_blob(name, digest), "miss"
 
     # -- tags ---------------------------------------------------------------------------------
 
     async def tags(self, name: str, query: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
         """The upstream's tag list (always live: tags are what changes)."""
         passed = {k: v for k, v in query.items() if k in ("n", "last")}
-        return await self.upstream.tags(oci.docker_hub_name(name), passed)
+        return await self.upstream.tags(name, passed)
 
     async def close(self) -> None:
         await self._flights.close()

@@ -1,16 +1,52 @@
-"""Which upstream serves a request. containerd names the source registry in `?ns=`; only registries this
-mirror is configured for are served, and any other name is refused without an outbound connection."""
+"""Which upstream serves a request, and under which repository name. Pure: no I/O.
+
+In order: containerd's `?ns=<registry>` (only configured registries: any other name is refused without
+an outbound connection); a path prefix naming a configured registry or alias (`/v2/ghcr.io/owner/repo/...`,
+for podman/CRI-O mirror locations with a path); else the default upstream, Docker Hub, where
+one-component names get `library/`.
+"""
 
 from __future__ import annotations
 
-from mirror import errors
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-#: Names containerd and users give Docker Hub; the default upstream stands for all of them.
-DOCKER_HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+from mirror import errors, oci
+from mirror.config import DOCKER_IO, DOCKER_IO_NAMES, UpstreamSettings
 
 
-def check_namespace(ns: str | None) -> None:
-    """Accept requests without `ns` or for Docker Hub; refuse every other registry name."""
-    if ns is None or ns.lower() in DOCKER_HUB_NAMES:
-        return
-    raise errors.NameUnknown(f"registry {ns[:200]!r} is not mirrored here")
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The upstream (registry host) to ask and the repository name to ask it for."""
+
+    upstream: str
+    name: str
+
+
+class Router:
+    """Routes repository names (already validated) and `ns` values to configured upstreams."""
+
+    def __init__(self, upstreams: Iterable[UpstreamSettings]) -> None:
+        self._by_host: dict[str, str] = {name: DOCKER_IO for name in DOCKER_IO_NAMES}
+        self._by_prefix: dict[str, str] = {DOCKER_IO: DOCKER_IO}
+        for upstream in upstreams:
+            self._by_host[upstream.registry] = upstream.registry
+            for prefix in (upstream.registry, *upstream.aliases):
+                self._by_prefix[prefix] = upstream.registry
+
+    def route(self, name: str, ns: str | None) -> Target:
+        """The target of a request for repository `name`, with containerd's `ns` if it sent one."""
+        if ns is not None:
+            upstream = self._by_host.get(ns.lower())
+            if upstream is None:
+                raise errors.NameUnknown(f"registry {ns[:200]!r} is not mirrored here")
+            return self._target(upstream, name)
+        first, sep, rest = name.partition("/")
+        upstream = self._by_prefix.get(first) if sep else None
+        if upstream is not None:
+            return self._target(upstream, rest)
+        return self._target(DOCKER_IO, name)
+
+    @staticmethod
+    def _target(upstream: str, name: str) -> Target:
+        return Target(upstream, oci.docker_hub_name(name) if upstream == DOCKER_IO else name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mirror.proxy import RegistryProxy
+from mirror.routing import Router, Target
 from mirror.storage.blobs import BlobStore
 
 
@@ -18,15 +19,22 @@ class NotStarted(RuntimeError):
 
 @dataclass
 class Runtime:
-    _proxy: RegistryProxy | None = None
+    _proxies: dict[str, RegistryProxy] | None = None
+    _router: Router | None = None
     _store: BlobStore | None = None
     ready: bool = False
 
-    @property
-    def proxy(self) -> RegistryProxy:
-        if self._proxy is None:
+    def proxy_for(self, target: Target) -> RegistryProxy:
+        """The proxy of the upstream a routed request targets."""
+        if self._proxies is None:
             raise NotStarted("the registry proxy is not running")
-        return self._proxy
+        return self._proxies[target.upstream]
+
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            raise NotStarted("the router is not set up")
+        return self._router
 
     @property
     def store(self) -> BlobStore:
@@ -34,8 +42,8 @@ class Runtime:
             raise NotStarted("the blob store is not open")
         return self._store
 
-    def attach(self, proxy: RegistryProxy, store: BlobStore) -> None:
-        self._proxy, self._store, self.ready = proxy, store, True
+    def attach(self, proxies: dict[str, RegistryProxy], router: Router, store: BlobStore) -> None:
+        self._proxies, self._router, self._store, self.ready = proxies, router, store, True
 
     def detach(self) -> None:
-        self._proxy, self._store, self.ready = None, None, False
+        self._proxies, self._router, self._store, self.ready = None, None, None, False

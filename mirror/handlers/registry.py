@@ -10,9 +10,8 @@ from aiohttp import web
 from mirror import errors, keys, oci
 from mirror.fills import FillFailed
 from mirror.middlewares import context
-from mirror.proxy import BlobAnswer
+from mirror.proxy import BlobAnswer, RegistryProxy
 from mirror.ranges import parse_range
-from mirror.routing import check_namespace
 
 BLOB_TYPE = "application/octet-stream"
 
@@ -27,10 +26,8 @@ async def manifest(request: web.Request) -> web.Response:
     """`GET`/`HEAD /v2/<name>/manifests/<tag|digest>`."""
     ctx = context(request)
     ctx.kind = "manifest"
-    name = oci.parse_name(request.match_info["name"])
     reference = str(oci.parse_reference(request.match_info["reference"]))
-    check_namespace(request.query.get("ns"))
-    proxy = request.app[keys.RUNTIME].proxy
+    proxy, name = _route(request)
     answer = await proxy.manifest(name, reference, request.headers.getall("Accept", []))
     found = answer.manifest
     ctx.result, ctx.source = (
@@ -49,10 +46,8 @@ async def blob(request: web.Request) -> web.StreamResponse:
     """`GET`/`HEAD /v2/<name>/blobs/<digest>`, with a single byte Range."""
     ctx = context(request)
     ctx.kind = "blob"
-    name = oci.parse_name(request.match_info["name"])
     digest = str(oci.Digest.parse(request.match_info["digest"]))
-    check_namespace(request.query.get("ns"))
-    proxy = request.app[keys.RUNTIME].proxy
+    proxy, name = _route(request)
     if request.method == "HEAD":
         size, ctx.result = await proxy.blob_size(name, digest)
         headers = _blob_headers(digest, size)
@@ -70,9 +65,8 @@ async def tags(request: web.Request) -> web.Response:
     """`GET /v2/<name>/tags/list`, relayed from upstream with `n` and `last`."""
     ctx = context(request)
     ctx.kind, ctx.result = "tags", "miss"
-    name = oci.parse_name(request.match_info["name"])
-    check_namespace(request.query.get("ns"))
-    body, headers = await request.app[keys.RUNTIME].proxy.tags(name, request.query)
+    proxy, name = _route(request)
+    body, headers = await proxy.tags(name, request.query)
     try:
         json.loads(body)
     except ValueError:
@@ -88,6 +82,16 @@ async def fallback(request: web.Request) -> web.Response:
         raise errors.NotFound(f"no registry endpoint at {request.path[:300]!r}")
     context(request).kind = "write"
     raise errors.Unsupported(f"{request.method} is not supported: this mirror only serves pulls")
+
+
+def _route(request: web.Request) -> tuple[RegistryProxy, str]:
+    """The proxy of the upstream serving this request and the repository name to ask it for."""
+    runtime = request.app[keys.RUNTIME]
+    ns = request.query.get("ns")
+    target = runtime.router.route(oci.parse_name(request.match_info["name"]), ns)
+    ctx = context(request)
+    ctx.upstream, ctx.namespace = target.upstream, ns
+    return runtime.proxy_for(target), target.name
 
 
 def _blob_headers(digest: str, size: int | None) -> dict[str, str]:

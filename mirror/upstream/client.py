@@ -18,7 +18,7 @@ import aiohttp
 from yarl import URL
 
 from mirror import __version__, errors, oci
-from mirror.config import Settings
+from mirror.config import UpstreamSettings
 from mirror.metrics import Metrics
 from mirror.storage.manifests import Manifest
 from mirror.upstream.auth import Challenge, UpstreamAuth
@@ -62,17 +62,17 @@ def error_for_status(status: int, kind: str, body: bytes, headers: Mapping[str, 
 class UpstreamClient:
     """Pull-side requests to one upstream registry, as an async context manager owning the session."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, label: str = "docker.io") -> None:
-        self.label = label
-        self._base = URL(settings.upstream)
+    def __init__(self, settings: UpstreamSettings, metrics: Metrics) -> None:
+        self.label = settings.registry
+        self._base = URL(settings.url)
         self._settings = settings
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
         self.auth = UpstreamAuth(
-            settings.upstream,
+            settings.url,
             self._fetch_token,
-            settings.upstream_username,
-            settings.upstream_password,
+            settings.username,
+            settings.password,
             frozenset(settings.auth_realms),
         )
 
@@ -153,7 +153,7 @@ class UpstreamClient:
         query: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         """A response with a 2xx status, or the registry error for what the upstream said."""
-        url = URL(f"{self._base}/v2/{name}/{path}")
+        url = URL(f"{self._settings.url}/v2/{name}/{path}")
         if query:
             url = url.with_query(query)
         send = dict(headers or {})

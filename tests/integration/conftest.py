@@ -44,14 +44,18 @@ async def make_mirror(
 ) -> MirrorFactory:
     """Start a mirror app on a free port whose upstream is the fake; overrides are setting values."""
 
-    async def start(**overrides: Any) -> TestClient[web.Request, web.Application]:
+    async def start(config: str | None = None, **overrides: Any) -> TestClient[web.Request, web.Application]:
         flags: dict[str, Any] = {
             "upstream": str(upstream.make_url("")).rstrip("/"),
             "cache_dir": str(tmp_path / "cache"),
             "listen": "127.0.0.1:5000",
         }
         flags.update(overrides)
-        settings = load(flags, environ={})
+        config_file = None
+        if config is not None:
+            config_file = tmp_path / "mirror.toml"
+            await asyncio.to_thread(config_file.write_text, config)
+        settings = await asyncio.to_thread(load, flags, {}, config_file)
         return await aiohttp_client(create_app(settings))
 
     return start

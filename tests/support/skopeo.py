@@ -82,12 +82,12 @@ def write_auth_file(tmpdir: Path, creds_by_host: dict[str, tuple[str, str]]) -> 
 def write_registries_conf(
     path: Path, mirror_host: str, prefix: str = "docker.io", mirror_path: str = ""
 ) -> Path:
-    """registries.conf sending pulls of `prefix` to an insecure mirror first (then the real docker.io)."""
+    """registries.conf sending pulls of `prefix` to an insecure mirror first (then the real registry)."""
     path.write_text(
         "unqualified-search-registries = []\n\n"
         "[[registry]]\n"
         f'prefix = "{prefix}"\n'
-        'location = "docker.io"\n\n'
+        f'location = "{prefix}"\n\n'
         "[[registry.mirror]]\n"
         f'location = "{mirror_host}{mirror_path}"\n'
         "insecure = true\n"

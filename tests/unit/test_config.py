@@ -418,3 +418,67 @@ def test_settings_are_frozen() -> None:
     settings = load({}, {}, None)
     with pytest.raises(AttributeError):
         settings.tag_ttl = 1.0  # type: ignore[misc]
+
+
+def _file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mirror.toml"
+    path.write_text(text)
+    return path
+
+
+def test_upstream_tables_add_registries_inheriting_defaults(tmp_path: Path) -> None:
+    """Each [[upstreams]] adds a registry after docker.io; unset TTL and timeouts inherit the top level."""
+    path = _file(
+        tmp_path,
+        'tag_ttl = 60\nread_timeout = 5\n[[upstreams]]\nregistry = "ghcr.io"\n'
+        '[[upstreams]]\nregistry = "quay.io"\nurl = "http://127.0.0.1:9000"\ntag_ttl = 10\naliases = ["q"]\n',
+    )
+    registries = load({}, {}, path).registries()
+    assert [r.registry for r in registries] == ["docker.io", "ghcr.io", "quay.io"]
+    assert registries[1].url == "https://ghcr.io"
+    assert (registries[1].tag_ttl, registries[1].read_timeout) == (60, 5)
+    assert (registries[2].url, registries[2].tag_ttl, registries[2].aliases) == (
+        "http://127.0.0.1:9000",
+        10,
+        ("q",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('url = "https://ghcr.io"', "registry is required"),
+        ('registry = "ghcr.io"\ncolour = "red"', "unknown key colour"),
+        ('registry = "docker.io"', "top-level upstream keys"),
+        ('registry = "Not A Host"', "for registry"),
+        ('registry = "ghcr.io"\naliases = ["../x"]', "for aliases"),
+        ('registry = "ghcr.io"\npassword = "a"\npassword_env = "B"', "only one of"),
+        ('registry = "ghcr.io"\npassword_env = "UNSET_VARIABLE_X"', "not set"),
+        ('registry = "ghcr.io"\npassword_file = "/nonexistent/secret"', "cannot read password_file"),
+        (
+            'registry = "ghcr.io"\naliases = ["dockerhub"]\n'
+            '[[upstreams]]\nregistry = "quay.io"\naliases = ["dockerhub"]',
+            "dockerhub names both",
+        ),
+    ],
+)
+def test_bad_upstream_table_is_a_config_error(tmp_path: Path, table: str, message: str) -> None:
+    """A broken [[upstreams]] table is refused with a message naming the problem."""
+    with pytest.raises(ConfigError, match=message):
+        load({}, {}, _file(tmp_path, f"[[upstreams]]\n{table}\n"))
+
+
+def test_upstream_password_sources(tmp_path: Path) -> None:
+    """An upstream password comes inline, from an environment variable or from a file; never printed."""
+    secret = tmp_path / "secret"
+    secret.write_text("from-file\n")
+    path = _file(
+        tmp_path,
+        f'[[upstreams]]\nregistry = "a.io"\nusername = "u"\npassword_env = "A_PW"\n'
+        f'[[upstreams]]\nregistry = "b.io"\nusername = "u"\npassword_file = "{secret}"\n',
+    )
+    settings = load({}, {"A_PW": "from-env"}, path)
+    assert [u.password for u in settings.upstreams] == ["from-env", "from-file"]
+    shown = repr(settings) + str(settings.redacted())
+    assert "from-env" not in shown
+    assert "from-file" not in shown

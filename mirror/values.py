@@ -1,0 +1,122 @@
+"""Parsers of configuration values: each takes what a TOML file, the environment or a flag gave and
+returns the typed value, or raises ValueError/TypeError saying what was expected."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?")
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def listen_address(value: Any) -> Listen:
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("expected HOST:PORT with a port from 1 to 65535")
+    return Listen(host.strip("[]") or "0.0.0.0", int(port))
+
+
+def http_url(value: Any) -> str:
+    text = str(value).rstrip("/")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError("credentials, query and fragment are not allowed in the URL")
+    return text
+
+
+def size(value: Any) -> int:
+    """An integer number of bytes, or a string like "500M", "50G", "2TiB" (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        found = value
+    else:
+        text = str(value).strip().lower().removesuffix("ib").removesuffix("b")
+        unit = text[-1:] if text[-1:] in _UNITS else ""
+        number = text[: len(text) - len(unit)].strip()
+        if not number.isdigit():
+            raise ValueError("expected a size such as 10737418240, 500M or 50G")
+        found = int(number) * _UNITS[unit]
+    if found <= 0:
+        raise ValueError("expected a size > 0")
+    return found
+
+
+def seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError("expected a number of seconds, not a boolean")
+    found = float(value)
+    if not 0 <= found < 10**7:
+        raise ValueError("expected a number of seconds >= 0")
+    return found
+
+
+def positive_seconds(value: Any) -> float:
+    found = seconds(value)
+    if found == 0:
+        raise ValueError("expected a number of seconds > 0")
+    return found
+
+
+def nonempty(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def host_list(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError("expected a list of host names")
+    return tuple(i.strip().lower() for i in items if i.strip())
+
+
+def alias_list(value: Any) -> tuple[str, ...]:
+    """Path prefixes naming an upstream: each must be a valid repository path component."""
+    found = host_list(value)
+    for alias in found:
+        if not _COMPONENT.fullmatch(alias):
+            raise ValueError(f"{alias!r} is not a valid path component (lowercase letters, digits, . _ -)")
+    return found
+
+
+def registry_host(value: Any) -> str:
+    """A registry host name as clients name it (`ghcr.io`, `registry.k8s.io`, `host:5000`), lowercased."""
+    text = nonempty(value).lower()
+    if not _HOST.fullmatch(text):
+        raise ValueError("expected a registry host name such as ghcr.io or registry.example.com:5000")
+    return text
+
+
+def flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def choice(*options: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return str(value)
+
+    return parse
