@@ -482,3 +482,9 @@ def test_upstream_password_sources(tmp_path: Path) -> None:
     shown = repr(settings) + str(settings.redacted())
     assert "from-env" not in shown
     assert "from-file" not in shown
+
+
+def test_shipped_example_config_loads_to_the_defaults() -> None:
+    """deploy/examples/config.toml is valid and, as shipped, changes no default."""
+    example = Path(__file__).parents[2] / "deploy" / "examples" / "config.toml"
+    assert load({}, {}, example) == load({}, {})
