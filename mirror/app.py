@@ -18,7 +18,9 @@ from mirror.routing import Router
 from mirror.runtime import Runtime
 from mirror.storage.blobs import BlobStore
 from mirror.storage.manifests import ManifestCache
+from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
+from mirror.upstream.health import UpstreamHealth
 
 log = structlog.get_logger("mirror.app")
 
@@ -40,16 +42,24 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
     store = await asyncio.to_thread(BlobStore, settings.cache_dir, settings.cache_max_bytes)
     removed = await asyncio.to_thread(store.recover)
+    metrics.cache_limit.set(settings.cache_max_bytes)
     manifests = ManifestCache()
     fills = Fills(store, metrics)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
         proxies: dict[str, RegistryProxy] = {}
         for upstream_settings in registries:
-            upstream = await stack.enter_async_context(UpstreamClient(upstream_settings, metrics))
+            breaker = Breaker(
+                settings.breaker_failures, settings.breaker_cooldown, forced_open=settings.offline
+            )
+            health = UpstreamHealth(upstream_settings.registry, breaker, metrics, settings.ratelimit_reserve)
+            client = UpstreamClient(upstream_settings, metrics, health)
+            upstream = await stack.enter_async_context(client)
             ttl = upstream_settings.tag_ttl
             assert ttl is not None, "registries() fills in inherited values"
-            proxies[upstream.label] = RegistryProxy(upstream, manifests, store, fills, ttl)
+            proxies[upstream.label] = RegistryProxy(
+                upstream, manifests, store, fills, ttl, settings.negative_ttl
+            )
         runtime.attach(proxies, Router(registries), store)
         log.info(
             "mirror_started",
@@ -57,6 +67,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             upstreams={u.registry: u.url for u in registries},
             cache_dir=str(settings.cache_dir),
             temp_files_removed=removed,
+            offline=settings.offline,
         )
         try:
             yield

@@ -72,6 +72,11 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     auth_realms: tuple[str, ...] = ()
+    negative_ttl: float = 30.0
+    breaker_failures: int = 3
+    breaker_cooldown: float = 30.0
+    ratelimit_reserve: int = 10
+    offline: bool = False
     log_format: str = "auto"
     log_level: str = "info"
     upstreams: tuple[UpstreamSettings, ...] = ()
@@ -123,6 +128,11 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "connect_timeout": values.positive_seconds,
     "read_timeout": values.positive_seconds,
     "auth_realms": values.host_list,
+    "negative_ttl": values.seconds,
+    "breaker_failures": values.positive_count,
+    "breaker_cooldown": values.positive_seconds,
+    "ratelimit_reserve": values.count,
+    "offline": values.flag,
     "log_format": values.choice("auto", "json", "console"),
     "log_level": values.choice("debug", "info", "warning", "error"),
 }

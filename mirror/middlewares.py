@@ -29,6 +29,7 @@ class RequestContext:
     result: str = "none"
     source: str | None = None  # where body bytes came from: cache | upstream
     bytes_sent: int = 0
+    started: float = 0.0  # time.monotonic() when the request arrived
     upstream: str = "none"  # the registry host serving the request, once routed
     namespace: str | None = None  # containerd's ?ns=, echoed as OCI-Namespace
 
@@ -56,9 +57,9 @@ def error_response(exc: errors.RegistryError) -> web.Response:
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id, time the request, write its log line and metrics; render errors."""
     request_id = request.headers.get("X-Request-Id", "")[:128] or uuid.uuid4().hex
-    ctx = RequestContext(request_id)
-    request[CONTEXT] = ctx
     started = time.monotonic()
+    ctx = RequestContext(request_id, started=started)
+    request[CONTEXT] = ctx
     status = 500
     try:
         response = await handler(request)
@@ -87,6 +88,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`on_response_prepare`: every response, streamed ones included, says the API version and request id."""
     ctx = context(request)
+    if ctx.kind != "other" and ctx.started:
+        request.app[keys.METRICS].time_to_first_byte.labels(ctx.kind, ctx.result).observe(
+            time.monotonic() - ctx.started
+        )
     response.headers.update(API_VERSION)
     response.headers["X-Request-Id"] = ctx.request_id
     if ctx.namespace is not None:

@@ -58,12 +58,14 @@ class RegistryProxy:
         store: BlobStore,
         fills: Fills,
         tag_ttl: float,
+        negative_ttl: float = 0.0,
     ) -> None:
         self.upstream = upstream
         self._manifests = manifests
         self._store = store
         self._fills = fills
         self._tag_ttl = tag_ttl
+        self._negative_ttl = negative_ttl
         self._flights: SingleFlight[Manifest | ManifestAnswer] = SingleFlight()
 
     @property
@@ -87,8 +89,17 @@ class RegistryProxy:
             if cached is not None:
                 if entry.fresh(self._tag_ttl):
                     return ManifestAnswer(cached, "hit")
+                if self.upstream.health.budget_low():
+                    return ManifestAnswer(cached, "stale")  # keep the pull budget for misses
                 return await self._revalidate(name, reference, entry, cached, accept)
-        return await self._fetch(name, reference, accept)
+        code = await self._manifests.missing(self.label, name, reference)
+        if code is not None:
+            raise errors.not_found_for("manifest", code)("upstream answered 404 (remembered)")
+        try:
+            return await self._fetch(name, reference, accept)
+        except (errors.ManifestUnknown, errors.NameUnknown) as exc:
+            await self._manifests.put_missing(self.label, name, reference, exc.code, self._negative_ttl)
+            raise
 
     async def _fetch(self, name: str, reference: str, accept: list[str]) -> ManifestAnswer:
         async def fetch() -> Manifest:
@@ -117,9 +128,16 @@ class RegistryProxy:
             if head is not None and head.digest == entry.digest:
                 await self._manifests.confirm_tag(self.label, name, tag, entry)
                 return ManifestAnswer(cached, "revalidated")
+            known = await self._manifests.manifest(self.label, name, head.digest) if head else None
+            if known is not None:  # never GET what a HEAD says we already have
+                await self._manifests.put_tag(self.label, name, tag, known)
+                return ManifestAnswer(known, "revalidated")
             return await self._fetch(name, tag, accept)
 
-        answer, _ = await self._flights.run(("revalidate", name, tag, tuple(accept)), revalidate)
+        key = ("revalidate", name, tag, tuple(accept))
+        if self._flights.busy(key):  # another request is revalidating: don't queue behind it
+            return ManifestAnswer(cached, "stale")
+        answer, _ = await self._flights.run(key, revalidate)
         assert isinstance(answer, ManifestAnswer)
         return answer
 

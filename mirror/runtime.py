@@ -30,6 +30,11 @@ class Runtime:
             raise NotStarted("the registry proxy is not running")
         return self._proxies[target.upstream]
 
+    def upstream_status(self) -> dict[str, dict[str, object]]:
+        """Breaker state and rate-limit budget per upstream."""
+        proxies = self._proxies or {}
+        return {label: proxy.upstream.health.status() for label, proxy in proxies.items()}
+
     @property
     def router(self) -> Router:
         if self._router is None:

@@ -35,6 +35,10 @@ class SingleFlight(Generic[T]):
         if not task.cancelled():
             task.exception()  # retrieved: a failure nobody awaited is not "never retrieved"
 
+    def busy(self, key: Hashable) -> bool:
+        """Whether a call for `key` is in flight."""
+        return key in self._flights
+
     def __len__(self) -> int:
         return len(self._flights)
 

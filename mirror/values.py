@@ -56,6 +56,26 @@ def size(value: Any) -> int:
     return found
 
 
+def count(value: Any) -> int:
+    """A whole number >= 0 (an int, or its decimal text)."""
+    if isinstance(value, bool):
+        raise TypeError("expected a whole number, not a boolean")
+    text = str(value).strip()
+    if not isinstance(value, int) and not (text.isascii() and text.isdigit() and len(text) < 10):
+        raise ValueError("expected a whole number >= 0")
+    found = int(text)
+    if found < 0:
+        raise ValueError("expected a whole number >= 0")
+    return found
+
+
+def positive_count(value: Any) -> int:
+    found = count(value)
+    if found == 0:
+        raise ValueError("expected a whole number > 0")
+    return found
+
+
 def seconds(value: Any) -> float:
     if isinstance(value, bool):
         raise TypeError("expected a number of seconds, not a boolean")

@@ -22,9 +22,12 @@ async def readyz(request: web.Request) -> web.Response:
     cache_dir = request.app[keys.SETTINGS].cache_dir
     writable = runtime.ready and await asyncio.to_thread(os.access, cache_dir, os.W_OK)
     checks = {"started": runtime.ready, "cache_writable": bool(writable)}
+    ready = all(checks.values())
+    # Upstream health is reported, never a reason to be unready: a mirror that can serve its cache is ready.
+    upstreams = runtime.upstream_status() if runtime.ready else {}
     return web.json_response(
-        {"status": "ready" if all(checks.values()) else "not ready", "checks": checks},
-        status=200 if all(checks.values()) else 503,
+        {"status": "ready" if ready else "not ready", "checks": checks, "upstreams": upstreams},
+        status=200 if ready else 503,
     )
 
 
@@ -33,6 +36,8 @@ async def metrics(request: web.Request) -> web.Response:
     app_metrics = request.app[keys.METRICS]
     runtime = request.app[keys.RUNTIME]
     if runtime.ready:
-        app_metrics.cache_size.set(await asyncio.to_thread(runtime.store.volume))
+        size, entries = await asyncio.to_thread(runtime.store.usage)
+        app_metrics.cache_size.set(size)
+        app_metrics.cache_entries.set(entries)
     body = await asyncio.to_thread(generate_latest, app_metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -56,6 +56,7 @@ class BlobStore:
 
     def __init__(self, root: Path, size_limit: int) -> None:
         self.root = root
+        self.size_limit = size_limit
         self.tmp_dir = root / "tmp"
         self._cache = diskcache.Cache(
             str(root / "blobs"),
@@ -106,9 +107,9 @@ class BlobStore:
     def __contains__(self, digest: str) -> bool:
         return digest in self._cache
 
-    def volume(self) -> int:
-        """Bytes the store holds."""
-        return int(self._cache.volume())
+    def usage(self) -> tuple[int, int]:
+        """Bytes the store takes on disk (blob files and index), and how many blobs it holds."""
+        return int(self._cache.volume()), len(self._cache)
 
     def close(self) -> None:
         self._cache.close()

@@ -67,6 +67,16 @@ class ManifestCache:
         """Record that the upstream still maps the tag to the same digest."""
         await self._cache.set(self._tag_key(upstream, name, tag), replace(entry, checked_at=time.time()))
 
+    async def put_missing(self, upstream: str, name: str, tag: str, code: str, ttl: float) -> None:
+        """Remember for `ttl` seconds that the upstream answered 404 (with `code`) for this tag."""
+        if ttl > 0:
+            await self._cache.set(f"missing:{upstream}:{name}:{tag}", code, ttl=ttl)
+
+    async def missing(self, upstream: str, name: str, tag: str) -> str | None:
+        """The 404 code remembered for this tag, if still remembered."""
+        found = await self._cache.get(f"missing:{upstream}:{name}:{tag}")
+        return found if isinstance(found, str) else None
+
     async def forget_tag(self, upstream: str, name: str, tag: str) -> None:
         await self._cache.delete(self._tag_key(upstream, name, tag))
 

@@ -22,6 +22,7 @@ from mirror.config import UpstreamSettings
 from mirror.metrics import Metrics
 from mirror.storage.manifests import Manifest
 from mirror.upstream.auth import Challenge, UpstreamAuth
+from mirror.upstream.health import UpstreamHealth
 
 MAX_REDIRECTS = 5
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -62,8 +63,9 @@ def error_for_status(status: int, kind: str, body: bytes, headers: Mapping[str, 
 class UpstreamClient:
     """Pull-side requests to one upstream registry, as an async context manager owning the session."""
 
-    def __init__(self, settings: UpstreamSettings, metrics: Metrics) -> None:
+    def __init__(self, settings: UpstreamSettings, metrics: Metrics, health: UpstreamHealth) -> None:
         self.label = settings.registry
+        self.health = health
         self._base = URL(settings.url)
         self._settings = settings
         self._metrics = metrics
@@ -203,12 +205,18 @@ class UpstreamClient:
         self, method: str, url: URL, headers: dict[str, str], kind: str
     ) -> aiohttp.ClientResponse:
         assert self._session is not None, "UpstreamClient used outside its context"
+        self.health.admit()
         started = time.monotonic()
         try:
             resp = await self._session.request(method, url, headers=headers, allow_redirects=False)
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
+            self.health.failed("timeout" if isinstance(exc, TimeoutError) else "connect")
             raise errors.UpstreamUnavailable(f"upstream {kind} request failed: {describe(exc)}") from None
+        except BaseException:
+            self.health.abandon()
+            raise
+        self.health.answered(resp.status, resp.headers, kind)
         self._metrics.upstream_requests.labels(self.label, kind, str(resp.status)).inc()
         self._metrics.upstream_duration.labels(self.label, kind, str(resp.status)).observe(
             time.monotonic() - started

@@ -40,6 +40,7 @@ class FakeUpstream:
     redirect_to: str | None = None  # base URL of the CDN that serves blobs
     release: asyncio.Event = field(default_factory=asyncio.Event)  # lets stalled responses go on
     status_override: tuple[int, dict[str, str]] | None = None  # answer every /v2 request with this
+    manifest_headers: dict[str, str] = field(default_factory=dict)  # e.g. rate-limit headers
 
     def add_blob(self, data: bytes) -> str:
         digest = digest_of(data)
@@ -130,7 +131,7 @@ class FakeUpstream:
         announced = digest_of(body)
         if self.faults.get("manifest") == "wrong_digest":
             announced = digest_of(b"something else")
-        headers = {"Docker-Content-Digest": announced, "Content-Type": media_type}
+        headers = {"Docker-Content-Digest": announced, "Content-Type": media_type, **self.manifest_headers}
         if request.method == "HEAD":
             return web.Response(headers={**headers, "Content-Length": str(len(body))})
         return web.Response(body=body, headers=headers)
