@@ -58,9 +58,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             ttl = upstream_settings.tag_ttl
             assert ttl is not None, "registries() fills in inherited values"
             proxies[upstream.label] = RegistryProxy(
-                upstream, manifests, store, fills, ttl, settings.negative_ttl
+                upstream, manifests, store, fills, ttl, settings.negative_ttl, settings.prefetch
             )
-        runtime.attach(proxies, Router(registries), store)
+        runtime.attach(proxies, Router(registries), store, fills)
         log.info(
             "mirror_started",
             listen=str(settings.listen),
@@ -73,9 +73,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             runtime.detach()
-            await fills.close()
             for proxy in proxies.values():
                 await proxy.close()
+            await fills.close(settings.shutdown_grace)
             await manifests.close()
     await asyncio.to_thread(store.close)
     log.info("mirror_stopped")

@@ -53,6 +53,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.listen.port,
         access_log=None,
         print=None,
-        shutdown_timeout=10,
+        shutdown_timeout=settings.shutdown_grace,
     )
     return EXIT_OK

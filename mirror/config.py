@@ -77,6 +77,8 @@ class Settings:
     breaker_cooldown: float = 30.0
     ratelimit_reserve: int = 10
     offline: bool = False
+    prefetch: bool = False
+    shutdown_grace: float = 10.0
     log_format: str = "auto"
     log_level: str = "info"
     upstreams: tuple[UpstreamSettings, ...] = ()
@@ -133,6 +135,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "breaker_cooldown": values.positive_seconds,
     "ratelimit_reserve": values.count,
     "offline": values.flag,
+    "prefetch": values.flag,
+    "shutdown_grace": values.seconds,
     "log_format": values.choice("auto", "json", "console"),
     "log_level": values.choice("debug", "info", "warning", "error"),
 }

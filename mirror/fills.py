@@ -113,6 +113,17 @@ class Fills:
     def get(self, digest: str) -> Fill | None:
         return self._fills.get(digest)
 
+    def start(self, upstream: UpstreamClient, name: str, digest: str) -> Fill:
+        """The fill for `digest`, started now unless one is under way (no reader is attached)."""
+        fill = self._fills.get(digest)
+        if fill is None:
+            fill = Fill(digest, name)
+            self._fills[digest] = fill
+            task = asyncio.create_task(self._run(upstream, fill), name=f"fill {digest}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return fill
+
     async def join(self, upstream: UpstreamClient, name: str, digest: str) -> tuple[Fill, bool]:
         """The fill for `digest` with its headers known, started if none is under way, acquired for reading.
 
@@ -121,11 +132,7 @@ class Fills:
         fill = self._fills.get(digest)
         joined = fill is not None
         if fill is None:
-            fill = Fill(digest, name)
-            self._fills[digest] = fill
-            task = asyncio.create_task(self._run(upstream, fill), name=f"fill {digest}")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            fill = self.start(upstream, name, digest)
         else:
             self._metrics.fill_readers.inc()
         fill.acquire()
@@ -233,9 +240,15 @@ class Fills:
             self._metrics.upstream_bytes.labels(label).inc(len(data))
             fill._notify()
 
-    async def close(self) -> None:
-        """Cancel every fill under way and wait for them; nothing half-written is committed."""
+    async def close(self, grace: float = 0.0) -> None:
+        """Let fills under way finish for up to `grace` seconds, then cancel the rest and wait for them.
+
+        A cancelled fill deletes its temp file: nothing half-written is ever committed.
+        """
         tasks = list(self._tasks)
+        if tasks and grace > 0:
+            log.info("blob_fills_draining", fills=len(tasks), grace=grace)
+            await asyncio.wait(tasks, timeout=grace)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from mirror import __version__
 
+FILL_FAILURE_REASONS = ("digest_mismatch", "size_mismatch", "upstream_error", "disk", "shutdown")
+UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -124,6 +126,8 @@ class Metrics:
         self.pinned_bytes = Gauge(
             "mirror_cache_pinned_bytes", "Bytes of blobs held by pinned images (never evicted)", registry=r
         )
+        for reason in FILL_FAILURE_REASONS:  # present at 0, so increase() sees the first failure
+            self.fill_failures.labels(reason)
         Info("mirror_build", "Version of the mirror and of Python", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )

@@ -24,6 +24,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 #: What the mirror asks upstream for when no client Accept applies (e.g. prefetch, warm).
 MANIFEST_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_NAME_LENGTH = 255
@@ -155,3 +156,24 @@ def sniff_media_type(body: bytes, content_type: str | None) -> str:
     if isinstance(doc, dict) and "manifests" in doc:
         return OCI_INDEX
     return OCI_MANIFEST if isinstance(doc, dict) and "layers" in doc else declared or "application/json"
+
+
+def blob_digests(body: bytes) -> list[str]:
+    """The valid config and layer digests an image manifest refers to (malformed entries are skipped)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return []
+    if not isinstance(doc, dict):
+        return []
+    layers = doc.get("layers")
+    entries = [doc.get("config"), *(layers if isinstance(layers, list) else [])]
+    found: list[str] = []
+    for entry in entries:
+        digest = entry.get("digest") if isinstance(entry, dict) else None
+        if isinstance(digest, str):
+            try:
+                found.append(str(Digest.parse(digest)))
+            except DigestInvalid:
+                continue
+    return list(dict.fromkeys(found))

@@ -59,6 +59,7 @@ class RegistryProxy:
         fills: Fills,
         tag_ttl: float,
         negative_ttl: float = 0.0,
+        prefetch: bool = False,
     ) -> None:
         self.upstream = upstream
         self._manifests = manifests
@@ -66,6 +67,8 @@ class RegistryProxy:
         self._fills = fills
         self._tag_ttl = tag_ttl
         self._negative_ttl = negative_ttl
+        self._prefetch = prefetch
+        self._background: set[asyncio.Task[None]] = set()
         self._flights: SingleFlight[Manifest | ManifestAnswer] = SingleFlight()
 
     @property
@@ -111,7 +114,22 @@ class RegistryProxy:
 
         manifest, joined = await self._flights.run(("get", name, reference, tuple(accept)), fetch)
         assert isinstance(manifest, Manifest)
+        if self._prefetch and not joined and manifest.media_type in oci.IMAGE_TYPES:
+            task = asyncio.create_task(self._prefetch_blobs(name, manifest))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         return ManifestAnswer(manifest, "coalesced" if joined else "miss")
+
+    async def _prefetch_blobs(self, name: str, manifest: Manifest) -> None:
+        """Start fills for an image's config and layers, so the client's blob requests join them."""
+        started = 0
+        for digest in oci.blob_digests(manifest.body):
+            if self._fills.get(digest) is None and not await asyncio.to_thread(
+                self._store.__contains__, digest
+            ):
+                self._fills.start(self.upstream, name, digest)
+                started += 1
+        log.info("blobs_prefetched", upstream=self.label, digest=manifest.digest, fills=started)
 
     async def _revalidate(
         self, name: str, tag: str, entry: TagEntry, cached: Manifest, accept: list[str]
@@ -150,6 +168,8 @@ class RegistryProxy:
             if stored is not None:
                 return BlobAnswer("hit", stored.size, stored=stored)
         fill, joined = await self._fills.join(self.upstream, name, digest)
+        if fill.finished and fill.error is None:  # verified and being committed: as good as stored
+            return BlobAnswer("hit", fill.size, fill=fill)
         return BlobAnswer("coalesced" if joined else "miss", fill.size, fill=fill)
 
     async def blob_size(self, name: str, digest: str) -> tuple[int | None, str]:
@@ -170,4 +190,7 @@ class RegistryProxy:
         return await self.upstream.tags(name, passed)
 
     async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self._flights.close()

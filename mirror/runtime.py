@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mirror.fills import Fills
 from mirror.proxy import RegistryProxy
 from mirror.routing import Router, Target
 from mirror.storage.blobs import BlobStore
@@ -22,6 +23,7 @@ class Runtime:
     _proxies: dict[str, RegistryProxy] | None = None
     _router: Router | None = None
     _store: BlobStore | None = None
+    _fills: Fills | None = None
     ready: bool = False
 
     def proxy_for(self, target: Target) -> RegistryProxy:
@@ -47,8 +49,18 @@ class Runtime:
             raise NotStarted("the blob store is not open")
         return self._store
 
-    def attach(self, proxies: dict[str, RegistryProxy], router: Router, store: BlobStore) -> None:
-        self._proxies, self._router, self._store, self.ready = proxies, router, store, True
+    @property
+    def fills(self) -> Fills:
+        if self._fills is None:
+            raise NotStarted("no fills registry")
+        return self._fills
+
+    def attach(
+        self, proxies: dict[str, RegistryProxy], router: Router, store: BlobStore, fills: Fills
+    ) -> None:
+        self._proxies, self._router, self._store, self._fills = proxies, router, store, fills
+        self.ready = True
 
     def detach(self) -> None:
-        self._proxies, self._router, self._store, self.ready = None, None, None, False
+        self._proxies, self._router, self._store, self._fills = None, None, None, None
+        self.ready = False

@@ -54,7 +54,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
         return web.Response(headers=headers)
     answer = await proxy.blob(name, digest)
     ctx.result = answer.result
-    ctx.source = "cache" if answer.stored is not None else "upstream"
+    ctx.source = "cache" if answer.result == "hit" else "upstream"
     try:
         return await _send_blob(request, answer, digest)
     finally:

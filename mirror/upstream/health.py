@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import structlog
 
 from mirror import errors
-from mirror.metrics import Metrics
+from mirror.metrics import UPSTREAM_ERROR_KINDS, Metrics
 from mirror.upstream.breaker import Breaker, State
 from mirror.upstream.ratelimit import RateLimit, parse_ratelimit, retry_after_seconds
 
@@ -27,6 +27,8 @@ class UpstreamHealth:
         self.ratelimit: RateLimit | None = None
         self._budget_low_until = 0.0
         metrics.breaker_state.labels(label).set(State.OPEN if breaker.forced_open else State.CLOSED)
+        for kind in UPSTREAM_ERROR_KINDS:  # present at 0, so increase() sees the first error
+            metrics.upstream_errors.labels(label, kind)
 
     def admit(self) -> None:
         """Raise UpstreamUnavailable at once when the breaker keeps requests away from the upstream."""

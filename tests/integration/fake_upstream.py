@@ -185,10 +185,11 @@ class FakeUpstream:
             assert request.transport is not None
             request.transport.close()
             return response
-        if fault == "stall_midway":
-            await response.write(body[:half])
+        if fault in ("stall_midway", "stall_late"):
+            cut = half if fault == "stall_midway" else len(body) * 9 // 10
+            await response.write(body[:cut])
             await self.release.wait()
-            await response.write(body[half:])
+            await response.write(body[cut:])
         else:
             await response.write(body)
         await response.write_eof()
