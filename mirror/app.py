@@ -13,10 +13,12 @@ from mirror import keys, middlewares, routes
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
+from mirror.pins import Pins
 from mirror.proxy import RegistryProxy
 from mirror.routing import Router
-from mirror.runtime import Runtime
+from mirror.runtime import Components, Runtime
 from mirror.storage.blobs import BlobStore
+from mirror.storage.eviction import Evictor
 from mirror.storage.manifests import ManifestCache
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
@@ -42,9 +44,22 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
     store = await asyncio.to_thread(BlobStore, settings.cache_dir, settings.cache_max_bytes)
     removed = await asyncio.to_thread(store.recover)
+    report = await asyncio.to_thread(store.check)
     metrics.cache_limit.set(settings.cache_max_bytes)
+    platforms = None if "all" in settings.platforms else frozenset(settings.platforms)
+    pins = Pins(settings.pins, settings.cache_dir / "pins.json", platforms)
+    await asyncio.to_thread(pins.load)
+    limit = settings.cache_max_bytes
+    evictor = Evictor(
+        store,
+        metrics,
+        int(limit * settings.cache_high_watermark),
+        int(limit * settings.cache_low_watermark),
+        pins.digests,
+    )
+    await evictor.evict_if_needed()
     manifests = ManifestCache()
-    fills = Fills(store, metrics)
+    fills = Fills(store, metrics, on_commit=evictor.poke)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
         proxies: dict[str, RegistryProxy] = {}
@@ -60,22 +75,31 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             proxies[upstream.label] = RegistryProxy(
                 upstream, manifests, store, fills, ttl, settings.negative_ttl, settings.prefetch
             )
-        runtime.attach(proxies, Router(registries), store, fills)
+        router = Router(registries)
+        runtime.attach(Components(proxies, router, store, fills, pins))
+        warming = asyncio.create_task(pins.warm(router, proxies), name="pin warm-up") if pins.refs else None
         log.info(
             "mirror_started",
             listen=str(settings.listen),
             upstreams={u.registry: u.url for u in registries},
             cache_dir=str(settings.cache_dir),
             temp_files_removed=removed,
+            index_rows_dropped=report.missing + report.wrong_size,
+            orphans_removed=report.orphans,
+            pins=len(pins.refs),
             offline=settings.offline,
         )
         try:
             yield
         finally:
             runtime.detach()
+            if warming is not None:
+                warming.cancel()
+                await asyncio.gather(warming, return_exceptions=True)
             for proxy in proxies.values():
                 await proxy.close()
             await fills.close(settings.shutdown_grace)
+            await evictor.close()
             await manifests.close()
     await asyncio.to_thread(store.close)
     log.info("mirror_stopped")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import platform
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,10 @@ class Settings:
     upstream_password: str | None = field(default=None, repr=False)
     upstream_aliases: tuple[str, ...] = ()
     cache_max_bytes: int = 50 * 1024**3
+    cache_high_watermark: float = 0.95
+    cache_low_watermark: float = 0.90
+    pins: tuple[str, ...] = ()
+    platforms: tuple[str, ...] = field(default_factory=lambda: (host_platform(),))
     tag_ttl: float = 300.0
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
@@ -112,6 +117,8 @@ class Settings:
             auth_realms=list(self.auth_realms),
             upstream_aliases=list(self.upstream_aliases),
             upstreams=[u.redacted() for u in self.upstreams],
+            pins=list(self.pins),
+            platforms=list(self.platforms),
         )
         if self.upstream_password is not None:
             found["upstream_password"] = REDACTED
@@ -126,6 +133,10 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "upstream_password": values.nonempty,
     "upstream_aliases": values.alias_list,
     "cache_max_bytes": values.size,
+    "cache_high_watermark": values.fraction,
+    "cache_low_watermark": values.fraction,
+    "pins": values.image_list,
+    "platforms": values.platform_list,
     "tag_ttl": values.seconds,
     "connect_timeout": values.positive_seconds,
     "read_timeout": values.positive_seconds,
@@ -227,6 +238,21 @@ def read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     return found
 
 
+def host_platform() -> str:
+    """This machine's platform as os/arch, the default of what pins warm."""
+    machine = platform.machine().lower()
+    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+
+
+def _check_cache(settings: Settings) -> None:
+    if settings.cache_low_watermark >= settings.cache_high_watermark:
+        raise ConfigError("cache_low_watermark must be below cache_high_watermark")
+    registries = {u.registry for u in settings.registries()}
+    for pin in settings.pins:
+        if pin.split("/", 1)[0] not in registries:
+            raise ConfigError(f"pin {pin}: its registry has no [[upstreams]] table")
+
+
 def _check_names(settings: Settings) -> None:
     """Every registry name and alias routes to exactly one upstream."""
     seen: dict[str, str] = {name: DOCKER_IO for name in DOCKER_IO_NAMES}
@@ -249,4 +275,5 @@ def load(
     )
     settings = Settings(**merged)
     _check_names(settings)
+    _check_cache(settings)
     return settings

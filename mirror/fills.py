@@ -47,6 +47,7 @@ class Fill:
         self.error: errors.RegistryError | None = None
         self.finished = False
         self.ready = asyncio.Event()
+        self.done = asyncio.Event()
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._fd: int | None = None
         self._readers = 0
@@ -92,6 +93,7 @@ class Fill:
         self.error = error
         self.finished = True
         self.ready.set()
+        self.done.set()
         self._notify()
         self._close_if_unused()
 
@@ -104,9 +106,12 @@ class Fill:
 class Fills:
     """The fills under way, by digest; every fill task is tracked and cancelled on `close()`."""
 
-    def __init__(self, store: BlobStore, metrics: Metrics) -> None:
+    def __init__(
+        self, store: BlobStore, metrics: Metrics, on_commit: Callable[[], None] = lambda: None
+    ) -> None:
         self._store = store
         self._metrics = metrics
+        self._on_commit = on_commit
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -155,6 +160,7 @@ class Fills:
             await asyncio.to_thread(opened.close)
             await asyncio.to_thread(self._store.commit, fill.digest, path, fill.written)
             temp = None
+            self._on_commit()
             log.info(
                 "blob_fill_committed",
                 digest=fill.digest,

@@ -177,3 +177,56 @@ def blob_digests(body: bytes) -> list[str]:
             except DigestInvalid:
                 continue
     return list(dict.fromkeys(found))
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """`[registry/]name[:tag|@digest]` as users write image references (Docker's rules)."""
+
+    registry: str
+    name: str
+    reference: str
+
+    def __str__(self) -> str:
+        sep = "@" if is_digest(self.reference) else ":"
+        return f"{self.registry}/{self.name}{sep}{self.reference}"
+
+
+def parse_image_ref(text: str) -> ImageRef:
+    """Parse an image reference; the registry defaults to docker.io (with library/), the tag to latest.
+
+    The first path component is a registry when it has a '.' or ':' or is `localhost`.
+    """
+    rest, at, digest = text.strip().partition("@")
+    first, slash, remainder = rest.partition("/")
+    registry = "docker.io"
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        registry, rest = first.lower(), remainder
+    name, colon, tag = rest.rpartition(":") if ":" in rest.rpartition("/")[2] else (rest, "", "")
+    reference = str(Digest.parse(digest)) if at else str(parse_reference(tag if colon else "latest"))
+    name = parse_name(name)
+    if registry in ("docker.io", "index.docker.io", "registry-1.docker.io"):
+        registry, name = "docker.io", docker_hub_name(name)
+    return ImageRef(registry, name, reference)
+
+
+def select_children(index_body: bytes, platforms: frozenset[str] | None) -> list[str]:
+    """Digests of an index's manifests for `platforms` ("os/arch"; None for all), in index order."""
+    try:
+        doc = json.loads(index_body)
+    except ValueError:
+        return []
+    entries = doc.get("manifests") if isinstance(doc, dict) else None
+    found: list[str] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
+            continue
+        platform = entry.get("platform")
+        platform = platform if isinstance(platform, dict) else {}
+        name = f"{platform.get('os', '')}/{platform.get('architecture', '')}"
+        if platforms is None or name in platforms:
+            try:
+                found.append(str(Digest.parse(entry["digest"])))
+            except DigestInvalid:
+                continue
+    return list(dict.fromkeys(found))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mirror.fills import Fills
+from mirror.pins import Pins
 from mirror.proxy import RegistryProxy
 from mirror.routing import Router, Target
 from mirror.storage.blobs import BlobStore
@@ -18,49 +19,58 @@ class NotStarted(RuntimeError):
     """A component was used before start-up finished or after shutdown."""
 
 
-@dataclass
+@dataclass(frozen=True)
+class Components:
+    proxies: dict[str, RegistryProxy]
+    router: Router
+    store: BlobStore
+    fills: Fills
+    pins: Pins
+
+
 class Runtime:
-    _proxies: dict[str, RegistryProxy] | None = None
-    _router: Router | None = None
-    _store: BlobStore | None = None
-    _fills: Fills | None = None
-    ready: bool = False
+    """Access to the running components; `ready` once start-up recovery is done."""
+
+    def __init__(self) -> None:
+        self._components: Components | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._components is not None
+
+    @property
+    def components(self) -> Components:
+        if self._components is None:
+            raise NotStarted("the mirror is not running")
+        return self._components
+
+    def attach(self, components: Components) -> None:
+        self._components = components
+
+    def detach(self) -> None:
+        self._components = None
 
     def proxy_for(self, target: Target) -> RegistryProxy:
         """The proxy of the upstream a routed request targets."""
-        if self._proxies is None:
-            raise NotStarted("the registry proxy is not running")
-        return self._proxies[target.upstream]
-
-    def upstream_status(self) -> dict[str, dict[str, object]]:
-        """Breaker state and rate-limit budget per upstream."""
-        proxies = self._proxies or {}
-        return {label: proxy.upstream.health.status() for label, proxy in proxies.items()}
+        return self.components.proxies[target.upstream]
 
     @property
     def router(self) -> Router:
-        if self._router is None:
-            raise NotStarted("the router is not set up")
-        return self._router
+        return self.components.router
 
     @property
     def store(self) -> BlobStore:
-        if self._store is None:
-            raise NotStarted("the blob store is not open")
-        return self._store
+        return self.components.store
 
     @property
     def fills(self) -> Fills:
-        if self._fills is None:
-            raise NotStarted("no fills registry")
-        return self._fills
+        return self.components.fills
 
-    def attach(
-        self, proxies: dict[str, RegistryProxy], router: Router, store: BlobStore, fills: Fills
-    ) -> None:
-        self._proxies, self._router, self._store, self._fills = proxies, router, store, fills
-        self.ready = True
+    @property
+    def pins(self) -> Pins:
+        return self.components.pins
 
-    def detach(self) -> None:
-        self._proxies, self._router, self._store, self._fills = None, None, None, None
-        self.ready = False
+    def upstream_status(self) -> dict[str, dict[str, object]]:
+        """Breaker state and rate-limit budget per upstream."""
+        proxies = self._components.proxies if self._components else {}
+        return {label: proxy.upstream.health.status() for label, proxy in proxies.items()}

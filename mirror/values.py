@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from mirror.errors import RegistryError
+from mirror.oci import parse_image_ref
+
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?")
@@ -140,3 +143,35 @@ def choice(*options: str) -> Callable[[Any], str]:
         return str(value)
 
     return parse
+
+
+def fraction(value: Any) -> float:
+    """A number between 0 and 1 (exclusive of 0)."""
+    if isinstance(value, bool):
+        raise TypeError("expected a fraction such as 0.9, not a boolean")
+    found = float(value)
+    if not 0 < found <= 1:
+        raise ValueError("expected a fraction > 0 and <= 1, such as 0.9")
+    return found
+
+
+def image_list(value: Any) -> tuple[str, ...]:
+    """Image references (`[registry/]name[:tag|@digest]`), each checked and written in full."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError("expected a list of image references")
+    try:
+        return tuple(str(parse_image_ref(i)) for i in items if i.strip())
+    except RegistryError as exc:
+        raise ValueError(f"invalid image reference: {exc}") from None
+
+
+def platform_list(value: Any) -> tuple[str, ...]:
+    """Platforms as os/arch (e.g. linux/amd64), or ["all"]."""
+    found = host_list(value)
+    for item in found:
+        if item != "all" and not re.fullmatch(r"[a-z0-9]+/[a-z0-9]+", item):
+            raise ValueError(f"{item!r} is not os/arch (such as linux/amd64) or all")
+    if not found:
+        raise ValueError("expected at least one platform")
+    return found

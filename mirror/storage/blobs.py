@@ -8,10 +8,14 @@ written to disk exactly once. All methods are synchronous: callers run them in a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+import threading
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,13 +46,35 @@ class BlobDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no type
 
 @dataclass(slots=True)
 class StoredBlob:
-    """An open, size-checked blob file. The open descriptor stays valid even if the blob is evicted."""
+    """An open, size-checked blob file; while it is open the blob is never evicted."""
 
     file: IO[bytes]
     size: int
+    release: Callable[[], None] = field(default=lambda: None)
 
     def close(self) -> None:
-        self.file.close()
+        if not self.file.closed:
+            self.file.close()
+            self.release()
+
+
+@dataclass(frozen=True, slots=True)
+class BlobEntry:
+    """One stored blob as the index knows it (times are Unix seconds)."""
+
+    digest: str
+    size: int
+    stored_at: float
+    accessed_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    """What the start-up integrity check dropped."""
+
+    missing: int = 0  # index rows whose file is gone
+    wrong_size: int = 0  # files whose size no longer matches the index
+    orphans: int = 0  # files or rows diskcache found unreferenced
 
 
 class BlobStore:
@@ -58,13 +84,18 @@ class BlobStore:
         self.root = root
         self.size_limit = size_limit
         self.tmp_dir = root / "tmp"
+        # diskcache keeps access times (LRU policy) but never culls by itself (cull_limit=0): eviction
+        # is ours, so it can spare pinned blobs and blobs being read.
         self._cache = diskcache.Cache(
             str(root / "blobs"),
             disk=BlobDisk,
-            size_limit=size_limit,
+            size_limit=2**62,
+            cull_limit=0,
             eviction_policy="least-recently-used",
             tag_index=False,
         )
+        self._reading: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     def recover(self) -> int:
         """Remove what interrupted fills left behind; returns how many temp files were removed."""
@@ -90,7 +121,20 @@ class BlobStore:
             file.close()
             self._cache.delete(digest)
             return None
-        return StoredBlob(file, size)
+        with self._lock:
+            self._reading[digest] += 1
+        return StoredBlob(file, size, lambda: self._done_reading(digest))
+
+    def _done_reading(self, digest: str) -> None:
+        with self._lock:
+            self._reading[digest] -= 1
+            if self._reading[digest] <= 0:
+                del self._reading[digest]
+
+    def being_read(self) -> set[str]:
+        """Digests some client is reading right now."""
+        with self._lock:
+            return set(self._reading)
 
     def size_of(self, digest: str) -> int | None:
         """The size of a stored (and size-checked) blob, or None."""
@@ -110,6 +154,87 @@ class BlobStore:
     def usage(self) -> tuple[int, int]:
         """Bytes the store takes on disk (blob files and index), and how many blobs it holds."""
         return int(self._cache.volume()), len(self._cache)
+
+    def blob_bytes(self) -> int:
+        """Sum of the sizes of the stored blobs (what the size limit bounds)."""
+        row = self._cache._sql("SELECT COALESCE(SUM(size), 0) FROM Cache").fetchone()
+        return int(row[0])
+
+    def entries(self) -> list[BlobEntry]:
+        """Every stored blob, least recently used first."""
+        # diskcache has no public way to list by access time; its schema is stable across 5.x (pinned).
+        rows = self._cache._sql("SELECT key, size, store_time, access_time FROM Cache ORDER BY access_time")
+        return [BlobEntry(str(k), int(size), float(st), float(at)) for k, size, st, at in rows.fetchall()]
+
+    def remove(self, digest: str) -> bool:
+        """Delete a blob; False when it was not stored."""
+        return bool(self._cache.delete(digest))
+
+    def evict(self, target: int, protected: Collection[str]) -> list[BlobEntry]:
+        """Delete least-recently-used blobs until the store holds at most `target` bytes.
+
+        Never deletes a protected (pinned) blob or one being read. Returns what was deleted.
+        """
+        volume = self.blob_bytes()
+        evicted: list[BlobEntry] = []
+        skip = set(protected) | self.being_read()
+        for entry in self.entries():
+            if volume <= target:
+                break
+            if entry.digest in skip or not self.remove(entry.digest):
+                continue
+            volume -= entry.size
+            evicted.append(entry)
+        return evicted
+
+    def _files(self) -> list[tuple[str, int, Path]]:
+        """(digest, recorded size, path) of every row, read without touching access times."""
+        rows = self._cache._sql("SELECT key, size, filename FROM Cache WHERE filename IS NOT NULL")
+        base = Path(self._cache.directory)
+        return [(str(k), int(size), base / name) for k, size, name in rows.fetchall()]
+
+    def check(self) -> CheckReport:
+        """Start-up integrity: drop rows whose file is missing or has another size, then let diskcache
+        remove files nothing refers to. Access times (the LRU order) are left as they were."""
+        missing = wrong_size = 0
+        for digest, size, path in self._files():
+            try:
+                actual = path.stat().st_size
+            except FileNotFoundError:
+                missing += int(self.remove(digest))
+                continue
+            if actual != size:
+                wrong_size += int(self.remove(digest))
+        orphans = len(self._cache.check(fix=True))
+        return CheckReport(missing, wrong_size, orphans)
+
+    def verify(self, digest: str) -> bool | None:
+        """Re-hash one blob: True if intact, False if corrupt (and then dropped), None if not stored."""
+        path = next((p for d, _, p in self._files() if d == digest), None)
+        return None if path is None else self._verify_file(digest, path)
+
+    def verify_all(self) -> Iterator[tuple[str, int, bool | None]]:
+        """Re-hash every blob, yielding (digest, size, verdict) as it goes; corrupt ones are dropped."""
+        for digest, size, path in self._files():
+            yield digest, size, self._verify_file(digest, path)
+
+    def _verify_file(self, digest: str, path: Path) -> bool | None:
+        """Reads the file directly, so verifying does not reorder the LRU."""
+        algorithm, _, expected = digest.partition(":")
+        hasher = hashlib.new(algorithm)
+        try:
+            with path.open("rb") as file:
+                for chunk in iter(lambda: file.read(1024 * 1024), b""):
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            return None
+        if hasher.hexdigest() == expected:
+            return True
+        self.remove(digest)
+        return False
+
+    def __iter__(self) -> Iterator[str]:
+        return (str(key) for key in self._cache.iterkeys())
 
     def close(self) -> None:
         self._cache.close()

@@ -1,0 +1,75 @@
+"""Keeping the blob store under its size limit: when a commit takes it over the high watermark, least
+recently used blobs are evicted down to the low watermark, in one batch, in a thread. Pinned blobs and
+blobs being read are never evicted."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Collection
+
+import structlog
+
+from mirror.metrics import Metrics
+from mirror.storage.blobs import BlobStore
+
+log = structlog.get_logger("mirror.eviction")
+
+
+class Evictor:
+    """Runs at most one eviction batch at a time; `close()` waits for the one under way."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        metrics: Metrics,
+        high: int,
+        low: int,
+        protected: Callable[[], Collection[str]],
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self.high, self.low = high, low
+        self._protected = protected
+        self._task: asyncio.Task[None] | None = None
+        self._again = False
+
+    def poke(self) -> None:
+        """Something was committed: check the size soon (coalesced with a batch under way)."""
+        if self._task is not None and not self._task.done():
+            self._again = True
+            return
+        self._task = asyncio.create_task(self._run(), name="eviction")
+
+    async def _run(self) -> None:
+        while True:
+            self._again = False
+            await self.evict_if_needed()
+            if not self._again:
+                return
+
+    async def evict_if_needed(self) -> int:
+        """One batch if the store is over the high watermark; returns the bytes evicted."""
+        size = await asyncio.to_thread(self._store.blob_bytes)
+        if size <= self.high:
+            return 0
+        evicted = await asyncio.to_thread(self._store.evict, self.low, self._protected())
+        freed = sum(e.size for e in evicted)
+        self._metrics.evictions.inc(len(evicted))
+        self._metrics.evicted_bytes.inc(freed)
+        after = await asyncio.to_thread(self._store.blob_bytes)
+        log.info(
+            "cache_evicted",
+            blobs=len(evicted),
+            bytes=freed,
+            size_before=size,
+            size_after=after,
+            high=self.high,
+            low=self.low,
+        )
+        if after > self.high:
+            log.warning("cache_over_limit", size=after, limit=self.high, reason="pinned or in use")
+        return freed
+
+    async def close(self) -> None:
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
