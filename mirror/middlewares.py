@@ -6,6 +6,7 @@ unexpected is logged with its traceback and answered with a registry `UNKNOWN` e
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -69,9 +70,14 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         status, ctx.result = exc.status, "error"
         if exc.status >= 500:
             log.warning("upstream_error", code=exc.code, detail=str(exc.detail), request_id=request_id)
-    except ConnectionError:
-        status = 499  # the client went away mid-response (nginx's convention for the log)
+    except asyncio.CancelledError:
+        status = 499  # the server cancelled the handler because the client went away
         raise
+    except ConnectionError:
+        # The client went away mid-response (499 is nginx's convention for the log). Returning a response
+        # lets aiohttp finish quietly: writing it to the closed connection fails without a traceback.
+        status = 499
+        response = web.Response(status=499)
     except web.HTTPException as exc:
         response = error_response(_from_http(exc))
         status, ctx.result = response.status, "error"

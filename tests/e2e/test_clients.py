@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -131,3 +133,19 @@ def test_killed_mirror_restarts_clean_and_serves_its_cache(
         resp = raw_request("GET", f"{proc.url}/v2/library/big/blobs/{layer.digest}")
         assert sha256(resp.body) == layer.digest
         assert upstream.blob_gets(mark) == []
+
+
+def test_client_hanging_up_mid_blob_is_a_quiet_499(catalog: Catalog, mirror: MirrorProcess) -> None:
+    """A client that closes its connection in the middle of a cached blob is logged as 499, with no
+    traceback, and the mirror keeps serving."""
+    layer = catalog.big.layers[0]
+    path = f"/v2/library/big/blobs/{layer.digest}"
+    raw_request("GET", f"{mirror.url}{path}")
+    wait_until(lambda: mirror.metric("mirror_fills_in_flight") == 0, what="fill committed")
+    with socket.create_connection(("127.0.0.1", mirror.port)) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: mirror\r\n\r\n".encode())
+        sock.recv(4096)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # reset, not FIN
+    wait_until(lambda: any('"status": 499' in line for line in mirror.log_lines()), what="the 499 log line")
+    assert not any("Traceback" in line or "Error handling request" in line for line in mirror.log_lines())
+    assert raw_request("GET", f"{mirror.url}/v2/").status == 200

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from structlog.testing import capture_logs
 
 from mirror import keys
 from mirror.fills import CHUNK
@@ -189,3 +190,22 @@ async def test_truncated_cache_file_is_fetched_again(fake: FakeUpstream, mirror:
 def _truncate(path: str, size: int) -> None:
     with open(path, "r+b") as f:
         f.truncate(size)
+
+
+async def test_client_gone_before_headers_logs_no_traceback(
+    fake: FakeUpstream, mirror: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that hangs up while its headers are pending is logged as a quiet 499, not a 500 or an
+    aiohttp traceback; the download still completes."""
+    digest = fake.add_blob(payload(1000))
+    fake.faults[digest] = "stall_headers"
+    with capture_logs() as logs:
+        request = asyncio.create_task(mirror.get(f"/v2/library/x/blobs/{digest}"))
+        await eventually(lambda: len(fake.requests("GET", "/blobs/")) == 1)
+        request.cancel()
+        await asyncio.gather(request, return_exceptions=True)
+        fake.release.set()
+        await eventually(lambda: stored(mirror, digest))
+        await eventually(lambda: any(e["event"] == "request" for e in logs))
+    assert [e["status"] for e in logs if e["event"] == "request"] == [499]
+    assert "Error handling request" not in caplog.text
