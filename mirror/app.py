@@ -25,6 +25,7 @@ from mirror.upstream.client import UpstreamClient
 from mirror.upstream.health import UpstreamHealth
 
 log = structlog.get_logger("mirror.app")
+ACCESS_FLUSH_SECONDS = 5.0
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -37,6 +38,13 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_components)
     routes.setup(app)
     return app
+
+
+async def _flush_access_times(store: BlobStore) -> None:
+    """Write the LRU access times of cache hits to the index every few seconds (not once per hit)."""
+    while True:
+        await asyncio.sleep(ACCESS_FLUSH_SECONDS)
+        await asyncio.to_thread(store.flush_access)
 
 
 async def _components(app: web.Application) -> AsyncIterator[None]:
@@ -78,6 +86,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         router = Router(registries)
         runtime.attach(Components(proxies, router, store, fills, pins))
         warming = asyncio.create_task(pins.warm(router, proxies), name="pin warm-up") if pins.refs else None
+        flushing = asyncio.create_task(_flush_access_times(store), name="access-time flush")
         log.info(
             "mirror_started",
             listen=str(settings.listen),
@@ -93,9 +102,10 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             runtime.detach()
-            if warming is not None:
-                warming.cancel()
-                await asyncio.gather(warming, return_exceptions=True)
+            for task in (warming, flushing):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
             for proxy in proxies.values():
                 await proxy.close()
             await fills.close(settings.shutdown_grace)

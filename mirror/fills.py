@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,20 +61,17 @@ class Fill:
         self._readers -= 1
         self._close_if_unused()
 
-    async def read(self, start: int, end: int | None) -> AsyncIterator[bytes]:
-        """The bytes [start, end) as they are written; raises FillFailed if the fill fails."""
-        pos = start
-        while end is None or pos < end:
-            available = await self._wait_beyond(pos)
-            if available <= pos:
-                return
-            count = min(available if end is None else min(available, end), pos + CHUNK) - pos
-            assert self._fd is not None
-            data = await asyncio.to_thread(os.pread, self._fd, count, pos)
-            if not data:
-                raise FillFailed(f"temp file of {self.digest} is shorter than announced")
-            pos += len(data)
-            yield data
+    async def available(self, pos: int) -> int:
+        """Wait until bytes past `pos` are written (or the fill ended); how many bytes are written.
+
+        Raises FillFailed if the fill failed: what a reader already sent must then be cut off."""
+        return await self._wait_beyond(pos)
+
+    def reader_file(self) -> IO[bytes]:
+        """A file object over the temp file for `sendfile`/`pread` at explicit offsets; valid while the
+        reader holds the fill (acquire/release). Closing it leaves the fill's descriptor open."""
+        assert self._fd is not None, "reader_file() on a fill that has no file"
+        return open(self._fd, "rb", buffering=0, closefd=False)  # closed by the reader
 
     async def _wait_beyond(self, pos: int) -> int:
         while self.written <= pos and not self.finished:
@@ -232,11 +229,14 @@ class Fills:
         label: str,
     ) -> None:
         while True:
-            data = await resp.content.read(CHUNK)
-            if not data:
+            first = await resp.content.read(CHUNK)
+            if not first:
                 return
-            while len(data) < CHUNK and (more := resp.content.read_nowait(CHUNK - len(data))):
-                data += more
+            parts, size = [first], len(first)
+            while size < CHUNK and (more := resp.content.read_nowait(CHUNK - size)):
+                parts.append(more)
+                size += len(more)
+            data = first if len(parts) == 1 else b"".join(parts)
             if skip:
                 data, skip = data[skip:], max(skip - len(data), 0)
             if fill.size is not None and fill.written + len(data) > fill.size:

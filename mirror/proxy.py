@@ -22,6 +22,9 @@ from mirror.upstream.client import UpstreamClient
 
 log = structlog.get_logger("mirror.proxy")
 
+#: Blobs below this size are read along with the index lookup and answered from memory, not sendfile.
+SMALL_BLOB = 64 * 1024
+
 #: Upstream failures after which a cached tag is served stale rather than failing the pull.
 STALE_ON = (errors.UpstreamUnavailable, errors.UpstreamBadGateway, errors.TooManyRequests)
 
@@ -164,7 +167,7 @@ class RegistryProxy:
     async def blob(self, name: str, digest: str) -> BlobAnswer:
         """The blob's bytes: the stored file on a hit, else the (new or joined) fill for it."""
         if self._fills.get(digest) is None:  # a fill under way is joined, even if it just committed
-            stored = await asyncio.to_thread(self._store.open, digest)
+            stored = await asyncio.to_thread(self._store.open, digest, SMALL_BLOB)
             if stored is not None:
                 return BlobAnswer("hit", stored.size, stored=stored)
         fill, joined = await self._fills.join(self.upstream, name, digest)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from aiohttp import web
@@ -12,6 +11,7 @@ from mirror.fills import FillFailed
 from mirror.middlewares import context
 from mirror.proxy import BlobAnswer, RegistryProxy
 from mirror.ranges import parse_range
+from mirror.transfer import send_file, send_fill
 
 BLOB_TYPE = "application/octet-stream"
 
@@ -121,29 +121,21 @@ async def _send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> w
     ctx = context(request)
     if answer.stored is not None:
         assert end is not None
-        await _sendfile(request, answer.stored.file, start, end - start)
+        if answer.stored.data is not None:
+            await response.write(answer.stored.data[start:end])
+        else:
+            await send_file(request, response, answer.stored.file, start, end - start)
         ctx.bytes_sent = end - start
     else:
         assert answer.fill is not None
         try:
-            async for chunk in answer.fill.read(start, end):
-                await response.write(chunk)
-                ctx.bytes_sent += len(chunk)
+            ctx.bytes_sent = await send_fill(request, response, answer.fill, start, end)
         except FillFailed:
             ctx.result = "error"
             _abort(request)
             return response
     await response.write_eof()
     return response
-
-
-async def _sendfile(request: web.Request, file: object, offset: int, count: int) -> None:
-    """Zero-copy send of `count` bytes from `file` at `offset`."""
-    transport = request.transport
-    if transport is None:
-        raise ConnectionResetError("client went away")
-    if count:
-        await asyncio.get_running_loop().sendfile(transport, file, offset, count)  # type: ignore[arg-type]
 
 
 def _abort(request: web.Request) -> None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class StoredBlob:
     file: IO[bytes]
     size: int
     release: Callable[[], None] = field(default=lambda: None)
+    data: bytes | None = None  # the whole blob, read along with opening it when it is small
 
     def close(self) -> None:
         if not self.file.closed:
@@ -84,17 +86,19 @@ class BlobStore:
         self.root = root
         self.size_limit = size_limit
         self.tmp_dir = root / "tmp"
-        # diskcache keeps access times (LRU policy) but never culls by itself (cull_limit=0): eviction
-        # is ours, so it can spare pinned blobs and blobs being read.
+        # diskcache never culls or updates access times by itself (policy "none"): eviction is ours, so it
+        # can spare pinned blobs and blobs being read, and a hit costs no SQLite write: access times are
+        # kept in memory and written in batches (`flush_access`).
         self._cache = diskcache.Cache(
             str(root / "blobs"),
             disk=BlobDisk,
             size_limit=2**62,
             cull_limit=0,
-            eviction_policy="least-recently-used",
+            eviction_policy="none",
             tag_index=False,
         )
         self._reading: Counter[str] = Counter()
+        self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def recover(self) -> int:
@@ -111,8 +115,10 @@ class BlobStore:
         fd, name = tempfile.mkstemp(prefix=digest.replace(":", "-") + ".", dir=self.tmp_dir)
         return os.fdopen(fd, "wb"), Path(name)
 
-    def open(self, digest: str) -> StoredBlob | None:
-        """The stored blob, or None. A file whose size differs from the recorded one is dropped."""
+    def open(self, digest: str, read_below: int = 0) -> StoredBlob | None:
+        """The stored blob, or None. A file whose size differs from the recorded one is dropped.
+
+        A blob smaller than `read_below` bytes comes with its bytes already read (`data`)."""
         found = self._cache.get(digest, read=True, tag=True)
         if found is None or found[0] is None:
             return None
@@ -123,7 +129,9 @@ class BlobStore:
             return None
         with self._lock:
             self._reading[digest] += 1
-        return StoredBlob(file, size, lambda: self._done_reading(digest))
+            self._touched[digest] = time.time()
+        data = file.read() if size < read_below else None
+        return StoredBlob(file, size, lambda: self._done_reading(digest), data)
 
     def _done_reading(self, digest: str) -> None:
         with self._lock:
@@ -160,8 +168,21 @@ class BlobStore:
         row = self._cache._sql("SELECT COALESCE(SUM(size), 0) FROM Cache").fetchone()
         return int(row[0])
 
+    def flush_access(self) -> int:
+        """Write the access times of recent hits to the index, in one transaction; how many."""
+        with self._lock:
+            touched, self._touched = self._touched, {}
+        if touched:
+            with self._cache.transact():
+                for digest, when in touched.items():
+                    self._cache._sql(
+                        "UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1", (when, digest)
+                    )
+        return len(touched)
+
     def entries(self) -> list[BlobEntry]:
         """Every stored blob, least recently used first."""
+        self.flush_access()
         # diskcache has no public way to list by access time; its schema is stable across 5.x (pinned).
         rows = self._cache._sql("SELECT key, size, store_time, access_time FROM Cache ORDER BY access_time")
         return [BlobEntry(str(k), int(size), float(st), float(at)) for k, size, st, at in rows.fetchall()]
@@ -237,4 +258,5 @@ class BlobStore:
         return (str(key) for key in self._cache.iterkeys())
 
     def close(self) -> None:
+        self.flush_access()
         self._cache.close()

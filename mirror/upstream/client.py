@@ -25,6 +25,8 @@ from mirror.upstream.auth import Challenge, UpstreamAuth
 from mirror.upstream.health import UpstreamHealth
 
 MAX_REDIRECTS = 5
+#: Per-response read buffer: aiohttp's 64 KiB default pauses the socket many times per MiB of a blob.
+READ_BUFFER = 4 * 1024 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Upstream response headers relayed with a tags list.
 _TAGS_HEADERS = ("Link", "Content-Type")
@@ -85,6 +87,7 @@ class UpstreamClient:
             ),
             auto_decompress=False,
             trust_env=False,
+            read_bufsize=READ_BUFFER,
             headers={"User-Agent": f"mirror/{__version__}"},
             connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=60),
         )

@@ -1,0 +1,58 @@
+"""Sending blob bytes to a client: zero-copy `sendfile` from a stored file or from the growing temp
+file of a fill, with a copying fallback for event loops without native sendfile."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import IO
+
+from aiohttp import web
+
+from mirror.fills import Fill
+
+#: Bytes per step of the copying fallback, and the most a fill reader sends before re-checking.
+STEP = 1024 * 1024
+
+
+async def send_file(
+    request: web.Request, response: web.StreamResponse, file: IO[bytes], offset: int, count: int
+) -> None:
+    """Send `count` bytes of `file` from `offset` on the prepared `response`."""
+    if count <= 0:
+        return
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("client went away")
+    try:
+        await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+    except NotImplementedError:
+        await _copy(response, file, offset, count)
+
+
+async def _copy(response: web.StreamResponse, file: IO[bytes], offset: int, count: int) -> None:
+    end = offset + count
+    while offset < end:
+        data = await asyncio.to_thread(os.pread, file.fileno(), min(STEP, end - offset), offset)
+        if not data:
+            raise ConnectionResetError("file shorter than announced")
+        await response.write(data)
+        offset += len(data)
+
+
+async def send_fill(
+    request: web.Request, response: web.StreamResponse, fill: Fill, start: int, end: int | None
+) -> int:
+    """Send bytes [start, end) of a fill as they are written; returns how many were sent.
+
+    Raises FillFailed when the fill fails: the caller must cut the connection."""
+    pos = start
+    with fill.reader_file() as file:
+        while end is None or pos < end:
+            written = await fill.available(pos)
+            if written <= pos:
+                break
+            stop = written if end is None else min(written, end)
+            await send_file(request, response, file, pos, stop - pos)
+            pos = stop
+    return pos - start
