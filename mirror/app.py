@@ -19,6 +19,7 @@ from mirror.routing import Router
 from mirror.runtime import Components, Runtime
 from mirror.storage.blobs import BlobStore
 from mirror.storage.eviction import Evictor
+from mirror.storage.hot import HotBlobs
 from mirror.storage.manifests import ManifestCache
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
@@ -26,6 +27,9 @@ from mirror.upstream.health import UpstreamHealth
 
 log = structlog.get_logger("mirror.app")
 ACCESS_FLUSH_SECONDS = 5.0
+#: Small blobs (configs, tiny layers) up to HOT_BLOB bytes are also kept in memory, HOT_BYTES in all.
+HOT_BLOB = 64 * 1024
+HOT_BYTES = 32 * 1024 * 1024
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -68,6 +72,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     await evictor.evict_if_needed()
     manifests = ManifestCache()
     fills = Fills(store, metrics, on_commit=evictor.poke)
+    hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
         proxies: dict[str, RegistryProxy] = {}
@@ -81,7 +86,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             ttl = upstream_settings.tag_ttl
             assert ttl is not None, "registries() fills in inherited values"
             proxies[upstream.label] = RegistryProxy(
-                upstream, manifests, store, fills, ttl, settings.negative_ttl, settings.prefetch
+                upstream, manifests, store, fills, hot, ttl, settings.negative_ttl, settings.prefetch
             )
         router = Router(registries)
         runtime.attach(Components(proxies, router, store, fills, pins))

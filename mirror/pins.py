@@ -22,20 +22,20 @@ log = structlog.get_logger("mirror.pins")
 
 
 async def warm_image(
-    proxy: RegistryProxy, name: str, reference: str, platforms: frozenset[str] | None
-) -> set[str]:
-    """Pull an image into the cache (every platform in `platforms`, None for all); its digests."""
+    proxy: RegistryProxy, name: str, reference: str, platforms: frozenset[str] | None, digests: set[str]
+) -> None:
+    """Pull an image into the cache (every platform in `platforms`, None for all), adding each digest
+    to `digests` before its blob is fetched, so a pin protects it from the moment it lands."""
     top = (await proxy.manifest(name, reference, [])).manifest
     manifests = [top]
     if top.media_type in oci.INDEX_TYPES:
         for child in oci.select_children(top.body, platforms):
             manifests.append((await proxy.manifest(name, child, [])).manifest)
-    digests = {m.digest for m in manifests}
+    digests.update(m.digest for m in manifests)
     for manifest in manifests:
         for blob in oci.blob_digests(manifest.body):
-            await proxy.ensure_blob(name, blob)
             digests.add(blob)
-    return digests
+            await proxy.ensure_blob(name, blob)
 
 
 class Pins:
@@ -46,6 +46,7 @@ class Pins:
         self._path = path
         self._platforms = platforms
         self._digests: dict[str, list[str]] = {}
+        self._warming: set[str] = set()
 
     def load(self) -> None:
         """Read the digests recorded by the last warm-up (blocking: run in a thread)."""
@@ -60,20 +61,22 @@ class Pins:
 
     def digests(self) -> frozenset[str]:
         """Every digest held by a pin: never evicted."""
-        return frozenset(d for found in self._digests.values() for d in found)
+        return frozenset(d for found in self._digests.values() for d in found) | self._warming
 
     async def warm(self, router: Router, proxies: dict[str, RegistryProxy]) -> None:
         """Warm every pin; a pin that fails is logged and keeps its previous digests."""
         for text in self.refs:
             ref = oci.parse_image_ref(text)
             target = router.route(ref.name, ref.registry)
+            found: set[str] = set()
+            self._warming = found
             try:
-                found = await warm_image(
-                    proxies[target.upstream], target.name, ref.reference, self._platforms
-                )
+                await warm_image(proxies[target.upstream], target.name, ref.reference, self._platforms, found)
             except errors.RegistryError as exc:
                 log.warning("pin_warm_failed", image=text, code=exc.code, detail=str(exc.detail))
                 continue
+            finally:
+                self._warming = set()
             self._digests[text] = sorted(found)
             await asyncio.to_thread(self._save)
             log.info("pin_warmed", image=text, digests=len(found))

@@ -17,13 +17,11 @@ from mirror import errors, oci
 from mirror.fills import Fill, Fills
 from mirror.singleflight import SingleFlight
 from mirror.storage.blobs import BlobStore, StoredBlob
+from mirror.storage.hot import HotBlobs
 from mirror.storage.manifests import Manifest, ManifestCache, TagEntry
 from mirror.upstream.client import UpstreamClient
 
 log = structlog.get_logger("mirror.proxy")
-
-#: Blobs below this size are read along with the index lookup and answered from memory, not sendfile.
-SMALL_BLOB = 64 * 1024
 
 #: Upstream failures after which a cached tag is served stale rather than failing the pull.
 STALE_ON = (errors.UpstreamUnavailable, errors.UpstreamBadGateway, errors.TooManyRequests)
@@ -43,6 +41,7 @@ class BlobAnswer:
     size: int | None
     stored: StoredBlob | None = None
     fill: Fill | None = None
+    data: bytes | None = None  # a small blob's bytes, from memory
 
     def close(self) -> None:
         if self.stored is not None:
@@ -60,6 +59,7 @@ class RegistryProxy:
         manifests: ManifestCache,
         store: BlobStore,
         fills: Fills,
+        hot: HotBlobs,
         tag_ttl: float,
         negative_ttl: float = 0.0,
         prefetch: bool = False,
@@ -68,6 +68,7 @@ class RegistryProxy:
         self._manifests = manifests
         self._store = store
         self._fills = fills
+        self._hot = hot
         self._tag_ttl = tag_ttl
         self._negative_ttl = negative_ttl
         self._prefetch = prefetch
@@ -166,9 +167,16 @@ class RegistryProxy:
 
     async def blob(self, name: str, digest: str) -> BlobAnswer:
         """The blob's bytes: the stored file on a hit, else the (new or joined) fill for it."""
+        if (data := self._hot.get(digest)) is not None:
+            self._store.touch(digest)
+            return BlobAnswer("hit", len(data), data=data)
         if self._fills.get(digest) is None:  # a fill under way is joined, even if it just committed
-            stored = await asyncio.to_thread(self._store.open, digest, SMALL_BLOB)
+            stored = await asyncio.to_thread(self._store.open, digest, self._hot.max_blob)
             if stored is not None:
+                if stored.data is not None:
+                    self._hot.put(digest, stored.data)
+                    stored.close()
+                    return BlobAnswer("hit", stored.size, data=stored.data)
                 return BlobAnswer("hit", stored.size, stored=stored)
         fill, joined = await self._fills.join(self.upstream, name, digest)
         if fill.finished and fill.error is None:  # verified and being committed: as good as stored

@@ -119,12 +119,13 @@ async def _send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> w
     start, end = (wanted.start, wanted.end + 1) if wanted else (0, size)
     await response.prepare(request)
     ctx = context(request)
-    if answer.stored is not None:
+    if answer.data is not None:
         assert end is not None
-        if answer.stored.data is not None:
-            await response.write(answer.stored.data[start:end])
-        else:
-            await send_file(request, response, answer.stored.file, start, end - start)
+        await response.write(answer.data[start:end])
+        ctx.bytes_sent = end - start
+    elif answer.stored is not None:
+        assert end is not None
+        await send_file(request, response, answer.stored.file, start, end - start)
         ctx.bytes_sent = end - start
     else:
         assert answer.fill is not None

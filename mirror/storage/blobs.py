@@ -133,6 +133,11 @@ class BlobStore:
         data = file.read() if size < read_below else None
         return StoredBlob(file, size, lambda: self._done_reading(digest), data)
 
+    def touch(self, digest: str) -> None:
+        """Record a hit served without opening the file (from memory), for the LRU order."""
+        with self._lock:
+            self._touched[digest] = time.time()
+
     def _done_reading(self, digest: str) -> None:
         with self._lock:
             self._reading[digest] -= 1
