@@ -1,4 +1,5 @@
-"""Command line: argv → Settings → logging → run. Exit codes: 0 ok, 2 bad usage or configuration."""
+"""Command line: argv → Settings → logging → run. Exit codes: 0 ok, 1 a check or warm-up found a problem,
+2 bad usage or configuration."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mirror import __version__, log
+from mirror import __version__, cachetool, log, warm
 from mirror.app import create_app
 from mirror.config import ConfigError, Settings, load
 
@@ -28,6 +29,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--cache-dir", help="cache directory (default ./cache)")
     serve.add_argument("--upstream", help="upstream registry URL, standing for docker.io")
     serve.add_argument("--print-config", action="store_true", help="print the effective config and exit")
+    cachetool.add_parser(sub)
+    warm.add_parser(sub)
     return top
 
 
@@ -38,6 +41,10 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "cache":
+        return cachetool.run(args)
+    if args.command == "warm":
+        return warm.run(args)
     try:
         settings = settings_from(args, dict(os.environ))
     except ConfigError as exc:
