@@ -224,6 +224,8 @@ def select_children(index_body: bytes, platforms: frozenset[str] | None) -> list
         platform = entry.get("platform")
         platform = platform if isinstance(platform, dict) else {}
         name = f"{platform.get('os', '')}/{platform.get('architecture', '')}"
+        if name == "unknown/unknown":  # buildx attestation manifests, not a platform image
+            continue
         if platforms is None or name in platforms:
             try:
                 found.append(str(Digest.parse(entry["digest"])))

@@ -131,6 +131,11 @@ class BlobStore:
             self._reading[digest] += 1
             self._touched[digest] = time.time()
         data = file.read() if size < read_below else None
+        if data is not None and not _hashes_to(data, digest):  # bytes kept in memory are re-verified
+            file.close()
+            self._done_reading(digest)
+            self._cache.delete(digest)
+            return None
         return StoredBlob(file, size, lambda: self._done_reading(digest), data)
 
     def touch(self, digest: str) -> None:
@@ -265,3 +270,8 @@ class BlobStore:
     def close(self) -> None:
         self.flush_access()
         self._cache.close()
+
+
+def _hashes_to(data: bytes, digest: str) -> bool:
+    algorithm, _, expected = digest.partition(":")
+    return hashlib.new(algorithm, data).hexdigest() == expected

@@ -209,3 +209,27 @@ async def test_client_gone_before_headers_logs_no_traceback(
         await eventually(lambda: any(e["event"] == "request" for e in logs))
     assert [e["status"] for e in logs if e["event"] == "request"] == [499]
     assert "Error handling request" not in caplog.text
+
+
+async def test_corrupt_small_blob_is_never_served_from_memory(fake: FakeUpstream, mirror: Client) -> None:
+    """A small cached blob whose file was corrupted on disk is re-verified when loaded, dropped and
+    fetched again, never served (from disk or memory) with the wrong bytes."""
+    data = payload(2000)
+    digest = fake.add_blob(data)
+    await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read()
+    await eventually(lambda: stored(mirror, digest))
+    found = await asyncio.to_thread(mirror.app[keys.RUNTIME].store.open, digest)
+    assert found is not None
+    path = found.file.name
+    found.close()
+    await asyncio.to_thread(_flip_first_byte, path)
+    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+    assert len(fake.requests("GET", "/blobs/")) == 2
+
+
+def _flip_first_byte(path: str) -> None:
+    with open(path, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))

@@ -361,3 +361,23 @@ def test_sniff_media_type(body: bytes, content_type: str | None, expected: str) 
 def test_sniff_media_type_generic_content_type_is_case_insensitive() -> None:
     """A generic Content-Type in another letter case still falls back to the document's mediaType."""
     assert oci.sniff_media_type(_doc(mediaType=oci.OCI_MANIFEST), "Application/JSON") == oci.OCI_MANIFEST
+
+
+def test_select_children_by_platform_skips_attestations() -> None:
+    """Index children are chosen by os/arch; buildx attestation entries (unknown/unknown) never are."""
+    from mirror.oci import select_children
+
+    def entry(digit: str, os_: str, arch: str) -> dict[str, object]:
+        return {"digest": "sha256:" + digit * 64, "platform": {"os": os_, "architecture": arch}}
+
+    body = json.dumps(
+        {
+            "manifests": [
+                entry("a", "linux", "amd64"),
+                entry("b", "linux", "arm64"),
+                entry("c", "unknown", "unknown"),
+            ]
+        }
+    ).encode()
+    assert select_children(body, frozenset({"linux/arm64"})) == ["sha256:" + "b" * 64]
+    assert select_children(body, None) == ["sha256:" + "a" * 64, "sha256:" + "b" * 64]
