@@ -150,10 +150,18 @@ class Fills:
         file: IO[bytes] | None = None
         temp: Path | None = None
         try:
-            opened, path = await asyncio.to_thread(self._store.new_temp, fill.digest)
+            # Ask upstream first: clients get their headers as soon as it answers, while the temp
+            # file is being set up (they read nothing before the first bytes are written anyway).
+            resp = await upstream.open_blob(fill.name, fill.digest)
+            fill.size = resp.content_length
+            fill.ready.set()
+            try:
+                opened, path, fill._fd = await asyncio.to_thread(self._store.open_temp, fill.digest)
+            except BaseException:
+                resp.release()
+                raise
             file, temp = opened, path
-            fill._fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
-            await self._download(upstream, fill, opened)
+            await self._download(upstream, fill, opened, resp)
             await asyncio.to_thread(opened.close)
             await asyncio.to_thread(self._store.commit, fill.digest, path, fill.written)
             temp = None
@@ -191,12 +199,11 @@ class Fills:
         )
         fill._finish(exc)
 
-    async def _download(self, upstream: UpstreamClient, fill: Fill, file: IO[bytes]) -> None:
+    async def _download(
+        self, upstream: UpstreamClient, fill: Fill, file: IO[bytes], resp: aiohttp.ClientResponse
+    ) -> None:
         """Stream the upstream body into `file`, resuming with Range; raise unless size and digest match."""
         hasher = oci.Digest.parse(fill.digest).hasher()
-        resp = await upstream.open_blob(fill.name, fill.digest)
-        fill.size = resp.content_length
-        fill.ready.set()
         resumes = 0
         while True:
             try:
@@ -228,23 +235,32 @@ class Fills:
         skip: int,
         label: str,
     ) -> None:
-        while True:
-            first = await resp.content.read(CHUNK)
-            if not first:
-                return
-            parts, size = [first], len(first)
-            while size < CHUNK and (more := resp.content.read_nowait(CHUNK - size)):
-                parts.append(more)
-                size += len(more)
-            data = first if len(parts) == 1 else b"".join(parts)
-            if skip:
-                data, skip = data[skip:], max(skip - len(data), 0)
-            if fill.size is not None and fill.written + len(data) > fill.size:
-                raise SizeMismatch(f"upstream sent more than the announced {fill.size} bytes")
+        # Reading chunk N+1 from upstream overlaps writing and hashing chunk N in a thread; a chunk is
+        # announced to readers as soon as it is on disk.
+        async def write(data: bytes) -> None:
             await asyncio.to_thread(_write, file, hash_update, data)
             fill.written += len(data)
             self._metrics.upstream_bytes.labels(label).inc(len(data))
             fill._notify()
+
+        pending: asyncio.Task[None] | None = None
+        queued = fill.written
+        try:
+            while True:
+                data = await _read_chunk(resp)
+                if not data:
+                    return
+                if skip:
+                    data, skip = data[skip:], max(skip - len(data), 0)
+                queued += len(data)
+                if fill.size is not None and queued > fill.size:
+                    raise SizeMismatch(f"upstream sent more than the announced {fill.size} bytes")
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(write(data))
+        finally:
+            if pending is not None:  # also on errors: a resume must start right after the bytes on disk
+                await pending
 
     async def close(self, grace: float = 0.0) -> None:
         """Let fills under way finish for up to `grace` seconds, then cancel the rest and wait for them.
@@ -275,6 +291,16 @@ def reason_of(exc: errors.RegistryError) -> str:
     if isinstance(exc, SizeMismatch):
         return "size_mismatch"
     return "upstream_error"
+
+
+async def _read_chunk(resp: aiohttp.ClientResponse) -> bytes:
+    """Up to CHUNK bytes: waits for some, then takes what else is already buffered."""
+    first = await resp.content.read(CHUNK)
+    parts, size = [first], len(first)
+    while first and size < CHUNK and (more := resp.content.read_nowait(CHUNK - size)):
+        parts.append(more)
+        size += len(more)
+    return first if len(parts) == 1 else b"".join(parts)
 
 
 def _skip_for(resp: aiohttp.ClientResponse, written: int) -> int:

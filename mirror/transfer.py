@@ -47,12 +47,18 @@ async def send_fill(
 
     Raises FillFailed when the fill fails: the caller must cut the connection."""
     pos = start
-    with fill.reader_file() as file:
+    file: IO[bytes] | None = None
+    try:
         while end is None or pos < end:
             written = await fill.available(pos)
             if written <= pos:
                 break
+            if file is None:  # opened once bytes exist: the temp file is created after the headers
+                file = fill.reader_file()
             stop = written if end is None else min(written, end)
             await send_file(request, response, file, pos, stop - pos)
             pos = stop
+    finally:
+        if file is not None:
+            file.close()
     return pos - start
