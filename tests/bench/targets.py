@@ -1,0 +1,154 @@
+"""The targets of issue 8 as table rows: which sample keys give mirror / reference / limit, and the check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Check = Callable[[float | None, float | None, float | None], tuple[bool, str] | None]
+
+
+def _vs_limit(op: str, factor: float) -> Check:
+    def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
+        if mirror is None or not limit:
+            return None
+        ratio = mirror / limit
+        return (ratio >= factor if op == ">=" else ratio <= factor), f"{ratio:.2f}x limit"
+
+    return check
+
+
+def _vs_reference(factor: float) -> Check:
+    def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
+        if mirror is None or not reference:
+            return None
+        ratio = mirror / reference
+        return ratio >= factor, f"{ratio:.1f}x reference"
+
+    return check
+
+
+def _at_most(bound: float, strict: bool = False) -> Check:
+    def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
+        if mirror is None:
+            return None
+        return (mirror < bound if strict else mirror <= bound), f"{mirror:.3g}"
+
+    return check
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: which sample keys give mirror / reference / limit, and the target."""
+
+    label: str
+    scenario: str
+    fmt: str
+    keys: tuple[str | None, str | None, str | None]
+    target: str
+    check: Check
+    worst: bool = False  # aggregate runs by the worst (max) instead of the median
+
+
+ROWS = (
+    Row(
+        "1. cached {big} blob, 1 stream (GB/s)",
+        "cached_1",
+        ".2f",
+        ("mirror", "reference", "limit"),
+        "≥ 0.9 x nginx",
+        _vs_limit(">=", 0.9),
+    ),
+    Row(
+        "2. cached blob, 4 streams, aggregate (GB/s)",
+        "cached_4",
+        ".2f",
+        ("mirror", "reference", "limit"),
+        "≥ 0.8 x nginx",
+        _vs_limit(">=", 0.8),
+    ),
+    Row(
+        "3. manifest GET by tag, 64 conn (req/s)",
+        "manifest",
+        ",.0f",
+        ("mirror", "reference", "limit"),
+        "≥ 10 x reference",
+        _vs_reference(10),
+    ),
+    Row(
+        "3. upstream requests per manifest GET (worst run)",
+        "manifest",
+        ".3f",
+        ("mirror_upstream_per_request", "reference_upstream_per_request", None),
+        "0 within the TTL",
+        _at_most(0),
+        worst=True,
+    ),
+    Row(
+        "4. small blob GET (369 B), 64 conn (req/s)",
+        "small_blob",
+        ",.0f",
+        ("mirror", "reference", "limit"),
+        "≥ 5 x reference",
+        _vs_reference(5),
+    ),
+    Row(
+        "5. cold pull, 6-layer image, skopeo (s)",
+        "cold_pull",
+        ".2f",
+        ("mirror", "reference", "limit"),
+        "≤ 1.15 x straight",
+        _vs_limit("<=", 1.15),
+    ),
+    Row(
+        "5. cold pull: upstream bytes / image bytes (worst run)",
+        "cold_pull",
+        ".3f",
+        ("mirror_upstream_ratio", "reference_upstream_ratio", "limit_upstream_ratio"),
+        "1.0 (≤ 1.01)",
+        _at_most(1.01),
+        worst=True,
+    ),
+    Row(
+        "6. herd: {herd} clients, cold {big} blob, all done (s)",
+        "herd",
+        ".2f",
+        ("mirror", "reference", "limit"),
+        "≤ 1.0 x straight",
+        _vs_limit("<=", 1.0),
+    ),
+    Row(
+        "6. herd: upstream bytes / blob size (worst run)",
+        "herd",
+        ".3f",
+        ("mirror_upstream_ratio", "reference_upstream_ratio", "limit_upstream_ratio"),
+        "≤ 1.01",
+        _at_most(1.01),
+        worst=True,
+    ),
+    Row(
+        "6. herd: mirror peak RSS (MiB, worst run)",
+        "herd",
+        ".0f",
+        ("mirror_peak_rss_mib", None, None),
+        "< 150",
+        _at_most(150, strict=True),
+        worst=True,
+    ),
+    Row(
+        "7. cold TTFB, {big} blob (ms)",
+        "cold_ttfb",
+        ".1f",
+        ("mirror", "reference", "limit"),
+        "≤ 2 x upstream",
+        _vs_limit("<=", 2.0),
+    ),
+    Row(
+        "7. cold throughput, {big} blob (GB/s)",
+        "cold_ttfb",
+        ".2f",
+        ("mirror_gbps", "reference_gbps", "limit_gbps"),
+        "≥ 0.9 x upstream",
+        _vs_limit(">=", 0.9),
+    ),
+)
