@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from tests.support.net import BackgroundServer
 from tests.support.registry import Registry, start_registry
 
 
@@ -21,7 +22,7 @@ class CdnRequest:
     headers: dict[str, str]
 
 
-class BlobServer:
+class BlobServer(BackgroundServer):
     """Serves files under `root` on 127.0.0.1 (GET/HEAD) and records requests; `fail_with` forces a status."""
 
     def __init__(self, root: Path) -> None:
@@ -29,14 +30,7 @@ class BlobServer:
         self.seen: list[CdnRequest] = []
         self.fail_with: int | None = None
         self._lock = threading.Lock()
-        handler = partial(_make_handler(self), directory=str(root))
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self.port: int = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="blob-cdn", daemon=True
-        )
-        self._thread.start()
+        super().__init__(partial(_make_handler(self), directory=str(root)), "blob-cdn")
 
     @property
     def url(self) -> str:
@@ -47,18 +41,6 @@ class BlobServer:
         """Remember one request (called from handler threads)."""
         with self._lock:
             self.seen.append(req)
-
-    def stop(self) -> None:
-        """Shut the server down and join its thread."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> BlobServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _make_handler(server: BlobServer) -> type[SimpleHTTPRequestHandler]:

@@ -8,10 +8,12 @@ import json
 import re
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_OK_STATUSES: frozenset[int] = frozenset({200, 401})
 USER_AGENT = "mirror-test-support"
@@ -164,3 +166,29 @@ def wait_until(check: Callable[[], bool], deadline_s: float = 10.0, what: str = 
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{what} not reached after {deadline_s}s")
         time.sleep(0.01)  # polling interval, not a wait for a fixed delay
+
+
+class BackgroundServer:
+    """A stdlib `ThreadingHTTPServer` on 127.0.0.1 (free port) served from a daemon thread; `stop()` shuts
+    it down and joins the thread. Usable as a context manager."""
+
+    def __init__(self, handler: Callable[..., BaseHTTPRequestHandler], name: str) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self.port: int = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name=name, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Shut the server down and join its thread."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

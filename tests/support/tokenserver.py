@@ -9,7 +9,7 @@ import threading
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.net import basic_auth
+from tests.support.net import BackgroundServer, basic_auth
 
 DEFAULT_SERVICE = "mirror-test-registry"
 DEFAULT_ISSUER = "mirror-test-token-issuer"
@@ -101,7 +101,7 @@ def parse_scope(scope: str) -> dict[str, Any] | None:
     return {"type": kind, "name": name, "actions": [a for a in actions.split(",") if a]}
 
 
-class TokenServer:
+class TokenServer(BackgroundServer):
     """Issues registry bearer tokens over HTTP on 127.0.0.1; grants exactly the scopes asked for.
 
     `expires_in`: advertised (and real) lifetime in seconds; None omits the field (tokens live 60 s).
@@ -137,13 +137,7 @@ class TokenServer:
         workdir.mkdir(parents=True, exist_ok=True)
         self.rootcertbundle = workdir / "token-ca.pem"
         self.rootcertbundle.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self.port: int = self._httpd.server_address[1]
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.05,), name="token-server", daemon=True
-        )
-        self._thread.start()
+        super().__init__(_make_handler(self), "token-server")
 
     @property
     def realm(self) -> str:
@@ -191,18 +185,6 @@ class TokenServer:
     def _record(self, req: TokenRequest) -> None:
         with self._lock:
             self.seen.append(req)
-
-    def stop(self) -> None:
-        """Shut the HTTP server down and join its thread."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> TokenServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _make_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+import mirror.oci as oci_module
 from mirror import oci
 from mirror.errors import DigestInvalid, ManifestInvalid, NameInvalid
 from mirror.oci import Digest
@@ -365,7 +366,6 @@ def test_sniff_media_type_generic_content_type_is_case_insensitive() -> None:
 
 def test_select_children_by_platform_skips_attestations() -> None:
     """Index children are chosen by os/arch; buildx attestation entries (unknown/unknown) never are."""
-    from mirror.oci import select_children
 
     def entry(digit: str, os_: str, arch: str) -> dict[str, object]:
         return {"digest": "sha256:" + digit * 64, "platform": {"os": os_, "architecture": arch}}
@@ -379,5 +379,5 @@ def test_select_children_by_platform_skips_attestations() -> None:
             ]
         }
     ).encode()
-    assert select_children(body, frozenset({"linux/arm64"})) == ["sha256:" + "b" * 64]
-    assert select_children(body, None) == ["sha256:" + "a" * 64, "sha256:" + "b" * 64]
+    assert oci_module.select_children(body, frozenset({"linux/arm64"})) == ["sha256:" + "b" * 64]
+    assert oci_module.select_children(body, None) == ["sha256:" + "a" * 64, "sha256:" + "b" * 64]
