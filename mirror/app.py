@@ -20,7 +20,7 @@ from mirror.runtime import Components, Runtime
 from mirror.storage.blobs import BlobStore
 from mirror.storage.eviction import Evictor
 from mirror.storage.hot import HotBlobs
-from mirror.storage.manifests import ManifestCache
+from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.health import UpstreamHealth
@@ -70,7 +70,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         pins.digests,
     )
     await evictor.evict_if_needed()
-    manifests = ManifestCache()
+    manifests = ManifestCache(disk=await asyncio.to_thread(ManifestDisk, settings.cache_dir / "manifests"))
     fills = Fills(store, metrics, on_commit=evictor.poke)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()

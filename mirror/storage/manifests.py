@@ -1,16 +1,25 @@
-"""Manifests and tag → digest mappings, in aiocache (memory by default).
+"""Manifests and tag → digest mappings, in aiocache (memory by default), written through to disk.
 
 Manifests by digest are immutable and kept without expiry. A tag entry remembers when the upstream last
 confirmed it, so the proxy can serve it within the TTL, revalidate it after, and still serve it stale
 when the upstream fails. Keys are scoped by upstream and repository: two upstreams never share tags.
+
+The disk copy (a small diskcache next to the blobs) lets a restarted mirror serve what it had while its
+upstream is down or in offline mode; a manifest read back from it is re-hashed before it is used.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
+import diskcache
 from aiocache import SimpleMemoryCache
+
+from mirror.oci import Digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +43,42 @@ class TagEntry:
         return (now if now is not None else time.time()) - self.checked_at < ttl
 
 
-class ManifestCache:
-    """Typed access to the aiocache backend holding manifests and tags."""
+class ManifestDisk:
+    """The persistent copy: plain tuples in a diskcache bounded by size (oldest stored go first).
+    Synchronous: callers run it in a thread."""
 
-    def __init__(self, cache: SimpleMemoryCache | None = None) -> None:
+    def __init__(self, directory: Path, size_limit: int = 1024**3) -> None:
+        self._cache = diskcache.Cache(
+            str(directory), size_limit=size_limit, eviction_policy="least-recently-stored"
+        )
+
+    def get(self, key: str) -> Any:
+        return self._cache.get(key)
+
+    def set(self, key: str, value: Any) -> None:
+        self._cache.set(key, value)
+
+    def delete(self, key: str) -> None:
+        self._cache.delete(key)
+
+    def close(self) -> None:
+        self._cache.close()
+
+
+class ManifestCache:
+    """Typed access to the aiocache backend holding manifests and tags, and to its disk copy."""
+
+    def __init__(self, cache: SimpleMemoryCache | None = None, disk: ManifestDisk | None = None) -> None:
         self._cache = cache if cache is not None else SimpleMemoryCache()
+        self._disk = disk
+
+    async def _remembered(self, key: str) -> Any:
+        """The disk copy of `key` (None without one)."""
+        return None if self._disk is None else await asyncio.to_thread(self._disk.get, key)
+
+    async def _keep(self, key: str, value: Any) -> None:
+        if self._disk is not None:
+            await asyncio.to_thread(self._disk.set, key, value)
 
     @staticmethod
     def _manifest_key(upstream: str, name: str, digest: str) -> str:
@@ -49,23 +89,48 @@ class ManifestCache:
         return f"tag:{upstream}:{name}:{tag}"
 
     async def manifest(self, upstream: str, name: str, digest: str) -> Manifest | None:
-        found = await self._cache.get(self._manifest_key(upstream, name, digest))
-        return found if isinstance(found, Manifest) else None
+        key = self._manifest_key(upstream, name, digest)
+        found = await self._cache.get(key)
+        if isinstance(found, Manifest):
+            return found
+        kept = await self._remembered(key)
+        if not (isinstance(kept, tuple) and len(kept) == 2 and isinstance(kept[0], bytes)):
+            return None
+        body, media_type = kept
+        if str(Digest.of(body, digest.partition(":")[0])) != digest:
+            return None  # a damaged disk copy is never served: the upstream is asked again
+        manifest = Manifest(body, digest, str(media_type))
+        await self._cache.set(key, manifest)
+        return manifest
 
     async def put_manifest(self, upstream: str, name: str, manifest: Manifest) -> None:
-        await self._cache.set(self._manifest_key(upstream, name, manifest.digest), manifest)
+        key = self._manifest_key(upstream, name, manifest.digest)
+        await self._cache.set(key, manifest)
+        await self._keep(key, (manifest.body, manifest.media_type))
 
     async def tag(self, upstream: str, name: str, tag: str) -> TagEntry | None:
-        found = await self._cache.get(self._tag_key(upstream, name, tag))
-        return found if isinstance(found, TagEntry) else None
+        key = self._tag_key(upstream, name, tag)
+        found = await self._cache.get(key)
+        if isinstance(found, TagEntry):
+            return found
+        kept = await self._remembered(key)
+        if not (isinstance(kept, tuple) and len(kept) == 3):
+            return None
+        entry = TagEntry(str(kept[0]), str(kept[1]), float(kept[2]))
+        await self._cache.set(key, entry)
+        return entry
+
+    async def _set_tag(self, key: str, entry: TagEntry) -> None:
+        await self._cache.set(key, entry)
+        await self._keep(key, (entry.digest, entry.media_type, entry.checked_at))
 
     async def put_tag(self, upstream: str, name: str, tag: str, manifest: Manifest) -> None:
         entry = TagEntry(manifest.digest, manifest.media_type, time.time())
-        await self._cache.set(self._tag_key(upstream, name, tag), entry)
+        await self._set_tag(self._tag_key(upstream, name, tag), entry)
 
     async def confirm_tag(self, upstream: str, name: str, tag: str, entry: TagEntry) -> None:
         """Record that the upstream still maps the tag to the same digest."""
-        await self._cache.set(self._tag_key(upstream, name, tag), replace(entry, checked_at=time.time()))
+        await self._set_tag(self._tag_key(upstream, name, tag), replace(entry, checked_at=time.time()))
 
     async def put_missing(self, upstream: str, name: str, tag: str, code: str, ttl: float) -> None:
         """Remember for `ttl` seconds that the upstream answered 404 (with `code`) for this tag."""
@@ -78,7 +143,12 @@ class ManifestCache:
         return found if isinstance(found, str) else None
 
     async def forget_tag(self, upstream: str, name: str, tag: str) -> None:
-        await self._cache.delete(self._tag_key(upstream, name, tag))
+        key = self._tag_key(upstream, name, tag)
+        await self._cache.delete(key)
+        if self._disk is not None:
+            await asyncio.to_thread(self._disk.delete, key)
 
     async def close(self) -> None:
         await self._cache.close()
+        if self._disk is not None:
+            await asyncio.to_thread(self._disk.close)

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from mirror import oci
+from mirror.storage.manifests import ManifestDisk
 from tests.integration.conftest import MirrorFactory, eventually, stored
 from tests.integration.fake_upstream import FakeUpstream
 
@@ -181,3 +182,44 @@ async def test_offline_mode_contacts_nobody_and_serves_the_disk_cache(
     assert "offline" in (await miss.json())["errors"][0]["detail"]
     assert len(fake.seen) == asked
     assert (await (await offline.get("/readyz")).json())["upstreams"]["docker.io"]["breaker"] == "offline"
+
+
+async def test_restarted_mirror_serves_tags_and_manifests_offline(
+    fake: FakeUpstream, make_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    """Tags and manifests survive a restart on disk: an offline mirror started on the same cache serves
+    the whole image (tag, manifest by digest, blob) without contacting anyone."""
+    cache = str(tmp_path / "shared")
+    online = await make_mirror(cache_dir=cache)
+    blob = fake.add_blob(b"layer kept" * 100)
+    digest = fake.add_manifest("library/app", "1.0", [blob])
+    await online.get(TAG, headers=ACCEPT)
+    await (await online.get(f"/v2/library/app/blobs/{blob}")).read()
+    await eventually(lambda: stored(online, blob))
+    await online.close()
+    asked = len(fake.seen)
+    offline = await make_mirror(cache_dir=cache, offline=True, tag_ttl=0)
+    by_tag = await offline.get(TAG, headers=ACCEPT)
+    assert by_tag.status == 200
+    assert by_tag.headers["Docker-Content-Digest"] == digest
+    assert (await offline.get(f"/v2/library/app/manifests/{digest}", headers=ACCEPT)).status == 200
+    assert await (await offline.get(f"/v2/library/app/blobs/{blob}")).read() == b"layer kept" * 100
+    assert len(fake.seen) == asked
+
+
+async def test_damaged_disk_copy_of_a_manifest_is_not_served(
+    fake: FakeUpstream, make_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    """A manifest read back from disk is re-hashed: a damaged copy is ignored and fetched again."""
+    cache = tmp_path / "shared"
+    online = await make_mirror(cache_dir=str(cache))
+    digest = image(fake)
+    good = await (await online.get(f"/v2/library/app/manifests/{digest}", headers=ACCEPT)).read()
+    await online.close()
+    disk = await asyncio.to_thread(ManifestDisk, cache / "manifests")
+    key = f"manifest:docker.io:library/app@{digest}"
+    await asyncio.to_thread(disk.set, key, (b'{"tampered": true}', oci.OCI_MANIFEST))
+    await asyncio.to_thread(disk.close)
+    reopened = await make_mirror(cache_dir=str(cache))
+    assert await (await reopened.get(f"/v2/library/app/manifests/{digest}", headers=ACCEPT)).read() == good
+    assert len(fake.requests("GET", f"/manifests/{digest}")) == 2
