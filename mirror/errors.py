@@ -91,6 +91,12 @@ class UpstreamBadGateway(RegistryError):
     code, status, message = "UNAVAILABLE", 502, "upstream registry sent an invalid response"
 
 
+class StorageUnavailable(RegistryError):
+    """The mirror's own cache (disk or index) failed: a server-side fault, not the client's."""
+
+    code, status, message = "UNAVAILABLE", 503, "the mirror's cache storage is unavailable"
+
+
 _BY_CODE_404: dict[str, type[RegistryError]] = {
     cls.code: cls for cls in (BlobUnknown, ManifestUnknown, NameUnknown)
 }

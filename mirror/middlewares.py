@@ -7,6 +7,7 @@ unexpected is logged with its traceback and answered with a registry `UNKNOWN` e
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -81,6 +82,11 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         response = error_response(_from_http(exc))
         status, ctx.result = response.status, "error"
+    except (OSError, sqlite3.Error) as exc:  # the cache's disk or index failed under us
+        log.exception("storage_error", request_id=request_id, path=request.path)
+        failure = errors.StorageUnavailable(f"cache storage failed: {type(exc).__name__}")
+        response = error_response(failure)
+        status, ctx.result = failure.status, "error"
     except Exception:
         log.exception("unhandled_error", request_id=request_id, path=request.path)
         response = error_response(errors.RegistryError("internal error"))

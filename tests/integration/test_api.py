@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from mirror import keys
 from tests.integration.conftest import MirrorFactory
 from tests.integration.fake_upstream import FakeUpstream
 
@@ -150,3 +152,19 @@ async def test_request_id_is_taken_from_the_client(mirror: Client) -> None:
     """A client's X-Request-Id is returned (and logged); otherwise one is made up."""
     assert (await mirror.get("/v2/", headers={"X-Request-Id": "abc-1"})).headers["X-Request-Id"] == "abc-1"
     assert len((await mirror.get("/v2/")).headers["X-Request-Id"]) == 32
+
+
+async def test_storage_failure_is_a_503_registry_error(
+    fake: FakeUpstream, mirror: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing cache index (e.g. its directory removed under the mirror) answers 503 UNAVAILABLE in
+    registry JSON, not a bare 500."""
+
+    def broken(*args: object) -> None:
+        raise sqlite3.OperationalError("no such table: Cache")
+
+    monkeypatch.setattr(mirror.app[keys.RUNTIME].store, "open", broken)
+    digest = fake.add_blob(b"x")
+    resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
+    assert resp.status == 503
+    assert (await resp.json())["errors"][0]["code"] == "UNAVAILABLE"
