@@ -74,12 +74,20 @@ class Fill:
         assert self._fd is not None, "reader_file() on a fill that has no file"
         return open(self._fd, "rb", buffering=0, closefd=False)  # closed by the reader
 
+    def _releasable(self) -> int:
+        """Bytes readers may have: all that is written, except that the last byte of a blob of known
+        size is held back until the digest is verified, so no client ever receives the whole body of
+        a blob that turns out corrupt (its connection is cut one byte short instead)."""
+        if self.finished or self.size is None:
+            return self.written
+        return min(self.written, self.size - 1)
+
     async def _wait_beyond(self, pos: int) -> int:
-        while self.written <= pos and not self.finished:
+        while self._releasable() <= pos and not self.finished:
             await asyncio.shield(self._changed)
         if self.error is not None:
             raise FillFailed(str(self.error))
-        return self.written
+        return self._releasable()
 
     # -- fill side ----------------------------------------------------------------------------
 
