@@ -62,12 +62,6 @@ class Fill:
         self._readers -= 1
         self._close_if_unused()
 
-    async def available(self, pos: int) -> int:
-        """Wait until bytes past `pos` are written (or the fill ended); how many bytes are written.
-
-        Raises FillFailed if the fill failed: what a reader already sent must then be cut off."""
-        return await self._wait_beyond(pos)
-
     def reader_file(self) -> IO[bytes]:
         """A file object over the temp file for `sendfile`/`pread` at explicit offsets; valid while the
         reader holds the fill (acquire/release). Closing it leaves the fill's descriptor open."""
@@ -82,7 +76,10 @@ class Fill:
             return self.written
         return min(self.written, self.size - 1)
 
-    async def _wait_beyond(self, pos: int) -> int:
+    async def available(self, pos: int) -> int:
+        """Wait until bytes past `pos` may be sent (or the fill ended); how many bytes may be sent.
+
+        Raises FillFailed if the fill failed: what a reader already sent must then be cut off."""
         while self._releasable() <= pos and not self.finished:
             await asyncio.shield(self._changed)
         if self.error is not None:

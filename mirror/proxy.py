@@ -183,15 +183,14 @@ class RegistryProxy:
             return BlobAnswer("hit", fill.size, fill=fill)
         return BlobAnswer("coalesced" if joined else "miss", fill.size, fill=fill)
 
-    async def ensure_blob(self, name: str, digest: str) -> bool:
-        """Make sure a blob is stored, downloading it if needed; True if it had to be downloaded."""
+    async def ensure_blob(self, name: str, digest: str) -> None:
+        """Make sure a blob is stored, downloading it if needed."""
         if self._fills.get(digest) is None and await asyncio.to_thread(self._store.__contains__, digest):
-            return False
+            return
         fill = self._fills.start(self.upstream, name, digest)
         await fill.done.wait()
         if fill.error is not None:
             raise fill.error
-        return True
 
     async def blob_size(self, name: str, digest: str) -> tuple[int | None, str]:
         """The blob's size for a HEAD, without downloading it; and the cache result."""

@@ -8,7 +8,6 @@ written to disk exactly once. All methods are synchronous: callers run them in a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import diskcache
+
+from mirror.oci import Digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +132,7 @@ class BlobStore:
             self._reading[digest] += 1
             self._touched[digest] = time.time()
         data = file.read() if size < read_below else None
-        if data is not None and not _hashes_to(data, digest):  # bytes kept in memory are re-verified
+        if data is not None and str(Digest.of(data, Digest.parse(digest).algorithm)) != digest:  # re-verified
             file.close()
             self._done_reading(digest)
             self._cache.delete(digest)
@@ -239,11 +240,6 @@ class BlobStore:
         orphans = len(self._cache.check(fix=True))
         return CheckReport(missing, wrong_size, orphans)
 
-    def verify(self, digest: str) -> bool | None:
-        """Re-hash one blob: True if intact, False if corrupt (and then dropped), None if not stored."""
-        path = next((p for d, _, p in self._files() if d == digest), None)
-        return None if path is None else self._verify_file(digest, path)
-
     def verify_all(self) -> Iterator[tuple[str, int, bool | None]]:
         """Re-hash every blob, yielding (digest, size, verdict) as it goes; corrupt ones are dropped."""
         for digest, size, path in self._files():
@@ -251,27 +247,19 @@ class BlobStore:
 
     def _verify_file(self, digest: str, path: Path) -> bool | None:
         """Reads the file directly, so verifying does not reorder the LRU."""
-        algorithm, _, expected = digest.partition(":")
-        hasher = hashlib.new(algorithm)
+        expected = Digest.parse(digest)
+        hasher = expected.hasher()
         try:
             with path.open("rb") as file:
                 for chunk in iter(lambda: file.read(1024 * 1024), b""):
                     hasher.update(chunk)
         except FileNotFoundError:
             return None
-        if hasher.hexdigest() == expected:
+        if hasher.hexdigest() == expected.hex:
             return True
         self.remove(digest)
         return False
 
-    def __iter__(self) -> Iterator[str]:
-        return (str(key) for key in self._cache.iterkeys())
-
     def close(self) -> None:
         self.flush_access()
         self._cache.close()
-
-
-def _hashes_to(data: bytes, digest: str) -> bool:
-    algorithm, _, expected = digest.partition(":")
-    return hashlib.new(algorithm, data).hexdigest() == expected

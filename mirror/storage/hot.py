@@ -32,11 +32,3 @@ class HotBlobs:
         while self._bytes > self.max_bytes:
             _, dropped = self._items.popitem(last=False)
             self._bytes -= len(dropped)
-
-    def discard(self, digest: str) -> None:
-        data = self._items.pop(digest, None)
-        if data is not None:
-            self._bytes -= len(data)
-
-    def __len__(self) -> int:
-        return len(self._items)
