@@ -24,6 +24,11 @@ async def send_file(
     transport = request.transport
     if transport is None or transport.is_closing():
         raise ConnectionResetError("client went away")
+    if response.content_length is None:
+        # No length (a fill whose upstream sent none): the body is chunk-framed by the response writer,
+        # which `sendfile` would bypass.
+        await _copy(response, file, offset, count)
+        return
     try:
         await asyncio.get_running_loop().sendfile(transport, file, offset, count)
     except NotImplementedError:

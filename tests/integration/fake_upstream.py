@@ -1,7 +1,8 @@
 """A hand-written upstream registry on a real socket, for faults the real one cannot produce.
 
 It serves manifests and blobs from dicts, records every request it sees, and injects per-digest faults:
-wrong bytes, a body cut off once or always, a stalled response, a 307 to a second origin (a "CDN").
+wrong bytes, a body cut off once or always, a stalled response, a body in tiny HTTP chunks, a 307 to a
+second origin (a "CDN").
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+DRIBBLE = 97  # bytes per HTTP chunk of a "chunked_dribble" body
 
 
 def digest_of(data: bytes) -> str:
@@ -173,6 +175,13 @@ class FakeUpstream:
         if fault == "wrong_bytes":
             body = bytes(b ^ 0xFF for b in body)
         response = web.StreamResponse(status=status, headers={"Docker-Content-Digest": digest})
+        if fault == "chunked_dribble":  # no Content-Length: many small HTTP chunks
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for offset in range(0, len(body), DRIBBLE):
+                await response.write(body[offset : offset + DRIBBLE])
+            await response.write_eof()
+            return response
         response.content_length = len(body)
         if start:
             response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"

@@ -56,6 +56,22 @@ async def test_concurrent_clients_share_one_upstream_fetch(fake: FakeUpstream, m
     assert len(fake.requests("GET", "/blobs/")) == 1
 
 
+async def test_blob_in_tiny_chunks_without_length_is_streamed_and_cached(
+    fake: FakeUpstream, mirror: Client
+) -> None:
+    """An upstream body with no Content-Length, in thousands of 97-byte HTTP chunks, reaches the client
+    byte for byte and is cached once its digest matches."""
+    data = payload(300_000, seed=7)
+    digest = fake.add_blob(data)
+    fake.faults[digest] = "chunked_dribble"
+    resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
+    assert resp.status == 200
+    assert await resp.read() == data
+    await eventually(lambda: stored(mirror, digest))
+    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+    assert len(fake.requests("GET", "/blobs/")) == 1
+
+
 async def test_range_into_cached_blob_answers_206(fake: FakeUpstream, mirror: Client) -> None:
     """A Range on a cached blob answers 206 with Content-Range and just those bytes."""
     data = payload(1000)
