@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import aiohttp
 import structlog
@@ -25,8 +25,10 @@ from mirror.metrics import Metrics
 from mirror.storage.blobs import BlobStore
 from mirror.upstream.client import UpstreamClient, describe
 
-#: Bytes per upstream read handed to the writer and hasher threads; fewer hand-offs per GiB.
+#: Bytes queued for the writer and hasher threads before the download waits for them.
 CHUNK = 4 * 1024 * 1024
+#: The most buffers one `writev` takes (Linux's IOV_MAX).
+IOV_MAX = 1024
 MAX_RESUMES = 5
 RESUME_BACKOFF = 0.2
 
@@ -237,38 +239,35 @@ class Fills:
         resp: aiohttp.ClientResponse,
         fill: Fill,
         file: IO[bytes],
-        hash_update: Callable[[Any], None],
+        hash_update: Callable[[bytes], object],
         skip: int,
         label: str,
     ) -> None:
-        # Reading chunk N+1 from upstream overlaps writing and hashing chunk N in a thread; a chunk is
-        # announced to readers as soon as it is on disk.
-        async def write(data: bytes) -> None:
-            # Writing and hashing both release the GIL: on two threads at once, a chunk costs the slower
-            # of the two rather than their sum.
-            await asyncio.gather(asyncio.to_thread(_write, file, data), asyncio.to_thread(hash_update, data))
-            fill.written += len(data)
-            self._metrics.upstream_bytes.labels(label).inc(len(data))
+        def written(count: int) -> None:
+            fill.written += count
+            self._metrics.upstream_bytes.labels(label).inc(count)
             fill._notify()
 
-        pending: asyncio.Task[None] | None = None
+        spool = _Spool(file.fileno(), hash_update, written)
         queued = fill.written
         try:
             while True:
-                data = await _read_chunk(resp)
+                # One chunk as the connection delivered it: no joining into bigger buffers.
+                data, _ = await resp.content.readchunk()
                 if not data:
-                    return
+                    if resp.content.at_eof():
+                        return
+                    continue  # the end of an HTTP chunk in a chunked body
                 if skip:
                     data, skip = data[skip:], max(skip - len(data), 0)
+                    if not data:
+                        continue
                 queued += len(data)
                 if fill.size is not None and queued > fill.size:
                     raise SizeMismatch(f"upstream sent more than the announced {fill.size} bytes")
-                if pending is not None:
-                    await pending
-                pending = asyncio.create_task(write(data))
-        finally:
-            if pending is not None:  # also on errors: a resume must start right after the bytes on disk
-                await pending
+                await spool.put(data)
+        finally:  # also on errors: a resume must start right after the bytes on disk
+            await spool.flush()
 
     async def close(self, grace: float = 0.0) -> None:
         """Let fills under way finish for up to `grace` seconds, then cancel the rest and wait for them.
@@ -301,21 +300,83 @@ def reason_of(exc: errors.RegistryError) -> str:
     return "upstream_error"
 
 
-async def _read_chunk(resp: aiohttp.ClientResponse) -> bytes:
-    """Up to CHUNK bytes: waits for some, then takes what else is already buffered."""
-    first = await resp.content.read(CHUNK)
-    parts, size = [first], len(first)
-    while first and size < CHUNK and (more := resp.content.read_nowait(CHUNK - size)):
-        parts.append(more)
-        size += len(more)
-    return first if len(parts) == 1 else b"".join(parts)
-
-
 def _skip_for(resp: aiohttp.ClientResponse, written: int) -> int:
     """Bytes to drop from a resumed response: all we have when the upstream ignored our Range."""
     return written if written and resp.status == 200 else 0
 
 
-def _write(file: IO[bytes], data: bytes) -> None:
-    file.write(data)
-    file.flush()  # readers read the same inode: bytes must reach the file before they are announced
+class _Spool:
+    """Writes and hashes a fill's chunks in worker threads, one batch at a time, off the event loop.
+
+    Chunks that arrive while a batch is on its way to disk gather into the next batch, so a busy
+    machine makes few large hand-offs (one `writev`, one thread hop each) and an idle one sends every
+    chunk on at once. The bytes of a finished batch are announced to readers through `on_written`.
+    """
+
+    def __init__(
+        self, fd: int, hash_update: Callable[[bytes], object], on_written: Callable[[int], None]
+    ) -> None:
+        self._fd = fd
+        self._hash_update = hash_update
+        self._on_written = on_written
+        self._batch: list[bytes] = []
+        self._queued = 0
+        self._task: asyncio.Task[None] | None = None
+        self._progress: asyncio.Future[None] | None = None
+
+    async def put(self, data: bytes) -> None:
+        """Queue `data`; waits while a full batch is already queued behind the one being written."""
+        self._batch.append(data)
+        self._queued += len(data)
+        if self._task is None or self._task.done():
+            self._raise_failure()
+            self._task = asyncio.create_task(self._drain())
+        while self._queued >= CHUNK and not self._task.done():
+            self._progress = asyncio.get_running_loop().create_future()
+            await asyncio.wait((self._progress, self._task), return_when=asyncio.FIRST_COMPLETED)
+        self._raise_failure()
+
+    async def flush(self) -> None:
+        """Wait until every queued byte is written and hashed; raises the write error if one failed."""
+        if self._task is not None:
+            await asyncio.wait((self._task,))
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._task is not None and self._task.done() and (exc := self._task.exception()) is not None:
+            raise exc
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._batch:
+            batch, count = self._batch, self._queued
+            self._batch, self._queued = [], 0
+            # Writing and hashing both release the GIL: on two threads at once, a batch costs the
+            # slower of the two rather than their sum.
+            await asyncio.gather(
+                loop.run_in_executor(None, _write_all, self._fd, batch),
+                loop.run_in_executor(None, _hash_all, self._hash_update, batch),
+            )
+            self._on_written(count)
+            if self._progress is not None and not self._progress.done():
+                self._progress.set_result(None)
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write every chunk, in order, with as few system calls as the kernel allows."""
+    pending: list[bytes | memoryview] = list(chunks)
+    while pending:
+        written = os.writev(fd, pending[:IOV_MAX])
+        while written:
+            head = pending[0]
+            if written >= len(head):
+                written -= len(head)
+                del pending[0]
+            else:
+                pending[0] = memoryview(head)[written:]
+                written = 0
+
+
+def _hash_all(update: Callable[[bytes], object], chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        update(chunk)

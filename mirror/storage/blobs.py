@@ -114,7 +114,7 @@ class BlobStore:
     def open_temp(self, digest: str) -> tuple[IO[bytes], Path, int]:
         """A new temp file for a fill of `digest`: open for writing, its path, and a read descriptor."""
         fd, name = tempfile.mkstemp(prefix=digest.replace(":", "-") + ".", dir=self.tmp_dir)
-        return os.fdopen(fd, "wb"), Path(name), os.open(name, os.O_RDONLY)
+        return os.fdopen(fd, "wb", buffering=0), Path(name), os.open(name, os.O_RDONLY)
 
     def open(self, digest: str, read_below: int = 0) -> StoredBlob | None:
         """The stored blob, or None. A file whose size differs from the recorded one is dropped.
