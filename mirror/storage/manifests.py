@@ -1,11 +1,13 @@
 """Manifests and tag → digest mappings, in aiocache (memory by default), written through to disk.
 
-Manifests by digest are immutable and kept without expiry. A tag entry remembers when the upstream last
+Manifests by digest are immutable and never expire. A tag entry remembers when the upstream last
 confirmed it, so the proxy can serve it within the TTL, revalidate it after, and still serve it stale
 when the upstream fails. Keys are scoped by upstream and repository: two upstreams never share tags.
 
-The disk copy (a small diskcache next to the blobs) lets a restarted mirror serve what it had while its
-upstream is down or in offline mode; a manifest read back from it is re-hashed before it is used.
+The disk copy (a small diskcache next to the blobs, bounded in size) lets a restarted mirror serve what
+it had while its upstream is down or in offline mode; a manifest read back from it is re-hashed before it
+is used. With a disk copy, memory holds an entry for `MEMORY_TTL` seconds after it was stored or read
+back, so memory stays bounded however many images pass through; without one, memory keeps everything.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ import diskcache
 from aiocache import SimpleMemoryCache
 
 from mirror.oci import Digest
+
+#: Seconds a manifest or tag entry stays in memory once stored or read back from disk.
+MEMORY_TTL = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +73,20 @@ class ManifestDisk:
 class ManifestCache:
     """Typed access to the aiocache backend holding manifests and tags, and to its disk copy."""
 
-    def __init__(self, cache: SimpleMemoryCache | None = None, disk: ManifestDisk | None = None) -> None:
+    def __init__(
+        self,
+        cache: SimpleMemoryCache | None = None,
+        disk: ManifestDisk | None = None,
+        memory_ttl: float = MEMORY_TTL,
+    ) -> None:
         self._cache = cache if cache is not None else SimpleMemoryCache()
         self._disk = disk
+        # Only with a disk copy to read back from: otherwise expiry would lose what serves outages.
+        self._memory_ttl = memory_ttl if disk is not None else None
+
+    async def _hold(self, key: str, value: Any) -> None:
+        """Put `value` in memory (for `memory_ttl` seconds when a disk copy backs it)."""
+        await self._cache.set(key, value, ttl=self._memory_ttl)
 
     async def _remembered(self, key: str) -> Any:
         """The disk copy of `key` (None without one)."""
@@ -100,12 +116,12 @@ class ManifestCache:
         if str(Digest.of(body, digest.partition(":")[0])) != digest:
             return None  # a damaged disk copy is never served: the upstream is asked again
         manifest = Manifest(body, digest, str(media_type))
-        await self._cache.set(key, manifest)
+        await self._hold(key, manifest)
         return manifest
 
     async def put_manifest(self, upstream: str, name: str, manifest: Manifest) -> None:
         key = self._manifest_key(upstream, name, manifest.digest)
-        await self._cache.set(key, manifest)
+        await self._hold(key, manifest)
         await self._keep(key, (manifest.body, manifest.media_type))
 
     async def tag(self, upstream: str, name: str, tag: str) -> TagEntry | None:
@@ -117,11 +133,11 @@ class ManifestCache:
         if not (isinstance(kept, tuple) and len(kept) == 3):
             return None
         entry = TagEntry(str(kept[0]), str(kept[1]), float(kept[2]))
-        await self._cache.set(key, entry)
+        await self._hold(key, entry)
         return entry
 
     async def _set_tag(self, key: str, entry: TagEntry) -> None:
-        await self._cache.set(key, entry)
+        await self._hold(key, entry)
         await self._keep(key, (entry.digest, entry.media_type, entry.checked_at))
 
     async def put_tag(self, upstream: str, name: str, tag: str, manifest: Manifest) -> None:
