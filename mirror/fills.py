@@ -49,6 +49,7 @@ class Fill:
         self.written = 0
         self.error: errors.RegistryError | None = None
         self.finished = False
+        self.verified = False  # size and digest matched: every byte may go out, before the commit
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -74,7 +75,7 @@ class Fill:
         """Bytes readers may have: all that is written, except that the last byte of a blob of known
         size is held back until the digest is verified, so no client ever receives the whole body of
         a blob that turns out corrupt (its connection is cut one byte short instead)."""
-        if self.finished or self.size is None:
+        if self.verified or self.finished or self.size is None:
             return self.written
         return min(self.written, self.size - 1)
 
@@ -84,7 +85,7 @@ class Fill:
         Raises FillFailed if the fill failed: what a reader already sent must then be cut off."""
         while self._releasable() <= pos and not self.finished:
             await asyncio.shield(self._changed)
-        if self.error is not None:
+        if self.error is not None and not self.verified:  # a failed commit leaves the bytes good
             raise FillFailed(str(self.error))
         return self._releasable()
 
@@ -233,6 +234,9 @@ class Fills:
             raise SizeMismatch(f"upstream sent {fill.written} bytes, announced {fill.size}")
         if hasher.hexdigest() != oci.Digest.parse(fill.digest).hex:
             raise DigestMismatch(f"upstream bytes do not hash to {fill.digest}")
+        # Readers need not wait for the file to be closed and committed: the bytes are right.
+        fill.verified = True
+        fill._notify()
 
     async def _copy(
         self,

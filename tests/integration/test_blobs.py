@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import random
 
@@ -116,6 +117,30 @@ async def test_wrong_bytes_abort_client_and_cache_nothing(fake: FakeUpstream, mi
     fake.faults.pop(digest)
     again = await mirror.get(f"/v2/library/x/blobs/{digest}")
     assert await again.read() == data
+    assert len(fake.requests("GET", "/blobs/")) == 2
+
+
+async def test_failed_commit_still_serves_the_verified_bytes(
+    fake: FakeUpstream, mirror: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk error while committing a verified blob costs the cache entry, not the client's pull."""
+    data = payload(2 * CHUNK + 9)
+    digest = fake.add_blob(data)
+    store = mirror.app[keys.RUNTIME].store
+
+    def disk_full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store, "commit", disk_full)
+    resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
+    assert resp.status == 200
+    assert await resp.read() == data
+    metrics = await (await mirror.get("/metrics")).text()
+    assert 'mirror_fill_failures_total{reason="disk"} 1.0' in metrics
+    assert not await stored(mirror, digest)
+    monkeypatch.undo()
+    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+    await eventually(lambda: stored(mirror, digest))
     assert len(fake.requests("GET", "/blobs/")) == 2
 
 
