@@ -210,8 +210,18 @@ def parse_image_ref(text: str) -> ImageRef:
     return ImageRef(registry, name, reference)
 
 
+def platform_names(platform: object) -> tuple[str, ...]:
+    """The names an index entry's `platform` answers to: "os/arch", and "os/arch/variant" when it has a
+    variant (so "linux/arm" chooses every arm variant, "linux/arm/v7" only v7)."""
+    fields = platform if isinstance(platform, dict) else {}
+    base = f"{fields.get('os', '')}/{fields.get('architecture', '')}"
+    variant = fields.get("variant")
+    return (base, f"{base}/{variant}") if isinstance(variant, str) and variant else (base,)
+
+
 def select_children(index_body: bytes, platforms: frozenset[str] | None) -> list[str]:
-    """Digests of an index's manifests for `platforms` ("os/arch"; None for all), in index order."""
+    """Digests of an index's manifests for `platforms` ("os/arch" or "os/arch/variant"; None for all),
+    in index order."""
     try:
         doc = json.loads(index_body)
     except ValueError:
@@ -221,12 +231,10 @@ def select_children(index_body: bytes, platforms: frozenset[str] | None) -> list
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict) or not isinstance(entry.get("digest"), str):
             continue
-        platform = entry.get("platform")
-        platform = platform if isinstance(platform, dict) else {}
-        name = f"{platform.get('os', '')}/{platform.get('architecture', '')}"
-        if name == "unknown/unknown":  # buildx attestation manifests, not a platform image
+        names = platform_names(entry.get("platform"))
+        if names[0] == "unknown/unknown":  # buildx attestation manifests, not a platform image
             continue
-        if platforms is None or name in platforms:
+        if platforms is None or not platforms.isdisjoint(names):
             try:
                 found.append(str(Digest.parse(entry["digest"])))
             except DigestInvalid:

@@ -167,11 +167,11 @@ def image_list(value: Any) -> tuple[str, ...]:
 
 
 def platform_list(value: Any) -> tuple[str, ...]:
-    """Platforms as os/arch (e.g. linux/amd64), or ["all"]."""
+    """Platforms as os/arch or os/arch/variant (e.g. linux/amd64, linux/arm/v7), or ["all"]."""
     found = host_list(value)
     for item in found:
-        if item != "all" and not re.fullmatch(r"[a-z0-9]+/[a-z0-9]+", item):
-            raise ValueError(f"{item!r} is not os/arch (such as linux/amd64) or all")
+        if item != "all" and not re.fullmatch(r"[a-z0-9]+/[a-z0-9]+(/[a-z0-9]+)?", item):
+            raise ValueError(f"{item!r} is not os/arch[/variant] (such as linux/amd64) or all")
     if not found:
         raise ValueError("expected at least one platform")
     return found

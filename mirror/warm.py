@@ -105,11 +105,11 @@ def descriptor_sizes(manifest: bytes) -> dict[str, int]:
 
 
 def index_platforms(index: bytes) -> dict[str, str]:
-    """The os/arch of each manifest an index lists, by digest."""
+    """The platform (os/arch, or os/arch/variant) of each manifest an index lists, by digest."""
     try:
         entries = json.loads(index).get("manifests") or []
         return {
-            e["digest"]: f"{e['platform']['os']}/{e['platform']['architecture']}"
+            e["digest"]: oci.platform_names(e["platform"])[-1]
             for e in entries
             if isinstance(e, dict) and isinstance(e.get("platform"), dict)
         }
@@ -291,7 +291,7 @@ def add_parser(sub: SubParsers) -> None:
         "--platform",
         type=argument_type(values.platform_list),
         metavar="OS/ARCH",
-        help="os/arch[,os/arch...] or all (default: the config's platforms, this host's)",
+        help="os/arch[/variant][,...] or all (default: the config's platforms, this host's)",
     )
     warm_parser.add_argument(
         "--concurrency",

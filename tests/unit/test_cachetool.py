@@ -167,8 +167,8 @@ def test_descriptor_sizes_lists_config_and_layers_once() -> None:
     assert descriptor_sizes(manifest) == {A: 7, B: 100}
 
 
-def test_index_platforms_maps_digests_to_os_arch() -> None:
-    """Each index entry with a platform maps its digest to os/arch."""
+def test_index_platforms_maps_digests_to_os_arch_and_variant() -> None:
+    """Each index entry with a platform maps its digest to os/arch, with the variant when it has one."""
     index = json.dumps(
         {
             "mediaType": OCI_INDEX,
@@ -179,7 +179,7 @@ def test_index_platforms_maps_digests_to_os_arch() -> None:
             ],
         }
     ).encode()
-    assert index_platforms(index) == {A: "linux/amd64", B: "linux/arm64"}
+    assert index_platforms(index) == {A: "linux/amd64", B: "linux/arm64/v8"}
 
 
 def test_summary_table_aligns_columns_and_shows_errors() -> None:
@@ -195,9 +195,9 @@ def test_summary_table_aligns_columns_and_shows_errors() -> None:
     assert lines[0].index("PLATFORMS") == lines[1].index("linux/amd64") == lines[2].index("-")
 
 
-@pytest.mark.parametrize("platform", ["linux", "linux/amd64/v8", "Linux/AMD64!", ""])
+@pytest.mark.parametrize("platform", ["linux", "linux/arm/v7/x", "Linux/AMD64!", ""])
 def test_warm_with_a_bad_platform_exits_2(platform: str, capsys: pytest.CaptureFixture[str]) -> None:
-    """`warm --platform` with something that is not os/arch or all is a usage error (exit 2)."""
+    """`warm --platform` with something that is not os/arch[/variant] or all is a usage error (exit 2)."""
     with pytest.raises(SystemExit) as info:
         cli.main(["warm", "alpine", "--platform", platform])
     assert info.value.code == 2

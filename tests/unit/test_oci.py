@@ -381,3 +381,23 @@ def test_select_children_by_platform_skips_attestations() -> None:
     ).encode()
     assert oci_module.select_children(body, frozenset({"linux/arm64"})) == ["sha256:" + "b" * 64]
     assert oci_module.select_children(body, None) == ["sha256:" + "a" * 64, "sha256:" + "b" * 64]
+
+
+def test_select_children_tells_variants_apart() -> None:
+    """ "linux/arm/v7" chooses only the v7 child; "linux/arm" every arm variant; "linux/arm64" the arm64
+    child whatever variant it declares."""
+
+    def entry(digit: str, arch: str, variant: str | None = None) -> dict[str, object]:
+        platform = {"os": "linux", "architecture": arch} | ({"variant": variant} if variant else {})
+        return {"digest": "sha256:" + digit * 64, "platform": platform}
+
+    body = json.dumps(
+        {"manifests": [entry("a", "arm", "v6"), entry("b", "arm", "v7"), entry("c", "arm64", "v8")]}
+    ).encode()
+    assert oci_module.select_children(body, frozenset({"linux/arm/v7"})) == ["sha256:" + "b" * 64]
+    assert oci_module.select_children(body, frozenset({"linux/arm"})) == [
+        "sha256:" + "a" * 64,
+        "sha256:" + "b" * 64,
+    ]
+    assert oci_module.select_children(body, frozenset({"linux/arm64"})) == ["sha256:" + "c" * 64]
+    assert oci_module.select_children(body, frozenset({"linux/arm/v5"})) == []
