@@ -139,6 +139,11 @@ class RegistryProxy:
         self, name: str, tag: str, entry: TagEntry, cached: Manifest, accept: list[str]
     ) -> ManifestAnswer:
         async def revalidate() -> ManifestAnswer:
+            # A request that read the tag before another one's revalidation finished gets here after
+            # it: the tag is then fresh again and needs no second HEAD.
+            current = await self._manifests.tag(self.label, name, tag)
+            if current is not None and current.digest == entry.digest and current.fresh(self._tag_ttl):
+                return ManifestAnswer(cached, "hit")
             try:
                 head = await self.upstream.head_manifest(name, tag, accept)
             except STALE_ON as exc:

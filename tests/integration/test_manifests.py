@@ -8,7 +8,8 @@ import json
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from mirror import oci
+from mirror import keys, oci
+from mirror.routing import Target
 from tests.integration.conftest import MirrorFactory, eventually
 from tests.integration.fake_upstream import OCI_MANIFEST, FakeUpstream, digest_of
 
@@ -68,6 +69,28 @@ async def test_expired_tag_is_revalidated_with_head(fake: FakeUpstream, make_mir
     resp = await mirror.get("/v2/library/app/manifests/1.0", headers=ACCEPT)
     assert resp.status == 200
     assert len(fake.requests("GET", "/manifests/")) == 1
+    assert len(fake.requests("HEAD", "/manifests/")) == 1
+
+
+async def test_request_that_saw_the_tag_stale_does_not_revalidate_it_again(
+    fake: FakeUpstream, make_mirror: MirrorFactory
+) -> None:
+    """A request that read an expired tag just before another request's revalidation confirmed it
+    (a race under load) is answered from the cache: one HEAD upstream, not two."""
+    mirror = await make_mirror(tag_ttl=0.3)
+    image(fake)
+    await mirror.get("/v2/library/app/manifests/1.0", headers=ACCEPT)
+    proxy = mirror.app[keys.RUNTIME].proxy_for(Target("docker.io", "library/app"))
+    seen = await proxy._manifests.tag(proxy.label, "library/app", "1.0")
+    assert seen is not None
+    await eventually(lambda: not seen.fresh(0.3))
+    assert (await mirror.get("/v2/library/app/manifests/1.0", headers=ACCEPT)).status == 200
+    assert len(fake.requests("HEAD", "/manifests/")) == 1
+
+    cached = await proxy._manifests.manifest(proxy.label, "library/app", seen.digest)
+    assert cached is not None
+    answer = await proxy._revalidate("library/app", "1.0", seen, cached, [oci.OCI_MANIFEST])
+    assert answer.result == "hit"
     assert len(fake.requests("HEAD", "/manifests/")) == 1
 
 
