@@ -341,10 +341,21 @@ class _Spool:
         self._raise_failure()
 
     async def flush(self) -> None:
-        """Wait until every queued byte is written and hashed; raises the write error if one failed."""
-        if self._task is not None:
-            await asyncio.wait((self._task,))
-            self._raise_failure()
+        """Wait until every queued byte is written and hashed; raises the write error if one failed.
+
+        Cancelling this waits for the batch in flight all the same (one write, bounded): its thread
+        must be done with the file before the fill closes it."""
+        if self._task is None:
+            return
+        cancelled = False
+        while not self._task.done():
+            try:
+                await asyncio.wait((self._task,))
+            except asyncio.CancelledError:
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        self._raise_failure()
 
     def _raise_failure(self) -> None:
         if self._task is not None and self._task.done() and (exc := self._task.exception()) is not None:
@@ -369,15 +380,16 @@ class _Spool:
 def _write_all(fd: int, chunks: list[bytes]) -> None:
     """Write every chunk, in order, with as few system calls as the kernel allows."""
     pending: list[bytes | memoryview] = list(chunks)
-    while pending:
-        written = os.writev(fd, pending[:IOV_MAX])
+    first = 0
+    while first < len(pending):
+        written = os.writev(fd, pending[first : first + IOV_MAX])
         while written:
-            head = pending[0]
+            head = pending[first]
             if written >= len(head):
                 written -= len(head)
-                del pending[0]
-            else:
-                pending[0] = memoryview(head)[written:]
+                first += 1
+            else:  # a short write: go on from inside this chunk
+                pending[first] = memoryview(head)[written:]
                 written = 0
 
 
