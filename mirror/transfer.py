@@ -29,10 +29,29 @@ async def send_file(
         # which `sendfile` would bypass.
         await _copy(response, file, offset, count)
         return
+    sent = _sendfile_now(transport, file, offset, count)
+    offset, count = offset + sent, count - sent
+    if not count:
+        return
     try:
         await asyncio.get_running_loop().sendfile(transport, file, offset, count)
     except NotImplementedError:
         await _copy(response, file, offset, count)
+
+
+def _sendfile_now(transport: asyncio.BaseTransport, file: IO[bytes], offset: int, count: int) -> int:
+    """Bytes one `os.sendfile` sends at once on the client's plain-TCP socket, without the event loop's
+    sendfile machinery (which waits for writability and restores the transport each call); 0 when data
+    is queued in the transport ahead of them, the socket is full, or the connection is TLS."""
+    if not isinstance(transport, asyncio.WriteTransport) or transport.get_write_buffer_size():
+        return 0
+    sock = transport.get_extra_info("socket")
+    if sock is None or transport.get_extra_info("sslcontext") is not None:
+        return 0
+    try:
+        return os.sendfile(sock.fileno(), file.fileno(), offset, count)
+    except (BlockingIOError, InterruptedError):
+        return 0
 
 
 async def _copy(response: web.StreamResponse, file: IO[bytes], offset: int, count: int) -> None:
