@@ -35,6 +35,17 @@ class _VerifiedFile:
 class BlobDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no type hints
     """diskcache storage that adopts a verified temp file by rename instead of copying its bytes."""
 
+    def filename(
+        self, key: Any = diskcache.core.UNKNOWN, value: Any = diskcache.core.UNKNOWN
+    ) -> tuple[str, str]:
+        """A random name under one of 256 directories. diskcache's default uses two levels (65,536
+        directories), so nearly every new blob also created one or two directories: inodes that cost
+        more to allocate than the blob's own. The name stays random: a blob stored again must never
+        take the path of the copy it replaces, which diskcache deletes after."""
+        hex_name = os.urandom(16).hex()
+        filename = os.path.join(hex_name[:2], hex_name[2:] + ".val")
+        return filename, os.path.join(self._directory, filename)
+
     def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> tuple[Any, ...]:
         if isinstance(value, _VerifiedFile):
             filename, full_path = self.filename(key, value)

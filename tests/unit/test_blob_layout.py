@@ -1,0 +1,58 @@
+"""Where the blob store puts files: one level of at most 256 directories, and blobs stored under
+diskcache's own two-level layout (by earlier versions) stay readable."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import diskcache
+
+from mirror.storage.blobs import BlobStore
+
+
+def commit(store: BlobStore, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    file, path, read_fd = store.open_temp(digest)
+    with file:
+        file.write(data)
+    os.close(read_fd)
+    store.commit(digest, path, len(data))
+    return digest
+
+
+def test_blob_files_sit_one_directory_deep_in_at_most_256_directories(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, 2**30)
+    try:
+        store.recover()
+        digests = [commit(store, b"blob %d" % n) for n in range(600)]
+        blobs = tmp_path / "blobs"
+        files = list(blobs.rglob("*.val"))
+        assert len(files) == len(digests)
+        assert {len(p.relative_to(blobs).parts) for p in files} == {2}
+        assert len({p.parent for p in files}) <= 256
+        for digest in digests[:5]:
+            stored = store.open(digest)
+            assert stored is not None
+            stored.close()
+    finally:
+        store.close()
+
+
+def test_a_blob_stored_under_the_old_two_level_layout_is_still_served(tmp_path: Path) -> None:
+    old = diskcache.Cache(str(tmp_path / "blobs"), eviction_policy="none", tag_index=False)
+    data = b"x" * 100_000  # big enough for diskcache to keep it in a file, not in SQLite
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    old.set(digest, data, read=False, tag=len(data))
+    old.close()
+    assert [len(p.relative_to(tmp_path / "blobs").parts) for p in (tmp_path / "blobs").rglob("*.val")] == [3]
+
+    store = BlobStore(tmp_path, 2**30)
+    try:
+        stored = store.open(digest)
+        assert stored is not None
+        assert stored.file.read() == data
+        stored.close()
+    finally:
+        store.close()
