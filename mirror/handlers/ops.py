@@ -41,7 +41,6 @@ async def metrics(request: web.Request) -> web.Response:
         app_metrics.cache_entries.set(entries)
         pinned = runtime.pins.digests()
         if pinned:
-            found = await asyncio.to_thread(runtime.store.entries)
-            app_metrics.pinned_bytes.set(sum(e.size for e in found if e.digest in pinned))
+            app_metrics.pinned_bytes.set(await asyncio.to_thread(runtime.store.bytes_of, pinned))
     body = await asyncio.to_thread(generate_latest, app_metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -209,6 +209,15 @@ class BlobStore:
         rows = self._cache._sql("SELECT key, size, store_time, access_time FROM Cache ORDER BY access_time")
         return [BlobEntry(str(k), int(size), float(st), float(at)) for k, size, st, at in rows.fetchall()]
 
+    def bytes_of(self, digests: Collection[str]) -> int:
+        """Total size of those of `digests` that are stored: one indexed lookup each, so a metrics
+        scrape costs the number of pinned blobs, not the size of the store."""
+        total = 0
+        for digest in digests:
+            row = self._cache._sql("SELECT size FROM Cache WHERE key = ? AND raw = 1", (digest,)).fetchone()
+            total += int(row[0]) if row else 0
+        return total
+
     def remove(self, digest: str) -> bool:
         """Delete a blob; False when it was not stored."""
         return bool(self._cache.delete(digest))

@@ -1,5 +1,5 @@
-"""Where the blob store puts files: one level of at most 256 directories, and blobs stored under
-diskcache's own two-level layout (by earlier versions) stay readable."""
+"""The blob store on disk: one level of at most 256 directories; blobs stored under diskcache's own
+two-level layout (by earlier versions) stay readable; sizes of a set of digests by index lookups."""
 
 from __future__ import annotations
 
@@ -54,5 +54,17 @@ def test_a_blob_stored_under_the_old_two_level_layout_is_still_served(tmp_path: 
         assert stored is not None
         assert stored.file.read() == data
         stored.close()
+    finally:
+        store.close()
+
+
+def test_bytes_of_sums_only_the_stored_digests_asked_for(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path, 2**30)
+    try:
+        store.recover()
+        a, b, _ = commit(store, b"a" * 10), commit(store, b"b" * 200), commit(store, b"c" * 3000)
+        missing = "sha256:" + "0" * 64
+        assert store.bytes_of({a, b, missing}) == 210
+        assert store.bytes_of(set()) == 0
     finally:
         store.close()
