@@ -7,6 +7,7 @@ import http.client
 import json
 import re
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -14,6 +15,7 @@ import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 DEFAULT_OK_STATUSES: frozenset[int] = frozenset({200, 401})
 USER_AGENT = "mirror-test-support"
@@ -61,12 +63,21 @@ def raw_request(
     headers: Mapping[str, str] | None = None,
     body: bytes | None = None,
     timeout: float = 10.0,
+    cafile: Path | None = None,
 ) -> HttpResponse:
-    """Send one request (no redirects followed, no auth retry) and read the whole response."""
+    """Send one request (no redirects followed, no auth retry) and read the whole response; an https
+    URL is verified against `cafile` (else the system's CAs)."""
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme != "http" or parts.hostname is None:
-        raise ValueError(f"only plain http URLs are supported: {url}")
-    conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    if parts.scheme not in ("http", "https") or parts.hostname is None:
+        raise ValueError(f"only http and https URLs are supported: {url}")
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        conn = http.client.HTTPSConnection(
+            parts.hostname, parts.port or 443, timeout=timeout, context=context
+        )
+    else:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
     try:
         target = parts.path or "/"
         if parts.query:
@@ -139,6 +150,7 @@ def wait_http(
     ok_statuses: Collection[int] = DEFAULT_OK_STATUSES,
     *,
     proc: subprocess.Popen[bytes] | None = None,
+    cafile: Path | None = None,
 ) -> HttpResponse:
     """Poll `url` with GET until it answers one of `ok_statuses`; fail at the deadline or if `proc` exits."""
     deadline = time.monotonic() + deadline_s
@@ -147,7 +159,9 @@ def wait_http(
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process {proc.pid} exited with {proc.returncode} before {url} was ready")
         try:
-            resp = raw_request("GET", url, timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+            resp = raw_request(
+                "GET", url, timeout=max(0.1, min(2.0, deadline - time.monotonic())), cafile=cafile
+            )
         except OSError as exc:
             last_error = repr(exc)
         else:

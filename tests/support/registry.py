@@ -17,6 +17,7 @@ from typing import Any
 
 from tests.support.htpasswd import HtpasswdAuth as HtpasswdAuth  # re-exported
 from tests.support.net import HttpResponse, free_port, http_request, raw_request, wait_http
+from tests.support.tls import TlsFiles
 from tests.support.tokenserver import TokenAuth
 
 SENTINEL_PREFIX = "/v2/?mirror-test-sentinel="
@@ -58,9 +59,11 @@ class Registry:
         redirect_baseurl: str | None = None,
         port: int | None = None,
         delete_enabled: bool = False,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.workdir = workdir
         self.auth = auth
+        self.tls = tls
         self.redirect_baseurl = redirect_baseurl
         self.delete_enabled = delete_enabled
         self.root = workdir / "storage"
@@ -77,8 +80,8 @@ class Registry:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:5000."""
-        return f"http://127.0.0.1:{self.port}"
+        """Base URL, e.g. http://127.0.0.1:5000 (https with `tls`)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def host(self) -> str:
@@ -111,6 +114,8 @@ class Registry:
             "http": {"addr": self.host, "secret": "mirror-test-http-secret"},
             "health": {"storagedriver": {"enabled": False}},
         }
+        if self.tls is not None:
+            config["http"]["tls"] = {"certificate": str(self.tls.cert), "key": str(self.tls.key)}
         if isinstance(self.auth, HtpasswdAuth):
             config["auth"] = self.auth.config(self.workdir)
         elif isinstance(self.auth, TokenAuth):
@@ -137,7 +142,8 @@ class Registry:
             _live.add(self)
             try:
                 # The readiness probe is a sentinel too, so it never shows up in requests().
-                wait_http(f"{self.url}{SENTINEL_PREFIX}ready", deadline_s, proc=self._proc)
+                cafile = self.tls.ca if self.tls else None
+                wait_http(f"{self.url}{SENTINEL_PREFIX}ready", deadline_s, proc=self._proc, cafile=cafile)
             except (RuntimeError, TimeoutError) as exc:
                 exited = self._proc.poll() is not None
                 self.stop()
@@ -197,7 +203,7 @@ class Registry:
         """
         if self.running:
             sentinel = f"{SENTINEL_PREFIX}{self._sentinel_tag}-{next(self._sentinels)}"
-            raw_request("GET", self.url + sentinel)
+            raw_request("GET", self.url + sentinel, cafile=self.tls.ca if self.tls else None)
             deadline = time.monotonic() + 5
             needle = f" {sentinel} "
             lines = self._read_log()
@@ -253,10 +259,16 @@ def start_registry(
     port: int | None = None,
     delete_enabled: bool = False,
     seed_from: Path | None = None,
+    tls: TlsFiles | None = None,
 ) -> Registry:
     """Start a registry; `seed_from` first copies an idle registry's storage root (e.g. `upstream.root`)."""
     registry = Registry(
-        workdir, auth=auth, redirect_baseurl=redirect_baseurl, port=port, delete_enabled=delete_enabled
+        workdir,
+        auth=auth,
+        redirect_baseurl=redirect_baseurl,
+        port=port,
+        delete_enabled=delete_enabled,
+        tls=tls,
     )
     if seed_from is not None:
         shutil.copytree(seed_from, registry.root, dirs_exist_ok=True)
