@@ -1,5 +1,5 @@
-"""An upstream over TLS, as Docker Hub is: pulled through with its CA trusted; refused, with a clear
-registry error and nothing cached, when the mirror cannot verify its certificate."""
+"""An upstream over TLS, as Docker Hub is (registry and token realm on https): pulled through with its CA
+trusted; refused, with a clear registry error and nothing cached, when the mirror cannot verify it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tests.support.net import raw_request
 from tests.support.registry import Registry
 from tests.support.skopeo import layout_digests, skopeo_copy, write_registries_conf
 from tests.support.tls import TlsFiles, make_tls
+from tests.support.tokenserver import TokenServer
 
 
 @pytest.fixture
@@ -63,3 +64,27 @@ def test_an_upstream_certificate_the_mirror_cannot_verify_is_a_clear_error(
         assert tls_upstream.requests(mark) == []
     log = (tmp_path / "mirror" / "mirror.log").read_text()
     assert "Traceback" not in log
+
+
+def test_pull_through_an_https_upstream_with_an_https_token_realm(
+    make_registry: Callable[..., Registry],
+    make_token_server: Callable[..., TokenServer],
+    upstream: Registry,
+    tls: TlsFiles,
+    v2img: ImageInfo,
+    tmp_path: Path,
+) -> None:
+    """Docker Hub's shape: the registry and its bearer-token realm both on https. The mirror gets a pull
+    token from the realm over TLS and pulls the image; digests match."""
+    token_server = make_token_server(tls=tls)
+    assert token_server.realm.startswith("https://")
+    registry = make_registry(tls=tls, auth=token_server.auth(), seed_from=upstream.root)
+    with MirrorProcess(tmp_path / "mirror", registry.url, env={"SSL_CERT_FILE": str(tls.ca)}) as mirror:
+        conf = write_registries_conf(tmp_path / "registries.conf", mirror.host)
+        out = tmp_path / "out"
+        skopeo_copy(
+            "docker.io/library/v2img:latest", out, registries_conf=conf, tmpdir=tmp_path / "s", format="dir"
+        )
+        assert v2img.blobs <= layout_digests(out)
+    scopes = {scope for request in token_server.seen for scope in request.scopes}
+    assert "repository:library/v2img:pull" in scopes

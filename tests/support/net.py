@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.support.tls import TlsFiles
+
 DEFAULT_OK_STATUSES: frozenset[int] = frozenset({200, 401})
 USER_AGENT = "mirror-test-support"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
@@ -186,9 +188,16 @@ class BackgroundServer:
     """A stdlib `ThreadingHTTPServer` on 127.0.0.1 (free port) served from a daemon thread; `stop()` shuts
     it down and joins the thread. Usable as a context manager."""
 
-    def __init__(self, handler: Callable[..., BaseHTTPRequestHandler], name: str) -> None:
+    def __init__(
+        self, handler: Callable[..., BaseHTTPRequestHandler], name: str, tls: TlsFiles | None = None
+    ) -> None:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
+        self.scheme = "https" if tls else "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls.cert, tls.key)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self.port: int = self._httpd.server_address[1]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, args=(0.05,), name=name, daemon=True

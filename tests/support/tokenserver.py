@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.net import BackgroundServer, basic_auth
+from tests.support.tls import TlsFiles
 
 DEFAULT_SERVICE = "mirror-test-registry"
 DEFAULT_ISSUER = "mirror-test-token-issuer"
@@ -102,7 +103,8 @@ def parse_scope(scope: str) -> dict[str, Any] | None:
 
 
 class TokenServer(BackgroundServer):
-    """Issues registry bearer tokens over HTTP on 127.0.0.1; grants exactly the scopes asked for.
+    """Issues registry bearer tokens over HTTP (HTTPS with `tls`) on 127.0.0.1; grants exactly the scopes
+    asked for.
 
     `expires_in`: advertised (and real) lifetime in seconds; None omits the field (tokens live 60 s).
     `credentials`: if set, token requests must carry that Basic auth, else 401.
@@ -119,6 +121,7 @@ class TokenServer(BackgroundServer):
         credentials: tuple[str, str] | None = None,
         service: str = DEFAULT_SERVICE,
         issuer: str = DEFAULT_ISSUER,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.expires_in = expires_in
         self.credentials = credentials
@@ -137,12 +140,12 @@ class TokenServer(BackgroundServer):
         workdir.mkdir(parents=True, exist_ok=True)
         self.rootcertbundle = workdir / "token-ca.pem"
         self.rootcertbundle.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        super().__init__(_make_handler(self), "token-server")
+        super().__init__(_make_handler(self), "token-server", tls)
 
     @property
     def realm(self) -> str:
         """The token endpoint URL for the registry's challenge."""
-        return f"http://127.0.0.1:{self.port}/token"
+        return f"{self.scheme}://127.0.0.1:{self.port}/token"
 
     def auth(self) -> TokenAuth:
         """Registry settings that trust this server."""
