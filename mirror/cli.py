@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mirror import __version__, cachetool, log, malloc, warm
+from mirror import __version__, cachetool, log, warm
 from mirror.app import create_app
 from mirror.config import ConfigError, Settings, load
 
@@ -54,7 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(settings.redacted(), indent=2))
         return EXIT_OK
     log.configure(settings.log_format, settings.log_level)
-    malloc.tune()
     web.run_app(
         create_app(settings),
         host=settings.listen.host,

@@ -17,18 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-import aiohttp
 import structlog
 
 from mirror import errors, oci
 from mirror.metrics import Metrics
 from mirror.storage.blobs import BlobStore
-from mirror.upstream.client import UpstreamClient, describe
+from mirror.upstream.blocking import BlockingResponse, BodyBroken, Stopped
+from mirror.upstream.client import UpstreamClient
 
-#: Bytes queued for the writer and hasher threads before the download waits for them.
+#: Test sizes are multiples of this; the download itself reads in `blocking.BUFFER` steps.
 CHUNK = 4 * 1024 * 1024
-#: The most buffers one `writev` takes (Linux's IOV_MAX).
-IOV_MAX = 1024
 MAX_RESUMES = 5
 RESUME_BACKOFF = 0.2
 
@@ -209,27 +207,30 @@ class Fills:
         fill._finish(exc)
 
     async def _download(
-        self, upstream: UpstreamClient, fill: Fill, file: IO[bytes], resp: aiohttp.ClientResponse
+        self, upstream: UpstreamClient, fill: Fill, file: IO[bytes], resp: BlockingResponse
     ) -> None:
         """Stream the upstream body into `file`, resuming with Range; raise unless size and digest match."""
         hasher = oci.Digest.parse(fill.digest).hasher()
         resumes = 0
         while True:
             try:
-                async with resp:
-                    skip = _skip_for(resp, fill.written)
-                    await self._copy(resp, fill, file, hasher.update, skip, upstream.label)
+                try:
+                    await self._copy(upstream, resp, fill, file, hasher.update, _skip_for(resp, fill.written))
+                finally:
+                    resp.release()
+            except BodyBroken as exc:
+                problem = str(exc)
+            else:
                 if fill.size is None or fill.written >= fill.size:
                     break
-                raise aiohttp.ClientPayloadError("upstream body ended early")
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                resumes += 1
-                if resumes > MAX_RESUMES:
-                    raise errors.UpstreamUnavailable(f"blob download failed: {describe(exc)}") from None
-                log.info("blob_fill_resumed", digest=fill.digest, offset=fill.written, detail=describe(exc))
-                self._metrics.fill_resumes.inc()
-                await asyncio.sleep(RESUME_BACKOFF * 2 ** (resumes - 1))
-                resp = await upstream.open_blob(fill.name, fill.digest, offset=fill.written)
+                problem = "upstream body ended early"
+            resumes += 1
+            if resumes > MAX_RESUMES:
+                raise errors.UpstreamUnavailable(f"blob download failed: {problem}")
+            log.info("blob_fill_resumed", digest=fill.digest, offset=fill.written, detail=problem)
+            self._metrics.fill_resumes.inc()
+            await asyncio.sleep(RESUME_BACKOFF * 2 ** (resumes - 1))
+            resp = await upstream.open_blob(fill.name, fill.digest, offset=fill.written)
         if fill.size is not None and fill.written != fill.size:
             raise SizeMismatch(f"upstream sent {fill.written} bytes, announced {fill.size}")
         if hasher.hexdigest() != oci.Digest.parse(fill.digest).hex:
@@ -240,38 +241,42 @@ class Fills:
 
     async def _copy(
         self,
-        resp: aiohttp.ClientResponse,
+        upstream: UpstreamClient,
+        resp: BlockingResponse,
         fill: Fill,
         file: IO[bytes],
-        hash_update: Callable[[bytes], object],
+        hash_update: Callable[[memoryview], object],
         skip: int,
-        label: str,
     ) -> None:
+        """Run the body's `pump` in a transfer thread; each chunk it writes is announced to readers.
+
+        If this is cancelled, the pump is stopped and waited for (its socket is shut down, so that is
+        quick): the thread must be done with the file before the fill closes it."""
+        loop = asyncio.get_running_loop()
+        label = upstream.label
+
         def written(count: int) -> None:
             fill.written += count
             self._metrics.upstream_bytes.labels(label).inc(count)
             fill._notify()
 
-        spool = _Spool(file.fileno(), hash_update, written)
-        queued = fill.written
-        try:
-            while True:
-                # One chunk as the connection delivered it: no joining into bigger buffers.
-                data, _ = await resp.content.readchunk()
-                if not data:
-                    if resp.content.at_eof():
-                        return
-                    continue  # the end of an HTTP chunk in a chunked body
-                if skip:
-                    data, skip = data[skip:], max(skip - len(data), 0)
-                    if not data:
-                        continue
-                queued += len(data)
-                if fill.size is not None and queued > fill.size:
-                    raise SizeMismatch(f"upstream sent more than the announced {fill.size} bytes")
-                await spool.put(data)
-        finally:  # also on errors: a resume must start right after the bytes on disk
-            await spool.flush()
+        def on_chunk(count: int) -> None:  # in the transfer thread
+            loop.call_soon_threadsafe(written, count)
+
+        job = upstream.transfers.executor.submit(resp.pump, file.fileno(), hash_update, on_chunk, skip)
+        cancelled = False
+        while True:
+            try:
+                await asyncio.wrap_future(job)
+                break
+            except asyncio.CancelledError:
+                cancelled = True
+                resp.stop()
+            except Stopped:
+                break
+        if cancelled:
+            raise asyncio.CancelledError
+        await asyncio.sleep(0)  # run the `written` callbacks the pump queued before it returned
 
     async def close(self, grace: float = 0.0) -> None:
         """Let fills under way finish for up to `grace` seconds, then cancel the rest and wait for them.
@@ -304,95 +309,6 @@ def reason_of(exc: errors.RegistryError) -> str:
     return "upstream_error"
 
 
-def _skip_for(resp: aiohttp.ClientResponse, written: int) -> int:
+def _skip_for(resp: BlockingResponse, written: int) -> int:
     """Bytes to drop from a resumed response: all we have when the upstream ignored our Range."""
     return written if written and resp.status == 200 else 0
-
-
-class _Spool:
-    """Writes and hashes a fill's chunks in worker threads, one batch at a time, off the event loop.
-
-    Chunks that arrive while a batch is on its way to disk gather into the next batch, so a busy
-    machine makes few large hand-offs (one `writev`, one thread hop each) and an idle one sends every
-    chunk on at once. The bytes of a finished batch are announced to readers through `on_written`.
-    """
-
-    def __init__(
-        self, fd: int, hash_update: Callable[[bytes], object], on_written: Callable[[int], None]
-    ) -> None:
-        self._fd = fd
-        self._hash_update = hash_update
-        self._on_written = on_written
-        self._batch: list[bytes] = []
-        self._queued = 0
-        self._task: asyncio.Task[None] | None = None
-        self._progress: asyncio.Future[None] | None = None
-
-    async def put(self, data: bytes) -> None:
-        """Queue `data`; waits while a full batch is already queued behind the one being written."""
-        self._batch.append(data)
-        self._queued += len(data)
-        if self._task is None or self._task.done():
-            self._raise_failure()
-            self._task = asyncio.create_task(self._drain())
-        while self._queued >= CHUNK and not self._task.done():
-            self._progress = asyncio.get_running_loop().create_future()
-            await asyncio.wait((self._progress, self._task), return_when=asyncio.FIRST_COMPLETED)
-        self._raise_failure()
-
-    async def flush(self) -> None:
-        """Wait until every queued byte is written and hashed; raises the write error if one failed.
-
-        Cancelling this waits for the batch in flight all the same (one write, bounded): its thread
-        must be done with the file before the fill closes it."""
-        if self._task is None:
-            return
-        cancelled = False
-        while not self._task.done():
-            try:
-                await asyncio.wait((self._task,))
-            except asyncio.CancelledError:
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
-        self._raise_failure()
-
-    def _raise_failure(self) -> None:
-        if self._task is not None and self._task.done() and (exc := self._task.exception()) is not None:
-            raise exc
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._batch:
-            batch, count = self._batch, self._queued
-            self._batch, self._queued = [], 0
-            # Writing and hashing both release the GIL: on two threads at once, a batch costs the
-            # slower of the two rather than their sum.
-            await asyncio.gather(
-                loop.run_in_executor(None, _write_all, self._fd, batch),
-                loop.run_in_executor(None, _hash_all, self._hash_update, batch),
-            )
-            self._on_written(count)
-            if self._progress is not None and not self._progress.done():
-                self._progress.set_result(None)
-
-
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    """Write every chunk, in order, with as few system calls as the kernel allows."""
-    pending: list[bytes | memoryview] = list(chunks)
-    first = 0
-    while first < len(pending):
-        written = os.writev(fd, pending[first : first + IOV_MAX])
-        while written:
-            head = pending[first]
-            if written >= len(head):
-                written -= len(head)
-                first += 1
-            else:  # a short write: go on from inside this chunk
-                pending[first] = memoryview(head)[written:]
-                written = 0
-
-
-def _hash_all(update: Callable[[bytes], object], chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        update(chunk)

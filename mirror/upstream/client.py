@@ -8,6 +8,7 @@ response it asks for.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,11 +23,12 @@ from mirror.config import UpstreamSettings
 from mirror.metrics import Metrics
 from mirror.storage.manifests import Manifest
 from mirror.upstream.auth import Challenge, UpstreamAuth
+from mirror.upstream.blocking import BlockingResponse, Pool
 from mirror.upstream.health import UpstreamHealth
 
+Response = aiohttp.ClientResponse | BlockingResponse
 MAX_REDIRECTS = 5
-#: Per-response read buffer: aiohttp's 64 KiB default pauses the socket many times per MiB of a blob.
-READ_BUFFER = 4 * 1024 * 1024
+USER_AGENT = f"mirror/{__version__}"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Upstream response headers relayed with a tags list.
 _TAGS_HEADERS = ("Link", "Content-Type")
@@ -72,6 +74,7 @@ class UpstreamClient:
         self._settings = settings
         self._metrics = metrics
         self._session: aiohttp.ClientSession | None = None
+        self._transfers: Pool | None = None
         self.auth = UpstreamAuth(
             settings.url,
             self._fetch_token,
@@ -87,10 +90,10 @@ class UpstreamClient:
             ),
             auto_decompress=False,
             trust_env=False,
-            read_bufsize=READ_BUFFER,
-            headers={"User-Agent": f"mirror/{__version__}"},
+            headers={"User-Agent": USER_AGENT},
             connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=60),
         )
+        self._transfers = Pool(self._settings.connect_timeout, self._settings.read_timeout)
         return self
 
     async def __aexit__(
@@ -102,6 +105,14 @@ class UpstreamClient:
         await self.auth.close()
         if self._session is not None:
             await self._session.close()
+        if self._transfers is not None:
+            self._transfers.close()
+
+    @property
+    def transfers(self) -> Pool:
+        """Where blob bodies are read: blocking connections and the threads that read them."""
+        assert self._transfers is not None, "UpstreamClient used outside its context"
+        return self._transfers
 
     # -- registry endpoints -------------------------------------------------------------------
 
@@ -127,10 +138,13 @@ class UpstreamClient:
             return None
         return ManifestHead(str(oci.Digest.parse(digest)), media_type)
 
-    async def open_blob(self, name: str, digest: str, offset: int = 0) -> aiohttp.ClientResponse:
-        """An open blob response (200, or 206 from `offset`); the caller must release it."""
+    async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlockingResponse:
+        """A blob response (200, or 206 from `offset`) with its headers read; its body is read with
+        `pump` in `transfers.executor`, and the caller must release it."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        return await self._ok("GET", name, f"blobs/{digest}", "blob", headers=headers)
+        resp = await self._checked("GET", name, f"blobs/{digest}", "blob", headers=headers, blocking=True)
+        assert isinstance(resp, BlockingResponse)
+        return resp
 
     async def head_blob(self, name: str, digest: str) -> int | None:
         """The blob's size as the upstream announces it."""
@@ -158,25 +172,51 @@ class UpstreamClient:
         query: Mapping[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         """A response with a 2xx status, or the registry error for what the upstream said."""
+        resp = await self._checked(method, name, path, kind, accept, headers, query, blocking=False)
+        assert isinstance(resp, aiohttp.ClientResponse)
+        return resp
+
+    async def _checked(
+        self,
+        method: str,
+        name: str,
+        path: str,
+        kind: str,
+        accept: list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        *,
+        blocking: bool,
+    ) -> Response:
+        """`_ok`, over aiohttp or (with `blocking`) over a blocking connection in a transfer thread."""
         url = URL(f"{self._settings.url}/v2/{name}/{path}")
         if query:
             url = url.with_query(query)
         send = dict(headers or {})
         if accept:
             send["Accept"] = ", ".join(accept)
-        resp = await self._authorized(method, url, send, f"repository:{name}:pull", kind)
+        resp = await self._authorized(method, url, send, f"repository:{name}:pull", kind, blocking)
         if 200 <= resp.status < 300:
             return resp
-        async with resp:
-            body = b"" if method == "HEAD" else await resp.content.read(64 * 1024)
+        try:
+            body = b"" if method == "HEAD" else await self._error_body(resp)
+        finally:
+            resp.release()
         raise error_for_status(resp.status, kind, body, resp.headers)
 
+    async def _error_body(self, resp: Response) -> bytes:
+        if isinstance(resp, BlockingResponse):
+            return await asyncio.get_running_loop().run_in_executor(
+                self.transfers.executor, resp.read_some, 64 * 1024
+            )
+        return await resp.content.read(64 * 1024)
+
     async def _authorized(
-        self, method: str, url: URL, headers: dict[str, str], scope: str, kind: str
-    ) -> aiohttp.ClientResponse:
+        self, method: str, url: URL, headers: dict[str, str], scope: str, kind: str, blocking: bool
+    ) -> Response:
         """Send with the known credentials; on a 401, answer its challenge and retry once."""
         authorization = await self.auth.authorization(scope)
-        resp = await self._follow(method, url, headers, authorization, kind)
+        resp = await self._follow(method, url, headers, authorization, kind, blocking)
         if resp.status != 401:
             return resp
         challenge = resp.headers.get("WWW-Authenticate", "")
@@ -184,17 +224,23 @@ class UpstreamClient:
         retry = await self.auth.answer(challenge, scope, authorization)
         if retry is None:
             raise error_for_status(401, kind, b"", {})
-        return await self._follow(method, url, headers, retry, kind)
+        return await self._follow(method, url, headers, retry, kind, blocking)
 
     async def _follow(
-        self, method: str, url: URL, headers: dict[str, str], authorization: str | None, kind: str
-    ) -> aiohttp.ClientResponse:
+        self,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        authorization: str | None,
+        kind: str,
+        blocking: bool,
+    ) -> Response:
         """Send, following redirects by hand so `Authorization` never leaves the upstream's origin."""
         for _ in range(MAX_REDIRECTS + 1):
             send = dict(headers)
             if authorization and url.origin() == self._base.origin():
                 send["Authorization"] = authorization
-            resp = await self._send(method, url, send, kind)
+            resp = await (self._send_blocking if blocking else self._send)(method, url, send, kind)
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or not location:
                 return resp
@@ -213,18 +259,42 @@ class UpstreamClient:
         try:
             resp = await self._session.request(method, url, headers=headers, allow_redirects=False)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
-            self.health.failed("timeout" if isinstance(exc, TimeoutError) else "connect")
-            raise errors.UpstreamUnavailable(f"upstream {kind} request failed: {describe(exc)}") from None
+            raise self._failed(kind, exc) from None
         except BaseException:
             self.health.abandon()
             raise
-        self.health.answered(resp.status, resp.headers, kind)
-        self._metrics.upstream_requests.labels(self.label, kind, str(resp.status)).inc()
-        self._metrics.upstream_duration.labels(self.label, kind, str(resp.status)).observe(
+        self._answered(kind, resp.status, resp.headers, started)
+        return resp
+
+    async def _send_blocking(
+        self, method: str, url: URL, headers: dict[str, str], kind: str
+    ) -> BlockingResponse:
+        self.health.admit()
+        started = time.monotonic()
+        send = {"User-Agent": USER_AGENT, **headers}
+        try:
+            resp = await asyncio.get_running_loop().run_in_executor(
+                self.transfers.executor, self.transfers.request, method, url, send
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._failed(kind, exc) from None
+        except BaseException:
+            self.health.abandon()
+            raise
+        self._answered(kind, resp.status, resp.headers, started)
+        return resp
+
+    def _failed(self, kind: str, exc: BaseException) -> errors.RegistryError:
+        self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
+        self.health.failed("timeout" if isinstance(exc, TimeoutError) else "connect")
+        return errors.UpstreamUnavailable(f"upstream {kind} request failed: {describe(exc)}")
+
+    def _answered(self, kind: str, status: int, headers: Mapping[str, str], started: float) -> None:
+        self.health.answered(status, headers, kind)
+        self._metrics.upstream_requests.labels(self.label, kind, str(status)).inc()
+        self._metrics.upstream_duration.labels(self.label, kind, str(status)).observe(
             time.monotonic() - started
         )
-        return resp
 
     async def _fetch_token(self, challenge: Challenge, scope: str, basic: str | None) -> tuple[str, object]:
         """GET a bearer token from the challenge's realm; returns (token, expires_in)."""
