@@ -94,6 +94,7 @@ class UpstreamClient:
             connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=60),
         )
         self._transfers = Pool(self._settings.connect_timeout, self._settings.read_timeout)
+        await asyncio.to_thread(Pool.warm)
         return self
 
     async def __aexit__(
