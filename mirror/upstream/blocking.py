@@ -181,6 +181,8 @@ class BlockingResponse:
                     raise Stopped from None
                 raise BodyBroken(_describe(exc)) from None
             if not data:
+                if self._stop.is_set():  # the shut-down socket reads as the end
+                    raise Stopped
                 # The end, or a connection closed early (the caller compares sizes).
                 self._complete = self._resp.length == 0 or (self._resp.chunked and self._resp.isclosed())
                 return
