@@ -150,18 +150,21 @@ async def test_killed_mid_fill_leaves_nothing_visible(
     fake.faults[digest] = "stall_midway"
     proc = MirrorProcess(tmp_path / "proc", str(upstream.make_url("")).rstrip("/"))
     await asyncio.to_thread(proc.start)
-    url = f"{proc.url}/v2/library/x/blobs/{digest}"
-    reader = asyncio.create_task(asyncio.to_thread(raw_request, "GET", url))
-    await eventually(lambda: len(fake.requests("GET", "/blobs/")) == 1)
-    # The temp file is made once the upstream's headers are back, a moment after it saw the GET.
-    await eventually(lambda: asyncio.to_thread(lambda: len(list((proc.cache_dir / "tmp").iterdir())) == 1))
-    await asyncio.to_thread(proc.stop, signal.SIGKILL)
-    await asyncio.gather(reader, return_exceptions=True)
-    fake.faults.pop(digest)
-    await asyncio.to_thread(proc.start)
-    try:
+    try:  # stopped whatever fails below: no mirror outlives the test
+        url = f"{proc.url}/v2/library/x/blobs/{digest}"
+        reader = asyncio.create_task(asyncio.to_thread(raw_request, "GET", url))
+        await eventually(lambda: len(fake.requests("GET", "/blobs/")) == 1)
+        # The temp file is made once the upstream's headers are back, a moment after it saw the GET.
+        await eventually(
+            lambda: asyncio.to_thread(lambda: len(list((proc.cache_dir / "tmp").iterdir())) == 1)
+        )
+        await asyncio.to_thread(proc.stop, signal.SIGKILL)
+        await asyncio.gather(reader, return_exceptions=True)
+        fake.faults.pop(digest)
+        await asyncio.to_thread(proc.start)
         assert await asyncio.to_thread(lambda: list((proc.cache_dir / "tmp").iterdir())) == []
         resp = await asyncio.to_thread(raw_request, "GET", url)
         assert resp.body == data
     finally:
+        fake.release.set()
         await asyncio.to_thread(proc.stop)
