@@ -117,3 +117,10 @@ def upstream_error_code(body: bytes) -> str | None:
     except (ValueError, KeyError, IndexError, TypeError):
         return None
     return code if isinstance(code, str) else None
+
+
+def describe(exc: BaseException) -> str:
+    """A short, secret-free description of a transport exception."""
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is the same class since 3.11
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"[:300]

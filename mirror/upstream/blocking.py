@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from mirror.errors import describe
+
 #: Bytes per `readinto`: the reused buffer of one download.
 BUFFER = 1024 * 1024
 #: Threads for blocking transfers: each download holds one for its whole length.
@@ -82,7 +84,11 @@ class Pool:
             conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
         with self._lock:
             self._busy.add(conn)
-        conn.connect()
+        try:
+            conn.connect()
+        except BaseException:
+            self.discard(conn)
+            raise
         assert conn.sock is not None
         conn.sock.settimeout(self._read_timeout)
         return conn
@@ -95,7 +101,7 @@ class Pool:
             try:
                 return self._exchange(key, conn, method, url, headers)
             except (ConnectionError, http.client.BadStatusLine, http.client.ImproperConnectionState):
-                self.discard(conn)  # an idle keep-alive the server had closed: once more on a new one
+                pass  # an idle keep-alive the server had closed (discarded): once more on a new one
         return self._exchange(key, self._new(key), method, url, headers)
 
     def _exchange(
@@ -123,9 +129,7 @@ class Pool:
             for conn in conns:
                 conn.close()
         for conn in busy:
-            if conn.sock is not None:
-                with contextlib.suppress(OSError):
-                    conn.sock.shutdown(socket.SHUT_RDWR)
+            _shut_down(conn)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -179,7 +183,7 @@ class BlockingResponse:
             except (OSError, http.client.HTTPException) as exc:
                 if self._stop.is_set():
                     raise Stopped from None
-                raise BodyBroken(_describe(exc)) from None
+                raise BodyBroken(describe(exc)) from None
             if not data:
                 if self._stop.is_set():  # the shut-down socket reads as the end
                     raise Stopped
@@ -198,10 +202,8 @@ class BlockingResponse:
     def stop(self) -> None:
         """Make a running `pump` end soon (from any thread): shuts the socket down."""
         self._stop.set()
-        conn = self._conn
-        if conn is not None and conn.sock is not None:
-            with contextlib.suppress(OSError):  # already closed
-                conn.sock.shutdown(socket.SHUT_RDWR)
+        if self._conn is not None:
+            _shut_down(self._conn)
 
     def release(self) -> None:
         """Give the connection back if the body was read to its end, else close it."""
@@ -215,13 +217,14 @@ class BlockingResponse:
             self._pool.discard(conn)
 
 
+def _shut_down(conn: http.client.HTTPConnection) -> None:
+    """Shut a connection's socket down (from any thread): a thread blocked reading it returns."""
+    if conn.sock is not None:
+        with contextlib.suppress(OSError):  # already closed
+            conn.sock.shutdown(socket.SHUT_RDWR)
+
+
 def _write_all(fd: int, data: memoryview) -> None:
     while data:
         written = os.write(fd, data)
         data = data[written:]
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}"[:300]

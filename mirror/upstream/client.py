@@ -241,7 +241,7 @@ class UpstreamClient:
             send = dict(headers)
             if authorization and url.origin() == self._base.origin():
                 send["Authorization"] = authorization
-            resp = await (self._send_blocking if blocking else self._send)(method, url, send, kind)
+            resp = await self._send(method, url, send, kind, blocking)
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or not location:
                 return resp
@@ -252,50 +252,37 @@ class UpstreamClient:
         raise errors.UpstreamBadGateway(f"more than {MAX_REDIRECTS} redirects")
 
     async def _send(
-        self, method: str, url: URL, headers: dict[str, str], kind: str
-    ) -> aiohttp.ClientResponse:
-        assert self._session is not None, "UpstreamClient used outside its context"
+        self, method: str, url: URL, headers: dict[str, str], kind: str, blocking: bool
+    ) -> Response:
+        """One request, counted for the breaker and metrics: over the aiohttp session, or (with
+        `blocking`) over a blocking connection in a transfer thread."""
         self.health.admit()
         started = time.monotonic()
+        resp: Response
         try:
-            resp = await self._session.request(method, url, headers=headers, allow_redirects=False)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise self._failed(kind, exc) from None
+            if blocking:
+                send = {"User-Agent": USER_AGENT, **headers}
+                resp = await asyncio.get_running_loop().run_in_executor(
+                    self.transfers.executor, self.transfers.request, method, url, send
+                )
+            else:
+                assert self._session is not None, "UpstreamClient used outside its context"
+                resp = await self._session.request(method, url, headers=headers, allow_redirects=False)
+        except (aiohttp.ClientError, TimeoutError, OSError, http.client.HTTPException) as exc:
+            self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
+            self.health.failed("timeout" if isinstance(exc, TimeoutError) else "connect")
+            raise errors.UpstreamUnavailable(
+                f"upstream {kind} request failed: {errors.describe(exc)}"
+            ) from None
         except BaseException:
             self.health.abandon()
             raise
-        self._answered(kind, resp.status, resp.headers, started)
-        return resp
-
-    async def _send_blocking(
-        self, method: str, url: URL, headers: dict[str, str], kind: str
-    ) -> BlockingResponse:
-        self.health.admit()
-        started = time.monotonic()
-        send = {"User-Agent": USER_AGENT, **headers}
-        try:
-            resp = await asyncio.get_running_loop().run_in_executor(
-                self.transfers.executor, self.transfers.request, method, url, send
-            )
-        except (OSError, http.client.HTTPException) as exc:
-            raise self._failed(kind, exc) from None
-        except BaseException:
-            self.health.abandon()
-            raise
-        self._answered(kind, resp.status, resp.headers, started)
-        return resp
-
-    def _failed(self, kind: str, exc: BaseException) -> errors.RegistryError:
-        self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
-        self.health.failed("timeout" if isinstance(exc, TimeoutError) else "connect")
-        return errors.UpstreamUnavailable(f"upstream {kind} request failed: {describe(exc)}")
-
-    def _answered(self, kind: str, status: int, headers: Mapping[str, str], started: float) -> None:
-        self.health.answered(status, headers, kind)
-        self._metrics.upstream_requests.labels(self.label, kind, str(status)).inc()
-        self._metrics.upstream_duration.labels(self.label, kind, str(status)).observe(
+        self.health.answered(resp.status, resp.headers, kind)
+        self._metrics.upstream_requests.labels(self.label, kind, str(resp.status)).inc()
+        self._metrics.upstream_duration.labels(self.label, kind, str(resp.status)).observe(
             time.monotonic() - started
         )
+        return resp
 
     async def _fetch_token(self, challenge: Challenge, scope: str, basic: str | None) -> tuple[str, object]:
         """GET a bearer token from the challenge's realm; returns (token, expires_in)."""
@@ -308,7 +295,8 @@ class UpstreamClient:
         headers = {"Authorization": basic} if basic else {}
         outcome = "error"
         try:
-            resp = await self._send("GET", realm.with_query(query), headers, "token")
+            resp = await self._send("GET", realm.with_query(query), headers, "token", blocking=False)
+            assert isinstance(resp, aiohttp.ClientResponse)
             async with resp:
                 if resp.status != 200:
                     outcome = str(resp.status)
@@ -322,7 +310,7 @@ class UpstreamClient:
             outcome = "ok"
             return token, doc.get("expires_in")
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise errors.UpstreamUnavailable(f"token request failed: {describe(exc)}") from None
+            raise errors.UpstreamUnavailable(f"token request failed: {errors.describe(exc)}") from None
         finally:
             self._metrics.token_fetches.labels(self.label, outcome).inc()
 
@@ -338,14 +326,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int, what: str) -> b
                 break
             body += more
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise errors.UpstreamUnavailable(f"reading upstream {what} failed: {describe(exc)}") from None
+        raise errors.UpstreamUnavailable(f"reading upstream {what} failed: {errors.describe(exc)}") from None
     if len(body) > limit:
         raise errors.UpstreamBadGateway(f"upstream {what} exceeds {limit} bytes")
     return body
-
-
-def describe(exc: BaseException) -> str:
-    """A short, secret-free description of a transport exception."""
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}"[:300]
