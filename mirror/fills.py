@@ -25,8 +25,6 @@ from mirror.storage.blobs import BlobStore
 from mirror.upstream.blocking import BlockingResponse, BodyBroken, Stopped
 from mirror.upstream.client import UpstreamClient
 
-#: Test sizes are multiples of this; the download itself reads in `blocking.BUFFER` steps.
-CHUNK = 4 * 1024 * 1024
 MAX_RESUMES = 5
 RESUME_BACKOFF = 0.2
 
@@ -276,7 +274,7 @@ class Fills:
                 break
         if cancelled:
             raise asyncio.CancelledError
-        await asyncio.sleep(0)  # run the `written` callbacks the pump queued before it returned
+        # Every `written` the pump queued has run by now: the job's completion was queued after them.
 
     async def close(self, grace: float = 0.0) -> None:
         """Let fills under way finish for up to `grace` seconds, then cancel the rest and wait for them.

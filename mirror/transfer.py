@@ -11,7 +11,7 @@ from aiohttp import web
 
 from mirror.fills import Fill
 
-#: Bytes per step of the copying fallback, and the most a fill reader sends before re-checking.
+#: Bytes per step of the copying fallback.
 STEP = 1024 * 1024
 
 
