@@ -113,59 +113,55 @@ def test_a_connection_the_server_closed_is_replaced(server: Server, pool: Pool, 
     assert len(set(server.peers)) == 2
 
 
+class StalledPump:
+    """`pump` of the /stall body on a thread of its own, with the exception it ended with (if any)."""
+
+    def __init__(self, resp: BlockingResponse, target: Path) -> None:
+        self.outcome: list[BaseException] = []
+        self.received = threading.Event()
+        self._resp = resp
+        self._fd = os.open(target, os.O_WRONLY | os.O_CREAT)
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._resp.pump(self._fd, lambda _: None, lambda _: self.received.set())
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            self.outcome.append(exc)
+
+    def close(self, server: Server) -> None:
+        server.release.set()
+        self.thread.join(5)
+        os.close(self._fd)
+
+
 def test_stop_ends_a_pump_waiting_on_a_stalled_body(server: Server, pool: Pool, tmp_path: Path) -> None:
     resp = pool.request("GET", server.url("/stall"), {})
-    outcome: list[BaseException] = []
-    fd = os.open(tmp_path / "s", os.O_WRONLY | os.O_CREAT)
-    received = threading.Event()
-
-    def run() -> None:
-        try:
-            resp.pump(fd, lambda _: None, lambda _: received.set())
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    pump = StalledPump(resp, tmp_path / "s")
     try:
-        assert received.wait(5), "the bytes before the stall arrive"
+        assert pump.received.wait(5), "the bytes before the stall arrive"
         resp.stop()
-        thread.join(5)
-        assert not thread.is_alive()
-        assert len(outcome) == 1
-        assert isinstance(outcome[0], Stopped)
+        pump.thread.join(5)
+        assert not pump.thread.is_alive()
+        assert len(pump.outcome) == 1
+        assert isinstance(pump.outcome[0], Stopped)
     finally:
-        server.release.set()
-        thread.join(5)
-        os.close(fd)
+        pump.close(server)
         resp.release()
 
 
 def test_closing_the_pool_unblocks_a_thread_reading_a_stalled_body(server: Server, tmp_path: Path) -> None:
     pool = Pool(connect_timeout=5, read_timeout=30)
-    resp = pool.request("GET", server.url("/stall"), {})
-    outcome: list[BaseException] = []
-    fd = os.open(tmp_path / "s", os.O_WRONLY | os.O_CREAT)
-    received = threading.Event()
-
-    def run() -> None:
-        try:
-            resp.pump(fd, lambda _: None, lambda _: received.set())
-        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    pump = StalledPump(pool.request("GET", server.url("/stall"), {}), tmp_path / "s")
     try:
-        assert received.wait(5)
+        assert pump.received.wait(5)
         pool.close()
-        thread.join(5)
-        assert not thread.is_alive(), "a 30 s read time-out did not hold the thread"
-        assert outcome == [] or isinstance(outcome[0], BodyBroken)
+        pump.thread.join(5)
+        assert not pump.thread.is_alive(), "a 30 s read time-out did not hold the thread"
+        assert pump.outcome == [] or isinstance(pump.outcome[0], BodyBroken)
     finally:
-        server.release.set()
-        thread.join(5)
-        os.close(fd)
+        pump.close(server)
 
 
 def test_short_writes_go_on_from_the_byte_the_disk_stopped_at(
