@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from mirror import keys, middlewares, routes
+from mirror import __version__, build, keys, middlewares, routes
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
@@ -58,6 +58,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     removed = await asyncio.to_thread(store.recover)
     report = await asyncio.to_thread(store.check)
     metrics.cache_limit.set(settings.cache_max_bytes)
+    revision = await asyncio.to_thread(build.revision)
+    metrics.set_build(revision)
     platforms = None if "all" in settings.platforms else frozenset(settings.platforms)
     pins = Pins(settings.pins, settings.cache_dir / "pins.json", platforms)
     await asyncio.to_thread(pins.load)
@@ -94,6 +96,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         flushing = asyncio.create_task(_flush_access_times(store), name="access-time flush")
         log.info(
             "mirror_started",
+            version=__version__,
+            revision=revision,
             listen=str(settings.listen),
             upstreams={u.registry: u.url for u in registries},
             cache_dir=str(settings.cache_dir),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from mirror import __version__, cachetool, log, warm
+from mirror import build, cachetool, log, warm
 from mirror.app import create_app
 from mirror.config import ConfigError, Settings, load
 
@@ -21,7 +21,9 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="mirror", description="Pull-through caching registry mirror.")
-    top.add_argument("--version", action="version", version=f"mirror {__version__}")
+    top.add_argument(
+        "--version", action=_Version, nargs=0, help="show the version and git revision, then exit"
+    )
     sub = top.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the mirror")
     serve.add_argument("--config", type=Path, help="TOML config file (env MIRROR_CONFIG)")
@@ -32,6 +34,14 @@ def parser() -> argparse.ArgumentParser:
     cachetool.add_parser(sub)
     warm.add_parser(sub)
     return top
+
+
+class _Version(argparse.Action):
+    """`--version`, reading the git revision only when asked (argparse's own action formats eagerly)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(build.describe())
+        parser.exit()
 
 
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:

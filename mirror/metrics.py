@@ -128,6 +128,10 @@ class Metrics:
         )
         for reason in FILL_FAILURE_REASONS:  # present at 0, so increase() sees the first failure
             self.fill_failures.labels(reason)
-        Info("mirror_build", "Version of the mirror and of Python", registry=r).info(
-            {"version": __version__, "python": platform.python_version()}
+        self.build = Info(
+            "mirror_build", "Version and git revision of the mirror, version of Python", registry=r
         )
+
+    def set_build(self, revision: str) -> None:
+        """Fill `mirror_build_info` (the revision comes from git or a file: read off the event loop)."""
+        self.build.info({"version": __version__, "revision": revision, "python": platform.python_version()})
