@@ -86,6 +86,7 @@ class Settings:
     shutdown_grace: float = 10.0
     log_format: str = "auto"
     log_level: str = "info"
+    log_probes: bool = False
     upstreams: tuple[UpstreamSettings, ...] = ()
 
     def registries(self) -> tuple[UpstreamSettings, ...]:
@@ -131,6 +132,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "upstream": values.http_url,
     "upstream_username": values.nonempty,
     "upstream_password": values.nonempty,
+    "upstream_password_file": lambda v: Path(values.nonempty(v)),
     "upstream_aliases": values.alias_list,
     "cache_max_bytes": values.size,
     "cache_high_watermark": values.fraction,
@@ -150,6 +152,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "shutdown_grace": values.seconds,
     "log_format": values.choice("auto", "json", "console"),
     "log_level": values.choice("debug", "info", "warning", "error"),
+    "log_probes": values.flag,
 }
 
 _UPSTREAM_PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -263,6 +266,21 @@ def _check_names(settings: Settings) -> None:
                 raise ConfigError(f"{name} names both {seen[name]} and {upstream.registry}")
 
 
+def _read_password_file(merged: dict[str, Any]) -> None:
+    """Replace `upstream_password_file` (a mounted Secret, say) by the password it holds."""
+    secret_path = merged.pop("upstream_password_file", None)
+    if secret_path is None:
+        return
+    if "upstream_password" in merged:
+        raise ConfigError("give only one of upstream_password, upstream_password_file")
+    try:
+        merged["upstream_password"] = values.nonempty(secret_path.read_text().strip())
+    except OSError as exc:
+        raise ConfigError(f"cannot read upstream_password_file {secret_path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"upstream_password_file {secret_path} is empty") from None
+
+
 def load(
     flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ, config_file: Path | None = None
 ) -> Settings:
@@ -273,6 +291,7 @@ def load(
     merged.update(
         {k: _parse(_PARSERS, k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None}
     )
+    _read_password_file(merged)
     settings = Settings(**merged)
     _check_names(settings)
     _check_cache(settings)

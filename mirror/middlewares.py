@@ -19,6 +19,9 @@ from aiohttp.typedefs import Handler
 from mirror import errors, keys
 
 log = structlog.get_logger("mirror.request")
+#: Probe and scrape endpoints: logged at debug unless `log_probes` (kubelet and Prometheus ask every few
+#: seconds, which would drown the pulls in the log).
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 
 
@@ -126,7 +129,8 @@ def _record(request: web.Request, ctx: RequestContext, status: int, seconds: flo
         metrics.request_duration.labels(ctx.kind, ctx.result).observe(seconds)
         if ctx.source and ctx.bytes_sent:
             metrics.bytes_served.labels(upstream, ctx.source).inc(ctx.bytes_sent)
-    log.info(
+    quiet = request.path in PROBE_PATHS and not request.app[keys.SETTINGS].log_probes
+    (log.debug if quiet else log.info)(
         "request",
         request_id=ctx.request_id,
         method=request.method,

@@ -7,6 +7,7 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
+from mirror import build
 from tests.integration.conftest import MirrorFactory, eventually, stored
 from tests.integration.fake_upstream import FakeUpstream
 
@@ -70,3 +71,28 @@ async def test_one_log_line_per_request_with_request_id(
     assert lines[0]["request_id"] == "req-1"
     assert (lines[0]["result"], lines[0]["bytes"], lines[0]["status"]) == ("miss", 100, 200)
     assert "hunter2-secret" not in repr(logs)
+
+
+async def test_probe_and_scrape_requests_log_at_debug_by_default(mirror: Client) -> None:
+    """`/healthz`, `/readyz` and `/metrics` log their `request` line at debug; a pull logs at info."""
+    with capture_logs() as logs:
+        for path in ("/healthz", "/readyz", "/metrics", "/v2/"):
+            await (await mirror.get(path)).read()
+    levels = {e["path"]: e["log_level"] for e in logs if e["event"] == "request"}
+    assert levels == {"/healthz": "debug", "/readyz": "debug", "/metrics": "debug", "/v2/": "info"}
+
+
+async def test_log_probes_logs_probe_requests_at_info(make_mirror: MirrorFactory) -> None:
+    """With `log_probes` on, probe and scrape requests log at info like any other."""
+    mirror = await make_mirror(log_probes="true")
+    with capture_logs() as logs:
+        await (await mirror.get("/healthz")).read()
+    assert [e["log_level"] for e in logs if e["event"] == "request"] == ["info"]
+
+
+async def test_build_info_carries_version_and_revision(mirror: Client) -> None:
+    """`mirror_build_info` has the version, the git revision and Python's version as labels."""
+    found = await samples(mirror)
+    ((_, labels),) = [key for key in found if key[0] == "mirror_build_info"]
+    assert {name for name, _ in labels} == {"version", "revision", "python"}
+    assert dict(labels)["revision"] == build.revision()

@@ -488,3 +488,32 @@ def test_shipped_example_config_loads_to_the_defaults() -> None:
     """deploy/examples/config.toml is valid and, as shipped, changes no default."""
     example = Path(__file__).parents[2] / "deploy" / "examples" / "config.toml"
     assert load({}, {}, example) == load({}, {})
+
+
+def test_top_level_password_file_is_read_and_never_shown(tmp_path: Path) -> None:
+    """`upstream_password_file` (file or MIRROR_UPSTREAM_PASSWORD_FILE) gives Docker Hub's password."""
+    secret = tmp_path / "secret"
+    secret.write_text("hub-token\n")
+    from_file = load({}, {}, _file(tmp_path, f'upstream_password_file = "{secret}"\n'))
+    from_env = load({}, {"MIRROR_UPSTREAM_PASSWORD_FILE": str(secret)})
+    assert from_file.upstream_password == from_env.upstream_password == "hub-token"
+    assert "hub-token" not in repr(from_file) + str(from_file.redacted())
+
+
+@pytest.mark.parametrize(
+    ("environ", "content", "message"),
+    [
+        ({"MIRROR_UPSTREAM_PASSWORD": "x"}, "p\n", "only one of upstream_password, upstream_password_file"),
+        ({}, None, "cannot read upstream_password_file"),
+        ({}, "\n", "is empty"),
+    ],
+)
+def test_bad_top_level_password_file_is_a_config_error(
+    tmp_path: Path, environ: dict[str, str], content: str | None, message: str
+) -> None:
+    """A password file that is missing, empty, or given beside a password is refused, naming the key."""
+    secret = tmp_path / "secret"
+    if content is not None:
+        secret.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        load({}, environ, _file(tmp_path, f'upstream_password_file = "{secret}"\n'))
