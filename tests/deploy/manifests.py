@@ -52,7 +52,7 @@ def _crds() -> dict[tuple[str, str], Any]:
     return found
 
 
-def validate(obj: dict[str, Any]) -> None:
+def validate(obj: dict[str, Any], versions: Iterable[str] = KUBERNETES_VERSIONS) -> None:
     """Raise AssertionError naming the object and the problem if `obj` is not valid."""
     name = f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
     crd = _crds().get((obj.get("apiVersion", ""), obj.get("kind", "")))
@@ -63,7 +63,7 @@ def validate(obj: dict[str, Any]) -> None:
                 f"{name}: " + "; ".join(f"{list(e.absolute_path)}: {e.message}" for e in errors)
             )
         return
-    for version in KUBERNETES_VERSIONS:
+    for version in versions:
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -74,6 +74,6 @@ def validate(obj: dict[str, Any]) -> None:
             ) from None
 
 
-def validate_all(found: Iterable[dict[str, Any]]) -> None:
+def validate_all(found: Iterable[dict[str, Any]], versions: Iterable[str] = KUBERNETES_VERSIONS) -> None:
     for obj in found:
-        validate(obj)
+        validate(obj, versions)
