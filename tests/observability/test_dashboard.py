@@ -37,6 +37,7 @@ GRAFANA_VARIABLES = {
     "$__range": "1h",
     "$__interval": "1m",
     "$instance": ".*",
+    "$node": ".*",
     "$upstream": ".*",
 }
 # A query variable's `label_values(<series selector>, <label>)`: only the selector is PromQL.
@@ -122,6 +123,24 @@ def test_upstream_variable_lists_the_upstreams_of_client_requests() -> None:
     assert upstream["datasource"] == DATASOURCE
     assert upstream["multi"]
     assert upstream["includeAll"]
+
+
+def test_every_query_filtered_by_instance_is_filtered_by_node_too() -> None:
+    """Each panel query that follows the `instance` variable follows `node` as well (one mirror per node)."""
+    dashboard = load_dashboard()
+    names = [v["name"] for v in dashboard["templating"]["list"]]
+    assert names.index("node") < names.index("instance")
+    panel_queries = [t["expr"] for p in query_panels(dashboard) for t in p.get("targets", [])]
+    assert panel_queries
+    for expr in panel_queries:
+        assert expr.count('instance=~"$instance"') == expr.count('node=~"$node"'), expr
+
+
+def test_requires_matches_the_grafana_version_the_readme_names() -> None:
+    """`__requires` asks for the Grafana version deploy/grafana/README.md says the file is written for."""
+    (grafana,) = [r for r in load_dashboard()["__requires"] if r["id"] == "grafana"]
+    readme = (DASHBOARD.parent / "README.md").read_text()
+    assert f"Grafana {grafana['version'].removesuffix('.0')}" in readme
 
 
 def test_every_panel_and_query_uses_the_datasource_variable() -> None:
