@@ -71,8 +71,23 @@ def image() -> str:
     env = dict(os.environ, BASE_IMAGE=base, BUILD_FLAGS="--isolation=chroot")
     if CA_BUNDLE.exists():  # package downloads here pass a TLS-intercepting proxy
         env["EXTRA_CA"] = str(CA_BUNDLE)
+    before = _image_id(TAG)
     _run(str(ROOT / "scripts" / "build-image"), TAG, timeout=BUILD_TIMEOUT_S, env=env)
+    if before and before != _image_id(TAG):
+        # The previous test image, untagged by this build: removed so runs do not pile up images. The
+        # build stage's layers stay: they are the cache that makes the next build quick.
+        subprocess.run(["podman", "rmi", before], capture_output=True, timeout=60, check=False)
     return TAG
+
+
+def _image_id(tag: str) -> str | None:
+    done = subprocess.run(
+        ["podman", "image", "inspect", "--format", "{{.Id}}", tag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 @dataclass(frozen=True)
