@@ -92,7 +92,7 @@ class Metrics:
         )
         self.upstream_errors = Counter(
             "mirror_upstream_errors",
-            "Upstream failures by kind: connect, timeout, 5xx, 429, invalid (unusable answer)",
+            "Upstream failures by kind: connect, timeout, 5xx, 429 (as the circuit breaker counts them)",
             ["upstream", "kind"],
             registry=r,
         )

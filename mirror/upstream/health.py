@@ -56,7 +56,7 @@ class UpstreamHealth:
                 self._publish(State.CLOSED)
 
     def failed(self, kind: str, retry_after: float | None = None) -> None:
-        """Record a failure of `kind` (connect, timeout, 5xx, 429, invalid)."""
+        """Record a failure of `kind` (connect, timeout, 5xx, 429: UPSTREAM_ERROR_KINDS)."""
         self._metrics.upstream_errors.labels(self.label, kind).inc()
         before = self.breaker.failed(time.monotonic(), retry_after)
         if self.breaker.state is State.OPEN and before is not State.OPEN:
