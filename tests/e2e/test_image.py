@@ -29,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TAG = "localhost/mirror:test"
 IMAGE_UID = 10001
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-#: A cold build (debootstrap, then the locked wheels) takes about a minute here; bounds a hung one.
+#: A cold build (debootstrap, then the locked wheels) takes about a minute here, several on a loaded
+#: machine; bounds a hung one. The first test pays for it, hence the module's timeout.
 BUILD_TIMEOUT_S = 600
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT_S + 60)
 # What this machine's podman needs (DESIGN.md part 3): runc (crun refuses the cgroup setup), rlimits
 # that cannot be raised, the host network (the mirror listens on loopback, like the registry upstream).
 RUN_FLAGS = [
