@@ -27,11 +27,28 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+DOCKER_IO = "docker.io"
+#: Docker Hub's registry API host; the upstream `docker.io` stands for by default.
+DOCKER_HUB_HOST = "registry-1.docker.io"
+DOCKER_HUB = f"https://{DOCKER_HUB_HOST}"
+#: Names clients give Docker Hub; all of them are served by the docker.io upstream.
+DOCKER_IO_NAMES = frozenset({DOCKER_IO, "index.docker.io", DOCKER_HUB_HOST})
 MAX_NAME_LENGTH = 255
 
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+#: One path component of a repository name (also the form of a registry alias).
+COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _HEX = {"sha256": re.compile(r"[a-f0-9]{64}"), "sha512": re.compile(r"[a-f0-9]{128}")}
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The exact upstream bytes of a manifest, their digest and media type."""
+
+    body: bytes
+    digest: str
+    media_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +86,7 @@ def is_digest(reference: str) -> bool:
 
 def parse_name(text: str) -> str:
     """A valid repository name, or NAME_INVALID."""
-    if len(text) > MAX_NAME_LENGTH or not all(_COMPONENT.fullmatch(c) for c in text.split("/")):
+    if len(text) > MAX_NAME_LENGTH or not all(COMPONENT.fullmatch(c) for c in text.split("/")):
         raise NameInvalid(f"invalid repository name {text[:300]!r}")
     return text
 
@@ -199,14 +216,14 @@ def parse_image_ref(text: str) -> ImageRef:
     """
     rest, at, digest = text.strip().partition("@")
     first, slash, remainder = rest.partition("/")
-    registry = "docker.io"
+    registry = DOCKER_IO
     if slash and ("." in first or ":" in first or first == "localhost"):
         registry, rest = first.lower(), remainder
     name, colon, tag = rest.rpartition(":") if ":" in rest.rpartition("/")[2] else (rest, "", "")
     reference = str(Digest.parse(digest)) if at else str(parse_reference(tag if colon else "latest"))
     name = parse_name(name)
-    if registry in ("docker.io", "index.docker.io", "registry-1.docker.io"):
-        registry, name = "docker.io", docker_hub_name(name)
+    if registry in DOCKER_IO_NAMES:
+        registry, name = DOCKER_IO, docker_hub_name(name)
     return ImageRef(registry, name, reference)
 
 
@@ -217,6 +234,11 @@ def platform_names(platform: object) -> tuple[str, ...]:
     base = f"{fields.get('os', '')}/{fields.get('architecture', '')}"
     variant = fields.get("variant")
     return (base, f"{base}/{variant}") if isinstance(variant, str) and variant else (base,)
+
+
+def platform_filter(chosen: tuple[str, ...] | list[str]) -> frozenset[str] | None:
+    """The platforms a list of `os/arch[/variant]` names chooses; None (every platform) if it says `all`."""
+    return None if "all" in chosen else frozenset(chosen)
 
 
 def select_children(index_body: bytes, platforms: frozenset[str] | None) -> list[str]:

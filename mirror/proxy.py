@@ -15,10 +15,11 @@ import structlog
 
 from mirror import errors, oci
 from mirror.fills import Fill, Fills
+from mirror.oci import Manifest
 from mirror.singleflight import SingleFlight
 from mirror.storage.blobs import BlobStore, StoredBlob
 from mirror.storage.hot import HotBlobs
-from mirror.storage.manifests import Manifest, ManifestCache, TagEntry
+from mirror.storage.manifests import ManifestCache, TagEntry
 from mirror.upstream.client import UpstreamClient
 
 log = structlog.get_logger("mirror.proxy")

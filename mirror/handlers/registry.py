@@ -86,12 +86,11 @@ async def fallback(request: web.Request) -> web.Response:
 
 def _route(request: web.Request) -> tuple[RegistryProxy, str]:
     """The proxy of the upstream serving this request and the repository name to ask it for."""
-    runtime = request.app[keys.RUNTIME]
     ns = request.query.get("ns")
-    target = runtime.router.route(oci.parse_name(request.match_info["name"]), ns)
+    target = request.app[keys.ROUTER].route(oci.parse_name(request.match_info["name"]), ns)
     ctx = context(request)
     ctx.upstream, ctx.namespace = target.upstream, ns
-    return runtime.proxy_for(target), target.name
+    return request.app[keys.PROXIES][target.upstream], target.name
 
 
 def _blob_headers(digest: str, size: int | None) -> dict[str, str]:

@@ -21,19 +21,10 @@ from typing import Any
 import diskcache
 from aiocache import SimpleMemoryCache
 
-from mirror.oci import Digest
+from mirror.oci import Digest, Manifest
 
 #: Seconds a manifest or tag entry stays in memory once stored or read back from disk.
 MEMORY_TTL = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """The exact upstream bytes of a manifest, their digest and media type."""
-
-    body: bytes
-    digest: str
-    media_type: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,6 @@ from yarl import URL
 from mirror import __version__, errors, oci
 from mirror.config import UpstreamSettings
 from mirror.metrics import Metrics
-from mirror.storage.manifests import Manifest
 from mirror.upstream.auth import Challenge, UpstreamAuth
 from mirror.upstream.blocking import BlockingResponse, Pool
 from mirror.upstream.health import UpstreamHealth
@@ -117,7 +116,7 @@ class UpstreamClient:
 
     # -- registry endpoints -------------------------------------------------------------------
 
-    async def get_manifest(self, name: str, reference: str, accept: list[str]) -> Manifest:
+    async def get_manifest(self, name: str, reference: str, accept: list[str]) -> oci.Manifest:
         """The manifest's exact bytes, checked against the requested or announced digest."""
         async with await self._ok("GET", name, f"manifests/{reference}", "manifest", accept) as resp:
             body = await _read_capped(resp, oci.MAX_MANIFEST_BYTES, "manifest")
@@ -128,7 +127,7 @@ class UpstreamClient:
         digest = str(oci.Digest.of(body, algorithm))
         if expected and digest != expected:
             raise errors.UpstreamBadGateway(f"upstream manifest bytes hash to {digest}, not {expected}")
-        return Manifest(body, digest, oci.sniff_media_type(body, content_type))
+        return oci.Manifest(body, digest, oci.sniff_media_type(body, content_type))
 
     async def head_manifest(self, name: str, reference: str, accept: list[str]) -> ManifestHead | None:
         """The digest the upstream gives for a manifest, or None when its answer lacks one."""

@@ -163,7 +163,7 @@ async def test_storage_failure_is_a_503_registry_error(
     def broken(*args: object) -> None:
         raise sqlite3.OperationalError("no such table: Cache")
 
-    monkeypatch.setattr(mirror.app[keys.RUNTIME].store, "open", broken)
+    monkeypatch.setattr(mirror.app[keys.STORE], "open", broken)
     digest = fake.add_blob(b"x")
     resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
     assert resp.status == 503

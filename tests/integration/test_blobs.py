@@ -126,7 +126,7 @@ async def test_failed_commit_still_serves_the_verified_bytes(
     """A disk error while committing a verified blob costs the cache entry, not the client's pull."""
     data = payload(2 * CHUNK + 9)
     digest = fake.add_blob(data)
-    store = mirror.app[keys.RUNTIME].store
+    store = mirror.app[keys.STORE]
 
     def disk_full(*_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -217,7 +217,7 @@ async def test_truncated_cache_file_is_fetched_again(fake: FakeUpstream, mirror:
     digest = fake.add_blob(data)
     await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read()
     await eventually(lambda: stored(mirror, digest))
-    store = mirror.app[keys.RUNTIME].store
+    store = mirror.app[keys.STORE]
     found = await asyncio.to_thread(store.open, digest)
     assert found is not None
     path = found.file.name
@@ -259,7 +259,7 @@ async def test_corrupt_small_blob_is_never_served_from_memory(fake: FakeUpstream
     digest = fake.add_blob(data)
     await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read()
     await eventually(lambda: stored(mirror, digest))
-    found = await asyncio.to_thread(mirror.app[keys.RUNTIME].store.open, digest)
+    found = await asyncio.to_thread(mirror.app[keys.STORE].open, digest)
     assert found is not None
     path = found.file.name
     found.close()

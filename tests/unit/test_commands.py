@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mirror import cli
-from mirror.cachetool import human_age, human_size, iso_time, plan_prune, sort_entries, stats_doc, target_size
-from mirror.config import Settings
-from mirror.oci import OCI_INDEX, parse_image_ref
-from mirror.storage.blobs import BlobEntry
-from mirror.warm import (
+from mirror.commands.cache import plan_prune, sort_entries, stats_doc, target_size
+from mirror.commands.common import human_age, human_size, iso_time
+from mirror.commands.warm import (
     Result,
     WarmError,
     choose_platforms,
@@ -23,6 +23,9 @@ from mirror.warm import (
     mirror_path,
     summary_table,
 )
+from mirror.config import Settings
+from mirror.oci import OCI_INDEX, parse_image_ref
+from mirror.storage.blobs import BlobEntry
 
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
 
@@ -245,3 +248,15 @@ def test_warm_with_a_bad_config_file_exits_2(tmp_path: Path, capsys: pytest.Capt
     config.write_text('platforms = ["nope"]\n')
     assert cli.main(["warm", "alpine", "--config", str(config)]) == 2
     assert "platforms" in capsys.readouterr().err
+
+
+def test_warm_command_does_not_import_the_server() -> None:
+    """Importing the warm command loads no server part: no app, proxy, fills, aiocache or diskcache."""
+    code = "import sys, mirror.commands.warm; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    server = {"mirror.app", "mirror.proxy", "mirror.fills", "aiocache", "diskcache", "mirror.storage.blobs"}
+    assert not loaded & server
