@@ -205,8 +205,8 @@ class Fills:
         except asyncio.CancelledError:
             self._fail(fill, errors.UpstreamUnavailable("the mirror is shutting down"), "shutdown")
             raise
-        except OSError as exc:
-            self._fail(fill, errors.UpstreamUnavailable(f"cache write failed: {exc.strerror}"), "disk")
+        except OSError as exc:  # writing the temp file, in the transfer thread
+            self._fail(fill, errors.StorageUnavailable(f"cache write failed: {exc.strerror}"), "disk")
         finally:
             self._fills.pop(fill.digest, None)
             self._metrics.fills_in_flight.dec()
@@ -287,6 +287,8 @@ def reason_of(exc: errors.RegistryError) -> str:
         return "digest_mismatch"
     if isinstance(exc, SizeMismatch):
         return "size_mismatch"
+    if isinstance(exc, errors.StorageUnavailable):
+        return "disk"
     return "upstream_error"
 
 
