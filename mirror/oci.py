@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from mirror.errors import DigestInvalid, ManifestInvalid, NameInvalid, NotFound
+from mirror.errors import DigestInvalid, ManifestUnknown, NameInvalid, NotFound
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -75,11 +75,13 @@ def parse_name(text: str) -> str:
 
 
 def parse_reference(text: str) -> str | Digest:
-    """A tag (str) or a Digest, or MANIFEST_INVALID / DIGEST_INVALID."""
+    """A tag (str) or a Digest, or DIGEST_INVALID for a malformed digest and MANIFEST_UNKNOWN for a
+    string that is no valid tag: no manifest can exist under it, and the OCI conformance suite (v1.1.1)
+    requires a 404 there (`manifests/.INVALID_MANIFEST_NAME`)."""
     if is_digest(text):
         return Digest.parse(text)
     if not _TAG.fullmatch(text):
-        raise ManifestInvalid(f"invalid tag {text[:200]!r}")
+        raise ManifestUnknown(f"invalid tag {text[:200]!r}")
     return text
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import mirror.oci as oci_module
 from mirror import oci
-from mirror.errors import DigestInvalid, ManifestInvalid, NameInvalid
+from mirror.errors import DigestInvalid, ManifestUnknown, NameInvalid
 from mirror.oci import Digest
 
 SHA256_HEX = hashlib.sha256(b"hello").hexdigest()
@@ -192,8 +192,8 @@ def test_parse_reference_accepts_tags(tag: str) -> None:
     ],
 )
 def test_parse_reference_rejects_bad_tags(tag: str) -> None:
-    """An invalid tag raises MANIFEST_INVALID."""
-    with pytest.raises(ManifestInvalid):
+    """An invalid tag raises MANIFEST_UNKNOWN (404: nothing can exist under it)."""
+    with pytest.raises(ManifestUnknown):
         oci.parse_reference(tag)
 
 
