@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -242,3 +243,29 @@ def select_children(index_body: bytes, platforms: frozenset[str] | None) -> list
             except DigestInvalid:
                 continue
     return list(dict.fromkeys(found))
+
+
+def parse_tag_list(body: bytes) -> list[str] | None:
+    """The tags of a `tags/list` document, or None when it is no such document."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    tags = doc.get("tags") if isinstance(doc, dict) else None
+    if tags is None and isinstance(doc, dict) and "name" in doc:
+        return []  # distribution answers `"tags": null` for a repository without tags
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return None
+    return tags
+
+
+def tag_page(tags: Iterable[str], n: int | None, last: str | None) -> tuple[list[str], str | None]:
+    """One page of a tag list as the spec pages it: sorted, after `last`, at most `n`; and the `last`
+    of the next page when more remain."""
+    ordered = sorted(set(tags))
+    if last is not None:
+        ordered = [t for t in ordered if t > last]
+    if n is None or len(ordered) <= n:
+        return ordered, None
+    page = ordered[:n]
+    return page, page[-1] if page else None

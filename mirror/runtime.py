@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from mirror.fills import Fills
 from mirror.pins import Pins
 from mirror.proxy import RegistryProxy
+from mirror.referrer_proxy import ReferrerProxy
 from mirror.routing import Router, Target
 from mirror.storage.blobs import BlobStore
+from mirror.tag_lists import TagLists
 
 
 class NotStarted(RuntimeError):
@@ -26,6 +28,8 @@ class Components:
     store: BlobStore
     fills: Fills
     pins: Pins
+    referrers: dict[str, ReferrerProxy]
+    tag_lists: dict[str, TagLists]
 
 
 class Runtime:
@@ -53,6 +57,14 @@ class Runtime:
     def proxy_for(self, target: Target) -> RegistryProxy:
         """The proxy of the upstream a routed request targets."""
         return self.components.proxies[target.upstream]
+
+    def referrers_for(self, target: Target) -> ReferrerProxy:
+        """The referrers service of the upstream a routed request targets."""
+        return self.components.referrers[target.upstream]
+
+    def tag_lists_for(self, target: Target) -> TagLists:
+        """The tag-list service of the upstream a routed request targets."""
+        return self.components.tag_lists[target.upstream]
 
     @property
     def router(self) -> Router:

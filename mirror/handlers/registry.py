@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from mirror import errors, keys, oci
@@ -11,6 +9,8 @@ from mirror.fills import FillFailed
 from mirror.middlewares import context
 from mirror.proxy import BlobAnswer, RegistryProxy
 from mirror.ranges import parse_range
+from mirror.referrers import ARTIFACT_TYPE_FILTER
+from mirror.routing import Target
 from mirror.transfer import send_file, send_fill
 
 BLOB_TYPE = "application/octet-stream"
@@ -62,18 +62,30 @@ async def blob(request: web.Request) -> web.StreamResponse:
 
 
 async def tags(request: web.Request) -> web.Response:
-    """`GET /v2/<name>/tags/list`, relayed from upstream with `n` and `last`."""
+    """`GET /v2/<name>/tags/list` with `n` and `last`: cached, revalidated, stale when upstream fails."""
     ctx = context(request)
-    ctx.kind, ctx.result = "tags", "miss"
-    proxy, name = _route(request)
-    body, headers = await proxy.tags(name, request.query)
-    try:
-        json.loads(body)
-    except ValueError:
-        raise errors.UpstreamBadGateway("upstream tag list is not JSON") from None
-    ctx.source, ctx.bytes_sent = "upstream", len(body)
-    headers.setdefault("Content-Type", "application/json")
-    return web.Response(body=body, headers=headers)
+    ctx.kind = "tags"
+    target = _target(request)
+    service = request.app[keys.RUNTIME].tag_lists_for(target)
+    answer = await service.tags(target.name, request.query, request.path)
+    ctx.result, ctx.bytes_sent = answer.result, len(answer.body)
+    ctx.source = "upstream" if answer.result in ("miss", "coalesced") else "cache"
+    headers = {"Link": answer.link} if answer.link else {}
+    return web.Response(body=answer.body, content_type="application/json", headers=headers)
+
+
+async def referrers(request: web.Request) -> web.Response:
+    """`GET /v2/<name>/referrers/<digest>[?artifactType=T]`: an OCI index of the digest's referrers."""
+    ctx = context(request)
+    ctx.kind = "referrers"
+    digest = oci.Digest.parse(request.match_info["digest"])
+    target = _target(request)
+    service = request.app[keys.RUNTIME].referrers_for(target)
+    answer = await service.referrers(target.name, digest, request.query.get("artifactType") or None)
+    ctx.result, ctx.bytes_sent = answer.result, len(answer.body)
+    ctx.source = "upstream" if answer.result in ("miss", "coalesced") else "cache"
+    headers = {"OCI-Filters-Applied": ARTIFACT_TYPE_FILTER} if answer.filtered else {}
+    return web.Response(body=answer.body, content_type=oci.OCI_INDEX, headers=headers)
 
 
 async def fallback(request: web.Request) -> web.Response:
@@ -86,12 +98,17 @@ async def fallback(request: web.Request) -> web.Response:
 
 def _route(request: web.Request) -> tuple[RegistryProxy, str]:
     """The proxy of the upstream serving this request and the repository name to ask it for."""
-    runtime = request.app[keys.RUNTIME]
+    target = _target(request)
+    return request.app[keys.RUNTIME].proxy_for(target), target.name
+
+
+def _target(request: web.Request) -> Target:
+    """The upstream serving this request and the repository name to ask it for."""
     ns = request.query.get("ns")
-    target = runtime.router.route(oci.parse_name(request.match_info["name"]), ns)
+    target = request.app[keys.RUNTIME].router.route(oci.parse_name(request.match_info["name"]), ns)
     ctx = context(request)
     ctx.upstream, ctx.namespace = target.upstream, ns
-    return runtime.proxy_for(target), target.name
+    return target
 
 
 def _blob_headers(digest: str, size: int | None) -> dict[str, str]:

@@ -34,6 +34,8 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TAGS_HEADERS = ("Link", "Content-Type")
 #: A tags list bigger than this is refused rather than held in memory.
 MAX_TAGS_BYTES = 16 * 1024 * 1024
+#: What a registry without the referrers API (Docker Hub, distribution 2.8) answers for its route.
+_NO_REFERRERS_API = frozenset({404, 405})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,14 @@ class ManifestHead:
 
     digest: str
     media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrersPage:
+    """One page of an upstream referrers list and its `Link` header (naming the next page, if any)."""
+
+    body: bytes
+    link: str | None
 
 
 def error_for_status(status: int, kind: str, body: bytes, headers: Mapping[str, str]) -> errors.RegistryError:
@@ -159,6 +169,27 @@ class UpstreamClient:
             body = await _read_capped(resp, MAX_TAGS_BYTES, "tag list")
             relay = {h: resp.headers[h] for h in _TAGS_HEADERS if h in resp.headers}
         return body, relay
+
+    async def referrers_page(self, name: str, digest: str, page: str | None = None) -> ReferrersPage | None:
+        """One page of the upstream's referrers list for `digest` (`page`: a next-page URL from the
+        `Link` of the one before), or None when the upstream has no referrers API (404 or 405)."""
+        url = URL(f"{self._settings.url}/v2/{name}/referrers/{digest}")
+        if page is not None:
+            url = url.join(URL(page, encoded=True))
+            if url.origin() != self._base.origin():
+                raise errors.UpstreamBadGateway("the upstream's referrers Link leaves its origin")
+        accept = {"Accept": oci.OCI_INDEX}
+        resp = await self._authorized("GET", url, accept, f"repository:{name}:pull", "referrers", False)
+        assert isinstance(resp, aiohttp.ClientResponse)
+        async with resp:
+            if resp.status in _NO_REFERRERS_API:
+                return None
+            if not 200 <= resp.status < 300:
+                raise error_for_status(
+                    resp.status, "referrers", await resp.content.read(64 * 1024), resp.headers
+                )
+            body = await _read_capped(resp, oci.MAX_MANIFEST_BYTES, "referrers list")
+            return ReferrersPage(body, resp.headers.get("Link"))
 
     # -- transport ----------------------------------------------------------------------------
 
