@@ -445,6 +445,24 @@ def test_upstream_tables_add_registries_inheriting_defaults(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
+    ("top", "table", "expected"),
+    [
+        ("", "", (60.0, 60.0)),
+        ("", "tag_ttl = 10\n", (60.0, 10.0)),
+        ("referrers_ttl = 30\n", "tag_ttl = 10\n", (30.0, 30.0)),
+        ("referrers_ttl = 30\n", "referrers_ttl = 5\n", (30.0, 5.0)),
+    ],
+)
+def test_referrers_ttl_defaults_to_the_tag_ttl(
+    tmp_path: Path, top: str, table: str, expected: tuple[float, float]
+) -> None:
+    """referrers_ttl: the upstream's own, else the top-level one, else the upstream's tag TTL."""
+    path = _file(tmp_path, f'tag_ttl = 60\n{top}[[upstreams]]\nregistry = "ghcr.io"\n{table}')
+    docker, ghcr = load({}, {}, path).registries()
+    assert (docker.referrers_ttl, ghcr.referrers_ttl) == expected
+
+
+@pytest.mark.parametrize(
     ("table", "message"),
     [
         ('url = "https://ghcr.io"', "registry is required"),

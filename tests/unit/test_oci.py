@@ -401,3 +401,40 @@ def test_select_children_tells_variants_apart() -> None:
     ]
     assert oci_module.select_children(body, frozenset({"linux/arm64"})) == ["sha256:" + "c" * 64]
     assert oci_module.select_children(body, frozenset({"linux/arm/v5"})) == []
+
+
+# --- tag lists ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"name": "a", "tags": ["1", "2"]}', ["1", "2"]),
+        (b'{"name": "a", "tags": null}', []),
+        (b'{"name": "a", "tags": [1]}', None),
+        (b'{"tags": "1"}', None),
+        (b"[]", None),
+        (b"<html>", None),
+    ],
+)
+def test_parse_tag_list(body: bytes, expected: list[str] | None) -> None:
+    """A tags/list document gives its tags (none for `null`); anything else gives None."""
+    assert oci.parse_tag_list(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("n", "last", "page", "next_last"),
+    [
+        (None, None, ["a", "b", "c"], None),
+        (2, None, ["a", "b"], "b"),
+        (2, "b", ["c"], None),
+        (3, None, ["a", "b", "c"], None),
+        (None, "a", ["b", "c"], None),
+        (0, None, [], None),
+    ],
+)
+def test_tag_page_pages_like_the_spec(
+    n: int | None, last: str | None, page: list[str], next_last: str | None
+) -> None:
+    """Tags are sorted, start after `last`, hold at most `n`, and name the next page's `last`."""
+    assert oci.tag_page(["c", "a", "b", "a"], n, last) == (page, next_last)
