@@ -224,7 +224,8 @@ def platform_names(platform: object) -> tuple[str, ...]:
 
 def select_children(index_body: bytes, platforms: frozenset[str] | None) -> list[str]:
     """Digests of an index's manifests for `platforms` ("os/arch" or "os/arch/variant"; None for all),
-    in index order."""
+    in index order. An entry without a `platform` is no platform image (an artifact: a chart, a WASM
+    module, an SBOM) and is chosen whatever the platforms."""
     try:
         doc = json.loads(index_body)
     except ValueError:
@@ -237,7 +238,7 @@ def select_children(index_body: bytes, platforms: frozenset[str] | None) -> list
         names = platform_names(entry.get("platform"))
         if names[0] == "unknown/unknown":  # buildx attestation manifests, not a platform image
             continue
-        if platforms is None or not platforms.isdisjoint(names):
+        if platforms is None or "platform" not in entry or not platforms.isdisjoint(names):
             try:
                 found.append(str(Digest.parse(entry["digest"])))
             except DigestInvalid:

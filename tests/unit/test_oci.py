@@ -403,6 +403,21 @@ def test_select_children_tells_variants_apart() -> None:
     assert oci_module.select_children(body, frozenset({"linux/arm/v5"})) == []
 
 
+def test_select_children_keeps_entries_without_platform() -> None:
+    """An index entry without `platform` (an artifact) is chosen whatever the platforms asked for."""
+    entries = [
+        {"mediaType": oci.OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 1},
+        {
+            "mediaType": oci.OCI_MANIFEST,
+            "digest": "sha256:" + "b" * 64,
+            "size": 1,
+            "platform": {"os": "linux", "architecture": "arm64"},
+        },
+    ]
+    body = json.dumps({"schemaVersion": 2, "manifests": entries}).encode()
+    assert oci_module.select_children(body, frozenset({"linux/amd64"})) == ["sha256:" + "a" * 64]
+
+
 # --- tag lists ----------------------------------------------------------------------------------
 
 
