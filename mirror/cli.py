@@ -6,15 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from mirror import __version__, cachetool, log, warm
 from mirror.app import create_app
-from mirror.config import ConfigError, Settings, load
+from mirror.config import ConfigError, Listen, Settings, load
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -39,6 +41,18 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     return load(flags, environ, args.config)
 
 
+def listen_on(listen: Listen) -> dict[str, Any]:
+    """`run_app` arguments for `listen`. `::` means every address, IPv4 included (a dual-stack socket,
+    as `[::]:80` means to nginx with `ipv6only=off`): asyncio would make it IPv6-only."""
+    if listen.host != "::":
+        return {"host": listen.host, "port": listen.port}
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", listen.port))
+    return {"sock": sock}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "cache":
@@ -56,8 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.configure(settings.log_format, settings.log_level)
     web.run_app(
         create_app(settings),
-        host=settings.listen.host,
-        port=settings.listen.port,
+        **listen_on(settings.listen),
         access_log=None,
         print=None,
         shutdown_timeout=settings.shutdown_grace,

@@ -138,6 +138,19 @@ def test_empty_mirror_config_means_no_file() -> None:
     assert load({}, {"MIRROR_CONFIG": ""}, None) == Settings()
 
 
+@pytest.mark.parametrize(
+    ("listen", "shown"),
+    [
+        (Listen("0.0.0.0", 5000), "0.0.0.0:5000"),
+        (Listen("::", 5000), "[::]:5000"),
+        (Listen("::1", 80), "[::1]:80"),
+    ],
+)
+def test_listen_address_prints_ipv6_in_brackets(listen: Listen, shown: str) -> None:
+    """An IPv6 listen address is shown as `[host]:port`, as it is written in the config."""
+    assert str(listen) == shown
+
+
 # --- values parsed from every source ------------------------------------------------------------
 
 
@@ -147,10 +160,13 @@ def test_empty_mirror_config_means_no_file() -> None:
         ("listen", "127.0.0.1:8080", Listen("127.0.0.1", 8080)),
         ("listen", ":8080", Listen("0.0.0.0", 8080)),
         ("listen", "[::1]:8080", Listen("::1", 8080)),
+        ("listen", "[::]:5000", Listen("::", 5000)),
         ("listen", "localhost:65535", Listen("localhost", 65535)),
         ("listen", "h:1", Listen("h", 1)),
         ("upstream", "https://registry.example/", "https://registry.example"),
         ("upstream", "http://localhost:5001", "http://localhost:5001"),
+        ("upstream", "http://[::1]:5001/", "http://[::1]:5001"),
+        ("referrers_ttl", "45", 45.0),
         ("upstream_username", "bob", "bob"),
         ("upstream_password", SECRET, SECRET),
         ("tag_ttl", "0", 0.0),
