@@ -270,3 +270,12 @@ def tag_page(tags: Iterable[str], n: int | None, last: str | None) -> tuple[list
         return ordered, None
     page = ordered[:n]
     return page, page[-1] if page else None
+
+
+def rebase_link(link: str, upstream_path: str, client_path: str) -> str:
+    """A `Link` header naming the upstream's `upstream_path` (`/v2/owner/app/tags/list?...`), pointed
+    at the path the client asked instead (`/v2/ghcr.io/owner/app/tags/list?...`), so that following it
+    reaches the same upstream through the mirror."""
+    return link.replace(f"<{upstream_path}?", f"<{client_path}?").replace(
+        f"<{upstream_path}>", f"<{client_path}>"
+    )

@@ -57,7 +57,7 @@ class TagLists:
         key = urlencode(sorted(passed.items()))
         cached = await self._listings.get(KIND, self.label, name, key)
         if cached is not None and cached.fresh(self._ttl):
-            return TagsAnswer(cached.body, cached.link, "hit")
+            return self._answer(cached, name, path, "hit")
         if self.upstream.health.breaker.forced_open and cached is None:
             return await self._local(name, passed, path, query.get("ns"))
         try:
@@ -68,12 +68,18 @@ class TagLists:
             if cached is None:
                 raise
             log.warning("tags_served_stale", upstream=self.label, name=name, reason=str(exc))
-            return TagsAnswer(cached.body, cached.link, "stale")
+            return self._answer(cached, name, path, "stale")
         except (errors.NameUnknown, errors.ManifestUnknown):
             await self._listings.forget(KIND, self.label, name, key)
             raise
         result = "coalesced" if joined else "miss" if cached is None else "revalidated"
-        return TagsAnswer(listing.body, listing.link, result)
+        return self._answer(listing, name, path, result)
+
+    @staticmethod
+    def _answer(listing: Listing, name: str, path: str, result: str) -> TagsAnswer:
+        """The answer, its upstream `Link` pointed at the path the client asked."""
+        link = listing.link and oci.rebase_link(listing.link, f"/v2/{name}/tags/list", path)
+        return TagsAnswer(listing.body, link, result)
 
     async def _fetch(self, name: str, key: str, passed: Mapping[str, str]) -> Listing:
         body, headers = await self.upstream.tags(name, passed)

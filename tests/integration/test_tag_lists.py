@@ -4,7 +4,7 @@ stale when the upstream fails, and built from the tags the mirror holds in offli
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from tests.integration.conftest import MirrorFactory
 from tests.integration.fake_upstream import FakeUpstream
@@ -111,3 +111,15 @@ async def test_offline_mode_lists_the_tags_held_locally(
     assert (await rest.json())["tags"] == ["3.0"]
     assert "Link" not in rest.headers
     assert len(fake.seen) == before
+
+
+async def test_upstream_link_points_back_through_the_mirror(
+    fake: FakeUpstream, upstream: TestServer, make_mirror: MirrorFactory
+) -> None:
+    """A path-prefix routed tag list gets the upstream's Link pointed at the path the client used."""
+    url = str(upstream.make_url("")).rstrip("/")
+    mirror = await make_mirror(config=f'[[upstreams]]\nregistry = "ghcr.io"\nurl = "{url}"\n')
+    fake.add_manifest("owner/app", "1.0", [fake.add_blob(b"x")])
+    fake.tags_link = '</v2/owner/app/tags/list?last=1.0&n=1>; rel="next"'
+    resp = await mirror.get("/v2/ghcr.io/owner/app/tags/list", params={"n": "1"})
+    assert resp.headers["Link"] == '</v2/ghcr.io/owner/app/tags/list?last=1.0&n=1>; rel="next"'

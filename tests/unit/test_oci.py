@@ -453,3 +453,19 @@ def test_tag_page_pages_like_the_spec(
 ) -> None:
     """Tags are sorted, start after `last`, hold at most `n`, and name the next page's `last`."""
     assert oci.tag_page(["c", "a", "b", "a"], n, last) == (page, next_last)
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        (
+            '</v2/owner/app/tags/list?last=b&n=2>; rel="next"',
+            '</v2/ghcr.io/owner/app/tags/list?last=b&n=2>; rel="next"',
+        ),
+        ('</v2/owner/app/tags/list>; rel="next"', '</v2/ghcr.io/owner/app/tags/list>; rel="next"'),
+        ('</v2/other/tags/list?n=1>; rel="next"', '</v2/other/tags/list?n=1>; rel="next"'),
+    ],
+)
+def test_rebase_link_points_at_the_clients_path(link: str, expected: str) -> None:
+    """An upstream tag list Link naming the upstream's path is pointed at the client's path."""
+    assert oci.rebase_link(link, "/v2/owner/app/tags/list", "/v2/ghcr.io/owner/app/tags/list") == expected
