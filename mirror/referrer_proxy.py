@@ -128,8 +128,11 @@ class ReferrerProxy:
         raise errors.UpstreamBadGateway(f"the upstream's referrers list has more than {MAX_PAGES} pages")
 
     async def _from_fallback_tag(self, name: str, digest: oci.Digest) -> Listing:
+        """The list under the fallback tag. A HEAD first: most images have no referrers, and finding
+        that out then costs no GET (which Docker Hub counts against the pull limit)."""
         tag = referrers.fallback_tag(digest)
         try:
+            await self.upstream.head_manifest(name, tag, [oci.OCI_INDEX])
             manifest = await self.upstream.get_manifest(name, tag, [oci.OCI_INDEX])
         except (errors.ManifestUnknown, errors.NameUnknown):
             return Listing(referrers.index([]), time.time(), _TAG)

@@ -89,6 +89,27 @@ async def test_no_referrers_is_an_empty_index_not_a_404(fake: FakeUpstream, mirr
     assert (other.status, await listed(other)) == (200, [])
 
 
+async def test_unreferred_digest_costs_no_manifest_get(fake: FakeUpstream, mirror: Client) -> None:
+    """Without the API and without a fallback tag, finding the list empty takes a HEAD, not a GET."""
+    assert await listed(await mirror.get(PATH)) == []
+    assert [s.method for s in fake.requests(contains="/manifests/")] == ["HEAD"]
+
+
+async def test_low_rate_limit_budget_serves_the_cached_list(
+    fake: FakeUpstream, make_mirror: MirrorFactory
+) -> None:
+    """While the upstream's pull budget is under the reserve, an expired list is served without asking."""
+    mirror = await make_mirror(referrers_ttl=0)
+    fallback_index(fake, referrer(1))
+    await mirror.get(PATH)
+    fake.manifest_headers = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "2;w=21600"}
+    fake.add_manifest("library/app", "1.0", [fake.add_blob(b"x")])
+    await mirror.get("/v2/library/app/manifests/1.0")
+    before = len(fake.seen)
+    assert await listed(await mirror.get(PATH)) == [digest_of(b"r1")]
+    assert len(fake.seen) == before
+
+
 async def test_cached_list_within_ttl_sends_nothing_upstream(fake: FakeUpstream, mirror: Client) -> None:
     """A second request within the TTL is answered from the cache."""
     fallback_index(fake, referrer(1))
