@@ -25,6 +25,10 @@ log = structlog.get_logger("mirror.referrers")
 KIND = "referrers"
 #: Pages of an upstream referrers list followed at most: a longer chain is refused, not followed forever.
 MAX_PAGES = 32
+#: Seconds after an upstream answered 404/405 for the referrers route during which the mirror reads the
+#: fallback tag directly, instead of asking that route again for every subject; after it the route is
+#: tried again, in case the upstream gained the API (an upgrade of the registry).
+API_RETRY_SECONDS = 300.0
 _API = "api"
 _TAG = "tag:"  # + the fallback tag's digest, empty when the tag does not exist
 
@@ -103,7 +107,7 @@ class ReferrerProxy:
         if time.monotonic() >= self._no_api_until:
             listing = await self._from_api(name, digest)
             if listing is None:
-                self._no_api_until = time.monotonic() + self._ttl
+                self._no_api_until = time.monotonic() + API_RETRY_SECONDS
         if listing is None:
             listing = await self._from_fallback_tag(name, digest)
         await self._listings.put(KIND, self.label, name, str(digest), listing)

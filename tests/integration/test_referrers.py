@@ -79,6 +79,16 @@ async def test_without_upstream_api_the_fallback_tag_is_read(fake: FakeUpstream,
     ]
 
 
+async def test_an_upstream_without_the_api_is_not_asked_for_it_again(
+    fake: FakeUpstream, mirror: Client
+) -> None:
+    """After the route answered 404, other subjects go straight to their fallback tags."""
+    for n in range(3):
+        assert (await mirror.get(f"/v2/library/app/referrers/sha256:{str(n) * 64}")).status == 200
+    assert len(fake.requests("GET", "/referrers/")) == 1
+    assert len(fake.requests("HEAD", "/manifests/sha256-")) == 3
+
+
 async def test_no_referrers_is_an_empty_index_not_a_404(fake: FakeUpstream, mirror: Client) -> None:
     """A digest nothing refers to gets 200 with an empty OCI index, API or not."""
     resp = await mirror.get(PATH)
