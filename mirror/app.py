@@ -9,24 +9,24 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from mirror import keys, middlewares, routes
+from mirror import keys, middlewares, oci, routes
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
-from mirror.pins import Pins
 from mirror.proxy import RegistryProxy
 from mirror.referrer_proxy import ReferrerProxy
-from mirror.routing import Router
-from mirror.runtime import Components, Runtime
 from mirror.storage.blobs import BlobStore
 from mirror.storage.eviction import Evictor
 from mirror.storage.hot import HotBlobs
 from mirror.storage.listings import ListingCache
 from mirror.storage.manifests import ManifestCache, ManifestDisk
+from mirror.storage.pins import PinRecord
 from mirror.tag_lists import TagLists
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.health import UpstreamHealth
+from mirror.upstream.router import Router
+from mirror.warmup import warm_pins
 
 log = structlog.get_logger("mirror.app")
 ACCESS_FLUSH_SECONDS = 5.0
@@ -40,7 +40,6 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[middlewares.observe], client_max_size=64 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
-    app[keys.RUNTIME] = Runtime()
     app.on_response_prepare.append(middlewares.add_headers)
     app.cleanup_ctx.append(_components)
     routes.setup(app)
@@ -55,14 +54,13 @@ async def _flush_access_times(store: BlobStore) -> None:
 
 
 async def _components(app: web.Application) -> AsyncIterator[None]:
-    settings, metrics, runtime = app[keys.SETTINGS], app[keys.METRICS], app[keys.RUNTIME]
+    settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
-    store = await asyncio.to_thread(BlobStore, settings.cache_dir, settings.cache_max_bytes)
+    store = await asyncio.to_thread(BlobStore, settings.cache_dir)
     removed = await asyncio.to_thread(store.recover)
     report = await asyncio.to_thread(store.check)
     metrics.cache_limit.set(settings.cache_max_bytes)
-    platforms = None if "all" in settings.platforms else frozenset(settings.platforms)
-    pins = Pins(settings.pins, settings.cache_dir / "pins.json", platforms)
+    pins = PinRecord(settings.pins, settings.cache_dir)
     await asyncio.to_thread(pins.load)
     limit = settings.cache_max_bytes
     evictor = Evictor(
@@ -99,8 +97,15 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             referrers[upstream.label] = ReferrerProxy(upstream, listings, referrers_ttl)
             tag_lists[upstream.label] = TagLists(upstream, listings, manifests, ttl)
         router = Router(registries)
-        runtime.attach(Components(proxies, router, store, fills, pins, referrers, tag_lists))
-        warming = asyncio.create_task(pins.warm(router, proxies), name="pin warm-up") if pins.refs else None
+        app[keys.PROXIES], app[keys.ROUTER], app[keys.STORE] = proxies, router, store
+        app[keys.FILLS], app[keys.PINS] = fills, pins
+        app[keys.REFERRERS], app[keys.TAG_LISTS] = referrers, tag_lists
+        platforms = oci.platform_filter(settings.platforms)
+        warming = (
+            asyncio.create_task(warm_pins(pins, router, proxies, platforms), name="pin warm-up")
+            if pins.refs
+            else None
+        )
         flushing = asyncio.create_task(_flush_access_times(store), name="access-time flush")
         log.info(
             "mirror_started",
@@ -116,7 +121,6 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            runtime.detach()
             for task in (warming, flushing):
                 if task is not None:
                     task.cancel()

@@ -12,13 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from mirror import __version__, cachetool, log, warm
-from mirror.app import create_app
+from mirror import __version__, log
+from mirror.commands import cache, warm
+from mirror.commands.common import EXIT_OK, EXIT_USAGE
 from mirror.config import ConfigError, Listen, Settings, load
-
-EXIT_OK, EXIT_USAGE = 0, 2
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,7 +28,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--cache-dir", help="cache directory (default ./cache)")
     serve.add_argument("--upstream", help="upstream registry URL, standing for docker.io")
     serve.add_argument("--print-config", action="store_true", help="print the effective config and exit")
-    cachetool.add_parser(sub)
+    cache.add_parser(sub)
     warm.add_parser(sub)
     return top
 
@@ -56,7 +53,7 @@ def listen_on(listen: Listen) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "cache":
-        return cachetool.run(args)
+        return cache.run(args)
     if args.command == "warm":
         return warm.run(args)
     try:
@@ -68,6 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(settings.redacted(), indent=2))
         return EXIT_OK
     log.configure(settings.log_format, settings.log_level)
+    serve(settings)
+    return EXIT_OK
+
+
+def serve(settings: Settings) -> None:
+    """Run the mirror until SIGINT/SIGTERM."""
+    # Imported here, not at the top: the operator commands must not load the server (see mirror.commands).
+    from aiohttp import web
+
+    from mirror.app import create_app
+
     web.run_app(
         create_app(settings),
         **listen_on(settings.listen),
@@ -75,4 +83,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print=None,
         shutdown_timeout=settings.shutdown_grace,
     )
-    return EXIT_OK

@@ -19,12 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from mirror import values
+from mirror.oci import DOCKER_HUB, DOCKER_IO, DOCKER_IO_NAMES
 from mirror.values import Listen
 
-DOCKER_HUB = "https://registry-1.docker.io"
-DOCKER_IO = "docker.io"
-#: Names clients give Docker Hub; all of them are served by the docker.io upstream.
-DOCKER_IO_NAMES = frozenset({DOCKER_IO, "index.docker.io", "registry-1.docker.io"})
 ENV_PREFIX = "MIRROR_"
 SECRET_KEYS = frozenset({"upstream_password", "password"})
 REDACTED = "***"

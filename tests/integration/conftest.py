@@ -91,5 +91,5 @@ async def _holds(value: Awaitable[bool] | bool) -> bool:
 
 async def stored(client: TestClient[web.Request, web.Application], digest: str) -> bool:
     """Whether the mirror's blob store holds `digest`."""
-    store = client.app[keys.RUNTIME].store
+    store = client.app[keys.STORE]
     return await asyncio.to_thread(store.__contains__, digest)

@@ -103,7 +103,7 @@ async def test_startup_drops_index_rows_whose_files_changed(
     paths = {}
     for digest in (truncated, deleted, intact):
         await pull(mirror, digest)
-        found = await asyncio.to_thread(mirror.app[keys.RUNTIME].store.open, digest)
+        found = await asyncio.to_thread(mirror.app[keys.STORE].open, digest)
         assert found is not None
         paths[digest] = Path(found.file.name)
         found.close()

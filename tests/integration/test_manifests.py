@@ -9,7 +9,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from mirror import keys, oci
-from mirror.routing import Target
 from tests.integration.conftest import MirrorFactory, eventually
 from tests.integration.fake_upstream import OCI_MANIFEST, FakeUpstream, digest_of
 
@@ -80,7 +79,7 @@ async def test_request_that_saw_the_tag_stale_does_not_revalidate_it_again(
     mirror = await make_mirror(tag_ttl=0.3)
     image(fake)
     await mirror.get("/v2/library/app/manifests/1.0", headers=ACCEPT)
-    proxy = mirror.app[keys.RUNTIME].proxy_for(Target("docker.io", "library/app"))
+    proxy = mirror.app[keys.PROXIES]["docker.io"]
     seen = await proxy._manifests.tag(proxy.label, "library/app", "1.0")
     assert seen is not None
     await eventually(lambda: not seen.fresh(0.3))

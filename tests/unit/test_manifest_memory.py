@@ -10,7 +10,8 @@ from pathlib import Path
 
 from aiocache import SimpleMemoryCache
 
-from mirror.storage.manifests import Manifest, ManifestCache, ManifestDisk
+from mirror.oci import Manifest
+from mirror.storage.manifests import ManifestCache, ManifestDisk
 
 BODY = b'{"schemaVersion":2}'
 DIGEST = "sha256:" + hashlib.sha256(BODY).hexdigest()

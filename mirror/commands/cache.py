@@ -14,80 +14,33 @@ import os
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 from tqdm import tqdm
 
 from mirror import values
+from mirror.commands.common import (
+    EXIT_OK,
+    EXIT_PROBLEM,
+    EXIT_USAGE,
+    SubParsers,
+    argument_type,
+    human_age,
+    human_size,
+    iso_time,
+)
 from mirror.config import ConfigError, Settings, load
-from mirror.errors import RegistryError
 from mirror.oci import Digest
-from mirror.pins import Pins
 from mirror.storage.blobs import BlobEntry, BlobStore
-
-EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
-_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-_AGES = ((86400, "d"), (3600, "h"), (60, "m"))
+from mirror.storage.pins import PinRecord
 
 Action = Callable[[argparse.Namespace, Settings, BlobStore], int]
-SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"  # no public name for it
-
-
-def human_size(count: int) -> str:
-    """Bytes in binary units: `512 B`, `1.5 KiB`, `50.0 GiB`."""
-    if abs(count) < 1024:
-        return f"{count} B"
-    value, unit = count / 1024, 1
-    while abs(value) >= 1024 and unit < len(_UNITS) - 1:
-        value, unit = value / 1024, unit + 1
-    return f"{value:.1f} {_UNITS[unit]}"
-
-
-def human_age(seconds: float) -> str:
-    """A duration in its largest whole unit: `42s`, `5m`, `3h`, `2d` (negative, from clock skew: `0s`)."""
-    whole = max(int(seconds), 0)
-    for size, unit in _AGES:
-        if whole >= size:
-            return f"{whole // size}{unit}"
-    return f"{whole}s"
-
-
-def iso_time(timestamp: float) -> str:
-    """Unix seconds as an ISO 8601 UTC time, to the second."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    """An argparse `type=` from a value parser: its ValueError (or registry error) becomes a usage error."""
-
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except (ValueError, TypeError, RegistryError) as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
 
 
 def target_size(text: str) -> int:
     """A `--to` size: like `cache_max_bytes` (`500M`, `50G`), and 0 allowed (evict every unpinned blob)."""
     return 0 if text.strip() == "0" else values.size(text)
-
-
-def plan_prune(entries: list[BlobEntry], target: int, protected: Collection[str]) -> list[BlobEntry]:
-    """What `BlobStore.evict(target, protected)` would delete: least recently used first, until the blobs
-    left add up to at most `target` bytes, never a protected blob."""
-    volume = sum(e.size for e in entries)
-    planned: list[BlobEntry] = []
-    for entry in sorted(entries, key=lambda e: e.accessed_at):
-        if volume <= target:
-            break
-        if entry.digest not in protected:
-            planned.append(entry)
-            volume -= entry.size
-    return planned
 
 
 def sort_entries(entries: list[BlobEntry], by: str, limit: int | None) -> list[BlobEntry]:
@@ -163,8 +116,7 @@ def entry_doc(entry: BlobEntry, pinned: bool) -> dict[str, Any]:
 
 def pinned_digests(settings: Settings) -> frozenset[str]:
     """Digests the configured pins held at their last warm-up (from `pins.json` in the cache dir)."""
-    platforms = None if "all" in settings.platforms else frozenset(settings.platforms)
-    pins = Pins(settings.pins, settings.cache_dir / "pins.json", platforms)
+    pins = PinRecord(settings.pins, settings.cache_dir)
     pins.load()
     return pins.digests()
 
@@ -174,7 +126,7 @@ def opened_store(settings: Settings) -> Iterator[BlobStore]:
     """The blob store of `settings.cache_dir`; a directory without one is a configuration error."""
     if not (settings.cache_dir / "blobs").is_dir():
         raise ConfigError(f"no blob store in {settings.cache_dir} (has a mirror run with this cache_dir?)")
-    store = BlobStore(settings.cache_dir, settings.cache_max_bytes)
+    store = BlobStore(settings.cache_dir)
     try:
         yield store
     finally:
@@ -229,7 +181,7 @@ def prune(args: argparse.Namespace, settings: Settings, store: BlobStore) -> int
     """Evict least recently used, unpinned blobs down to the target (or say which would go)."""
     target = args.to if args.to is not None else int(settings.cache_max_bytes * settings.cache_low_watermark)
     before, pinned = store.blob_bytes(), pinned_digests(settings)
-    evicted = plan_prune(store.entries(), target, pinned) if args.dry_run else store.evict(target, pinned)
+    evicted = store.plan_eviction(target, pinned) if args.dry_run else store.evict(target, pinned)
     freed = sum(e.size for e in evicted)
     after = before - freed if args.dry_run else store.blob_bytes()
     if args.json:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mirror import cli
-from mirror.cachetool import human_age, human_size, iso_time, plan_prune, sort_entries, stats_doc, target_size
-from mirror.config import Settings
-from mirror.oci import OCI_INDEX, parse_image_ref
-from mirror.storage.blobs import BlobEntry
-from mirror.warm import (
+from mirror.commands.cache import sort_entries, stats_doc, target_size
+from mirror.commands.common import human_age, human_size, iso_time
+from mirror.commands.warm import (
     Result,
     WarmError,
     choose_platforms,
@@ -23,6 +23,9 @@ from mirror.warm import (
     mirror_path,
     summary_table,
 )
+from mirror.config import Settings
+from mirror.oci import OCI_INDEX, parse_image_ref
+from mirror.storage.blobs import BlobEntry, plan_eviction
 
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
 
@@ -76,16 +79,16 @@ def test_target_size_accepts_units_and_zero(text: str, expected: int) -> None:
     assert target_size(text) == expected
 
 
-def test_plan_prune_takes_least_recently_used_first_and_skips_protected() -> None:
-    """The plan evicts in access order, passes over a protected blob, and stops once under the target."""
+def test_plan_eviction_takes_least_recently_used_first_and_skips_spared() -> None:
+    """The plan evicts in access order, passes over a spared blob, and stops once under the target."""
     entries = [entry(C, 10, 3.0), entry(A, 10, 1.0), entry(B, 10, 2.0), entry("sha256:" + "d" * 64, 10, 4.0)]
-    planned = plan_prune(entries, target=20, protected={A})
+    planned = plan_eviction(entries, target=20, spared={A})
     assert [e.digest for e in planned] == [B, C]
 
 
-def test_plan_prune_under_the_target_evicts_nothing() -> None:
+def test_plan_eviction_under_the_target_evicts_nothing() -> None:
     """A store already at or under the target is left alone."""
-    assert plan_prune([entry(A, 10, 1.0)], target=10, protected=()) == []
+    assert plan_eviction([entry(A, 10, 1.0)], target=10, spared=()) == []
 
 
 def test_sort_entries_by_access_or_size_with_limit() -> None:
@@ -245,3 +248,15 @@ def test_warm_with_a_bad_config_file_exits_2(tmp_path: Path, capsys: pytest.Capt
     config.write_text('platforms = ["nope"]\n')
     assert cli.main(["warm", "alpine", "--config", str(config)]) == 2
     assert "platforms" in capsys.readouterr().err
+
+
+def test_warm_command_does_not_import_the_server() -> None:
+    """Importing the warm command loads no server part: no app, proxy, fills, aiocache or diskcache."""
+    code = "import sys, mirror.commands.warm; print(' '.join(sorted(sys.modules)))"
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    server = {"mirror.app", "mirror.proxy", "mirror.fills", "aiocache", "diskcache", "mirror.storage.blobs"}
+    assert not loaded & server

@@ -196,7 +196,7 @@ async def test_verify_of_an_intact_cache_exits_0(
 
 def flip_byte(mirror: Client, digest: str) -> None:
     """Flip the first byte of a stored blob's file (blocking: run in a thread)."""
-    found = mirror.app[keys.RUNTIME].store.open(digest)
+    found = mirror.app[keys.STORE].open(digest)
     assert found is not None
     path = Path(found.file.name)
     found.close()
