@@ -18,6 +18,7 @@ from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.eviction import Evictor
 from mirror.storage.hot import HotBlobs
+from mirror.storage.integrity import check_store
 from mirror.storage.listings import ListingCache
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
@@ -58,7 +59,6 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
     store = await asyncio.to_thread(BlobStore, settings.cache_dir)
     removed = await asyncio.to_thread(store.recover)
-    report = await asyncio.to_thread(store.check)
     metrics.cache_limit.set(settings.cache_max_bytes)
     pins = PinRecord(settings.pins, settings.cache_dir)
     await asyncio.to_thread(pins.load)
@@ -70,7 +70,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         int(limit * settings.cache_low_watermark),
         pins.digests,
     )
-    await evictor.evict_if_needed()
+    evictor.poke()  # in the background: a store far over its limit serves while it shrinks
     manifest_disk = await asyncio.to_thread(ManifestDisk, settings.cache_dir / "manifests")
     manifests = ManifestCache(disk=manifest_disk)
     listings = ListingCache(manifest_disk)
@@ -107,21 +107,20 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             else None
         )
         flushing = asyncio.create_task(_flush_access_times(store), name="access-time flush")
+        checking = asyncio.create_task(check_store(store), name="integrity pass")
         log.info(
             "mirror_started",
             listen=str(settings.listen),
             upstreams={u.registry: u.url for u in registries},
             cache_dir=str(settings.cache_dir),
             temp_files_removed=removed,
-            index_rows_dropped=report.missing + report.wrong_size,
-            orphans_removed=report.orphans,
             pins=len(pins.refs),
             offline=settings.offline,
         )
         try:
             yield
         finally:
-            for task in (warming, flushing):
+            for task in (warming, flushing, checking):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)

@@ -21,7 +21,8 @@ from tests.support.artifacts import (
     push_helm_chart,
     push_wasm_module,
 )
-from tests.support.images import OCI_INDEX, OCI_MANIFEST, canonical_json, put_manifest, sha256
+from tests.support.digests import sha256
+from tests.support.images import OCI_INDEX, OCI_MANIFEST, canonical_json, put_manifest
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import raw_request
 from tests.support.registry import Registry

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.artifacts import push_image
-from tests.support.images import OCI_MANIFEST, sha256
+from tests.support.digests import sha256
+from tests.support.images import OCI_MANIFEST
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import raw_request
 from tests.support.registry import Registry

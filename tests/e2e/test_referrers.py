@@ -23,7 +23,8 @@ from tests.support.artifacts import (
     push_fallback_index,
     push_image,
 )
-from tests.support.images import OCI_INDEX, sha256
+from tests.support.digests import sha256
+from tests.support.images import OCI_INDEX
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import HttpResponse, raw_request
 from tests.support.registry import Registry

@@ -8,19 +8,16 @@ second origin (a "CDN").
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.support.digests import sha256
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DRIBBLE = 97  # bytes per HTTP chunk of a "chunked_dribble" body
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -53,7 +50,7 @@ class FakeUpstream:
     referrers_link: str | None = None
 
     def add_blob(self, data: bytes) -> str:
-        digest = digest_of(data)
+        digest = sha256(data)
         self.blobs[digest] = data
         return digest
 
@@ -72,7 +69,7 @@ class FakeUpstream:
             ],
         }
         body = json.dumps(doc, indent=3).encode()
-        digest = digest_of(body)
+        digest = sha256(body)
         self.manifests[(name, tag)] = (body, media_type)
         self.manifests[(name, digest)] = (body, media_type)
         return digest
@@ -139,9 +136,9 @@ class FakeUpstream:
         if found is None:
             return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "no"}]}, status=404)
         body, media_type = found
-        announced = digest_of(body)
+        announced = sha256(body)
         if self.faults.get("manifest") == "wrong_digest":
-            announced = digest_of(b"something else")
+            announced = sha256(b"something else")
         headers = {"Docker-Content-Digest": announced, "Content-Type": media_type, **self.manifest_headers}
         if request.method == "HEAD":
             return web.Response(headers={**headers, "Content-Length": str(len(body))})

@@ -9,7 +9,8 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
 from tests.integration.conftest import MirrorFactory
-from tests.integration.fake_upstream import OCI_INDEX, OCI_MANIFEST, FakeUpstream, digest_of
+from tests.integration.fake_upstream import OCI_INDEX, OCI_MANIFEST, FakeUpstream
+from tests.support.digests import sha256
 
 Client = TestClient[web.Request, web.Application]
 SIG = "application/vnd.dev.cosign.artifact.sig.v1+json"
@@ -22,7 +23,7 @@ PATH = f"/v2/library/app/referrers/{SUBJECT}"
 def referrer(n: int, artifact_type: str = SIG) -> dict[str, object]:
     return {
         "mediaType": OCI_MANIFEST,
-        "digest": digest_of(b"r%d" % n),
+        "digest": sha256(b"r%d" % n),
         "size": n,
         "artifactType": artifact_type,
     }
@@ -51,7 +52,7 @@ async def test_upstream_referrers_api_pages_are_followed_and_merged(
     resp = await mirror.get(PATH)
     assert resp.status == 200
     assert resp.content_type == OCI_INDEX
-    assert await listed(resp) == [digest_of(b"r%d" % n) for n in range(5)]
+    assert await listed(resp) == [sha256(b"r%d" % n) for n in range(5)]
     assert len(fake.requests("GET", "/referrers/")) == 3
     assert fake.requests("GET", "/manifests/") == []
 
@@ -61,7 +62,7 @@ async def test_artifact_type_filter_is_applied_by_the_mirror(fake: FakeUpstream,
     fake.referrers_api = True
     fake.referrers[SUBJECT] = [referrer(1), referrer(2, SBOM)]
     resp = await mirror.get(PATH, params={"artifactType": SBOM})
-    assert await listed(resp) == [digest_of(b"r2")]
+    assert await listed(resp) == [sha256(b"r2")]
     assert resp.headers["OCI-Filters-Applied"] == "artifactType"
     unfiltered = await mirror.get(PATH)
     assert "OCI-Filters-Applied" not in unfiltered.headers
@@ -73,7 +74,7 @@ async def test_without_upstream_api_the_fallback_tag_is_read(fake: FakeUpstream,
     fallback_index(fake, referrer(1), referrer(2, SBOM))
     resp = await mirror.get(PATH)
     assert resp.status == 200
-    assert await listed(resp) == [digest_of(b"r1"), digest_of(b"r2")]
+    assert await listed(resp) == [sha256(b"r1"), sha256(b"r2")]
     assert [s.path.partition("?")[0] for s in fake.requests("GET", "/manifests/")] == [
         f"/v2/library/app/manifests/{FALLBACK}"
     ]
@@ -116,7 +117,7 @@ async def test_low_rate_limit_budget_serves_the_cached_list(
     fake.add_manifest("library/app", "1.0", [fake.add_blob(b"x")])
     await mirror.get("/v2/library/app/manifests/1.0")
     before = len(fake.seen)
-    assert await listed(await mirror.get(PATH)) == [digest_of(b"r1")]
+    assert await listed(await mirror.get(PATH)) == [sha256(b"r1")]
     assert len(fake.seen) == before
 
 
@@ -126,7 +127,7 @@ async def test_cached_list_within_ttl_sends_nothing_upstream(fake: FakeUpstream,
     await mirror.get(PATH)
     before = len(fake.seen)
     resp = await mirror.get(PATH)
-    assert await listed(resp) == [digest_of(b"r1")]
+    assert await listed(resp) == [sha256(b"r1")]
     assert len(fake.seen) == before
 
 
@@ -139,7 +140,7 @@ async def test_expired_fallback_list_is_revalidated_with_one_head(
     await mirror.get(PATH)
     before = len(fake.seen)
     resp = await mirror.get(PATH)
-    assert await listed(resp) == [digest_of(b"r1")]
+    assert await listed(resp) == [sha256(b"r1")]
     assert [(s.method, "/manifests/" in s.path) for s in fake.seen[before:]] == [("HEAD", True)]
 
 
@@ -150,7 +151,7 @@ async def test_changed_fallback_tag_is_read_again(fake: FakeUpstream, make_mirro
     await mirror.get(PATH)
     fallback_index(fake, referrer(1), referrer(2, SBOM))
     resp = await mirror.get(PATH)
-    assert await listed(resp) == [digest_of(b"r1"), digest_of(b"r2")]
+    assert await listed(resp) == [sha256(b"r1"), sha256(b"r2")]
 
 
 async def test_upstream_failure_serves_the_list_stale(fake: FakeUpstream, make_mirror: MirrorFactory) -> None:
@@ -163,7 +164,7 @@ async def test_upstream_failure_serves_the_list_stale(fake: FakeUpstream, make_m
         fake.status_override = (status, {})
         resp = await mirror.get(PATH)
         assert resp.status == 200
-        assert await listed(resp) == [digest_of(b"r1")]
+        assert await listed(resp) == [sha256(b"r1")]
 
 
 async def test_upstream_failure_without_cache_is_an_error(fake: FakeUpstream, mirror: Client) -> None:

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.images import OCI_INDEX, OCI_MANIFEST, canonical_json, put_manifest, sha256
+from tests.support.digests import sha256
+from tests.support.images import OCI_INDEX, OCI_MANIFEST, canonical_json, put_manifest
 from tests.support.net import http_request
 from tests.support.registry import Registry
 
