@@ -11,7 +11,7 @@ PIP_TOOLS := pip-tools==7.6.2
 LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
 	--all-build-deps
 
-.PHONY: install run test lint typecheck system-deps clean bench lock image
+.PHONY: install run test test-fast lint typecheck system-deps clean bench lock image
 
 # Exact versions with hashes (requirements-test.lock: the package's dependencies, its test extra and its
 # build backend, constrained to requirements.lock, which the image installs), then the package itself.
@@ -54,6 +54,11 @@ lock:
 # environment: BASE_IMAGE, EXTRA_CA (a CA bundle for the package index), PIP_INDEX_URL, BUILD_FLAGS.
 image:
 	scripts/build-image "$(IMAGE)"
+
+# The edit-run loop: every tier but e2e (no real registry or clients), no lint or types. `make test` is the
+# full suite.
+test-fast: $(STAMP)
+	$(BIN)/pytest --ignore=tests/e2e -q
 
 bench: $(STAMP)
 	scripts/install-bench-deps

@@ -6,17 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from aiohttp import web
-
-from mirror import build, cachetool, log, warm
-from mirror.app import create_app
-from mirror.config import ConfigError, Settings, load
-
-EXIT_OK, EXIT_USAGE = 0, 2
+from mirror import build, log
+from mirror.commands import cache, warm
+from mirror.commands.common import EXIT_OK, EXIT_USAGE
+from mirror.config import ConfigError, Listen, Settings, load
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--cache-dir", help="cache directory (default ./cache)")
     serve.add_argument("--upstream", help="upstream registry URL, standing for docker.io")
     serve.add_argument("--print-config", action="store_true", help="print the effective config and exit")
-    cachetool.add_parser(sub)
+    cache.add_parser(sub)
     warm.add_parser(sub)
     return top
 
@@ -49,10 +48,22 @@ def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings
     return load(flags, environ, args.config)
 
 
+def listen_on(listen: Listen) -> dict[str, Any]:
+    """`run_app` arguments for `listen`. `::` means every address, IPv4 included (a dual-stack socket,
+    as `[::]:80` means to nginx with `ipv6only=off`): asyncio would make it IPv6-only."""
+    if listen.host != "::":
+        return {"host": listen.host, "port": listen.port}
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", listen.port))
+    return {"sock": sock}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "cache":
-        return cachetool.run(args)
+        return cache.run(args)
     if args.command == "warm":
         return warm.run(args)
     try:
@@ -64,12 +75,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(settings.redacted(), indent=2))
         return EXIT_OK
     log.configure(settings.log_format, settings.log_level)
+    serve(settings)
+    return EXIT_OK
+
+
+def serve(settings: Settings) -> None:
+    """Run the mirror until SIGINT/SIGTERM."""
+    # Imported here, not at the top: the operator commands must not load the server (see mirror.commands).
+    from aiohttp import web
+
+    from mirror.app import create_app
+
     web.run_app(
         create_app(settings),
-        host=settings.listen.host,
-        port=settings.listen.port,
+        **listen_on(settings.listen),
         access_log=None,
         print=None,
         shutdown_timeout=settings.shutdown_grace,
     )
-    return EXIT_OK

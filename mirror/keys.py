@@ -1,13 +1,32 @@
-"""Every typed application key, in one place."""
+"""Every typed application key, in one place.
+
+`SETTINGS` and `METRICS` are set by `create_app`; the components are opened in `cleanup_ctx`, which
+aiohttp runs before it freezes the app and before the server accepts a request, so handlers always find
+them set.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from mirror.config import Settings
+from mirror.fills import Fills
 from mirror.metrics import Metrics
-from mirror.runtime import Runtime
+from mirror.proxy import RegistryProxy
+from mirror.referrer_proxy import ReferrerProxy
+from mirror.storage.blobs import BlobStore
+from mirror.storage.pins import PinRecord
+from mirror.tag_lists import TagLists
+from mirror.upstream.router import Router
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
-RUNTIME = web.AppKey("runtime", Runtime)
+#: The proxy of each upstream, by its label (registry host).
+PROXIES: web.AppKey[dict[str, RegistryProxy]] = web.AppKey("proxies")
+#: The referrers-list and tag-list services of each upstream, by its label.
+REFERRERS: web.AppKey[dict[str, ReferrerProxy]] = web.AppKey("referrers")
+TAG_LISTS: web.AppKey[dict[str, TagLists]] = web.AppKey("tag_lists")
+ROUTER = web.AppKey("router", Router)
+STORE = web.AppKey("store", BlobStore)
+FILLS = web.AppKey("fills", Fills)
+PINS = web.AppKey("pins", PinRecord)

@@ -10,10 +10,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mirror.errors import RegistryError
-from mirror.oci import parse_image_ref
+from mirror.oci import COMPONENT, parse_image_ref
 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?")
 
 
@@ -23,7 +22,7 @@ class Listen:
     port: int
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def listen_address(value: Any) -> Listen:
@@ -112,7 +111,7 @@ def alias_list(value: Any) -> tuple[str, ...]:
     """Path prefixes naming an upstream: each must be a valid repository path component."""
     found = host_list(value)
     for alias in found:
-        if not _COMPONENT.fullmatch(alias):
+        if not COMPONENT.fullmatch(alias):
             raise ValueError(f"{alias!r} is not a valid path component (lowercase letters, digits, . _ -)")
     return found
 

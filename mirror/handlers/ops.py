@@ -18,13 +18,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: start-up recovery is done and the cache directory is writable."""
-    runtime = request.app[keys.RUNTIME]
+    started = keys.STORE in request.app
     cache_dir = request.app[keys.SETTINGS].cache_dir
-    writable = runtime.ready and await asyncio.to_thread(os.access, cache_dir, os.W_OK)
-    checks = {"started": runtime.ready, "cache_writable": bool(writable)}
+    writable = started and await asyncio.to_thread(os.access, cache_dir, os.W_OK)
+    checks = {"started": started, "cache_writable": bool(writable)}
     ready = all(checks.values())
     # Upstream health is reported, never a reason to be unready: a mirror that can serve its cache is ready.
-    upstreams = runtime.upstream_status() if runtime.ready else {}
+    proxies = request.app.get(keys.PROXIES, {})
+    upstreams = {label: proxy.upstream.health.status() for label, proxy in proxies.items()}
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks, "upstreams": upstreams},
         status=200 if ready else 503,
@@ -34,13 +35,13 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of this app's registry."""
     app_metrics = request.app[keys.METRICS]
-    runtime = request.app[keys.RUNTIME]
-    if runtime.ready:
-        size, entries = await asyncio.to_thread(runtime.store.usage)
+    store = request.app.get(keys.STORE)
+    if store is not None:
+        size, entries = await asyncio.to_thread(store.usage)
         app_metrics.cache_size.set(size)
         app_metrics.cache_entries.set(entries)
-        pinned = runtime.pins.digests()
+        pinned = request.app[keys.PINS].digests()
         if pinned:
-            app_metrics.pinned_bytes.set(await asyncio.to_thread(runtime.store.bytes_of, pinned))
+            app_metrics.pinned_bytes.set(await asyncio.to_thread(store.bytes_of, pinned))
     body = await asyncio.to_thread(generate_latest, app_metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -13,12 +13,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from mirror import oci
 from mirror.singleflight import SingleFlight
 
 #: Token lifetime when the token server does not say (the distribution token spec's default).
 DEFAULT_EXPIRES_IN = 60
 #: Docker Hub's API and token hosts differ; this pair is trusted without configuration.
-BUILTIN_TRUSTED_REALMS = {"registry-1.docker.io": frozenset({"auth.docker.io"})}
+BUILTIN_TRUSTED_REALMS = {oci.DOCKER_HUB_HOST: frozenset({"auth.docker.io"})}
 
 _PARAM = re.compile(r'([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 

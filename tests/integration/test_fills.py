@@ -12,10 +12,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from mirror import keys
-from tests.integration.conftest import MirrorFactory, eventually, stored
+from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import raw_request
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 MIB = 1024 * 1024
@@ -27,7 +28,7 @@ def payload(size: int, seed: int = 7) -> bytes:
 
 def written(mirror: Client, digest: str) -> int:
     """Bytes the fill of `digest` has written so far (-1 when none is under way)."""
-    fill = mirror.app[keys.RUNTIME].fills.get(digest)
+    fill = mirror.app[keys.FILLS].get(digest)
     return fill.written if fill is not None else -1
 
 
@@ -118,7 +119,7 @@ async def test_shutdown_cancels_a_stuck_fill_without_committing(
     resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
     await eventually(lambda: written(mirror, digest) > 0)
     resp.close()
-    store = mirror.app[keys.RUNTIME].store
+    store = mirror.app[keys.STORE]
     await mirror.close()
     assert not await asyncio.to_thread(store.__contains__, digest)
     assert await asyncio.to_thread(lambda: list((tmp_path / "cache" / "tmp").iterdir())) == []

@@ -30,7 +30,7 @@ def _forbidden(*args: object, **kwargs: object) -> None:
 def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make building the app or running the server fail the test instead of listening on a port."""
     monkeypatch.setattr(web, "run_app", _forbidden)
-    monkeypatch.setattr(cli, "create_app", _forbidden)
+    monkeypatch.setattr(cli, "serve", _forbidden)
 
 
 @pytest.mark.parametrize("listen", ["nope", "host:0", "host:70000", ":"])

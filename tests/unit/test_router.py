@@ -6,7 +6,7 @@ import pytest
 
 from mirror import errors
 from mirror.config import UpstreamSettings
-from mirror.routing import Router, Target
+from mirror.upstream.router import Router, Target
 
 ROUTER = Router(
     [

@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mirror import errors, oci
-from mirror.config import DOCKER_IO, DOCKER_IO_NAMES, UpstreamSettings
+from mirror.config import UpstreamSettings
+from mirror.oci import DOCKER_IO, DOCKER_IO_NAMES
 
 
 @dataclass(frozen=True, slots=True)

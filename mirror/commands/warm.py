@@ -25,8 +25,9 @@ import aiohttp
 from tqdm import tqdm
 
 from mirror import __version__, oci, values
-from mirror.cachetool import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, SubParsers, argument_type, human_size
-from mirror.config import DOCKER_IO, ConfigError, load
+from mirror.commands.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, SubParsers, argument_type, human_size
+from mirror.config import ConfigError, load
+from mirror.oci import DOCKER_IO
 
 DEFAULT_MIRROR = "http://127.0.0.1:5000"
 CHUNK = 256 * 1024
@@ -78,8 +79,7 @@ def mirror_path(ref: oci.ImageRef) -> MirrorRepo:
 
 def choose_platforms(flag: Sequence[str] | None, configured: Sequence[str]) -> frozenset[str] | None:
     """The platforms to warm: `--platform` if given, else the config's; None means all."""
-    chosen = flag if flag is not None else configured
-    return None if "all" in chosen else frozenset(chosen)
+    return oci.platform_filter(list(flag if flag is not None else configured))
 
 
 def error_from(status: int, body: bytes) -> WarmError:
