@@ -29,10 +29,13 @@ def helm() -> Path:
 
 
 @pytest.fixture(scope="session")
-def kubectl(helm: Path) -> Path:
+def kubectl(request: pytest.FixtureRequest) -> Path:
     """This machine's kubectl (it has kustomize built in), else the one installed next to helm."""
     found = shutil.which("kubectl")
-    return Path(found) if found else helm.parent / "kubectl"
+    if found:
+        return Path(found)
+    helm: Path = request.getfixturevalue("helm")
+    return helm.parent / "kubectl"
 
 
 def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
