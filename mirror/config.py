@@ -46,10 +46,17 @@ class UpstreamSettings:
     read_timeout: float | None = None
     auth_realms: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
 
     def redacted(self) -> dict[str, Any]:
         found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        found.update(auth_realms=list(self.auth_realms), aliases=list(self.aliases))
+        found.update(
+            auth_realms=list(self.auth_realms),
+            aliases=list(self.aliases),
+            allow=list(self.allow),
+            deny=list(self.deny),
+        )
         if self.password is not None:
             found["password"] = REDACTED
         return found
@@ -65,6 +72,8 @@ class Settings:
     upstream_username: str | None = None
     upstream_password: str | None = field(default=None, repr=False)
     upstream_aliases: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
     cache_max_bytes: int = 50 * 1024**3
     cache_high_watermark: float = 0.95
     cache_low_watermark: float = 0.90
@@ -94,6 +103,8 @@ class Settings:
             self.upstream_password,
             auth_realms=self.auth_realms,
             aliases=self.upstream_aliases,
+            allow=self.allow,
+            deny=self.deny,
         )
         return tuple(
             dataclasses.replace(
@@ -113,6 +124,8 @@ class Settings:
             cache_dir=str(self.cache_dir),
             auth_realms=list(self.auth_realms),
             upstream_aliases=list(self.upstream_aliases),
+            allow=list(self.allow),
+            deny=list(self.deny),
             upstreams=[u.redacted() for u in self.upstreams],
             pins=list(self.pins),
             platforms=list(self.platforms),
@@ -129,6 +142,8 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "upstream_username": values.nonempty,
     "upstream_password": values.nonempty,
     "upstream_aliases": values.alias_list,
+    "allow": values.pattern_list,
+    "deny": values.pattern_list,
     "cache_max_bytes": values.size,
     "cache_high_watermark": values.fraction,
     "cache_low_watermark": values.fraction,
@@ -161,6 +176,8 @@ _UPSTREAM_PARSERS: dict[str, Callable[[Any], Any]] = {
     "read_timeout": values.positive_seconds,
     "auth_realms": values.host_list,
     "aliases": values.alias_list,
+    "allow": values.pattern_list,
+    "deny": values.pattern_list,
 }
 
 
@@ -260,6 +277,16 @@ def _check_names(settings: Settings) -> None:
                 raise ConfigError(f"{name} names both {seen[name]} and {upstream.registry}")
 
 
+def _check_access(settings: Settings) -> None:
+    """Docker Hub names always have a namespace: a pattern without one could never match."""
+    for pattern in (*settings.allow, *settings.deny):
+        if "/" not in pattern and "**" not in pattern:
+            raise ConfigError(
+                f"allow/deny pattern {pattern!r} never matches a Docker Hub repository: "
+                f"official images are library/<name> (library/{pattern})"
+            )
+
+
 def load(
     flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ, config_file: Path | None = None
 ) -> Settings:
@@ -272,5 +299,6 @@ def load(
     )
     settings = Settings(**merged)
     _check_names(settings)
+    _check_access(settings)
     _check_cache(settings)
     return settings

@@ -65,6 +65,12 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.refused = Counter(
+            "mirror_refused_requests",
+            "Client requests for a repository the allow and deny lists refuse (no upstream request)",
+            ["upstream", "kind"],
+            registry=r,
+        )
         self.token_fetches = Counter(
             "mirror_token_fetches",
             "Bearer token requests sent to token realms, by outcome",

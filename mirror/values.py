@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from mirror.access import check_pattern
 from mirror.errors import RegistryError
 from mirror.oci import COMPONENT, parse_image_ref
 
@@ -174,3 +175,11 @@ def platform_list(value: Any) -> tuple[str, ...]:
     if not found:
         raise ValueError("expected at least one platform")
     return found
+
+
+def pattern_list(value: Any) -> tuple[str, ...]:
+    """Repository glob patterns (allow and deny lists), e.g. `library/*`, `team-a/**`."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError("expected a list of repository patterns")
+    return tuple(check_pattern(i.strip()) for i in items if i.strip())

@@ -7,6 +7,7 @@ import json
 from aiohttp import web
 
 from mirror import errors, keys, oci
+from mirror.access import Refused
 from mirror.fills import FillFailed
 from mirror.middlewares import context
 from mirror.proxy import BlobAnswer, RegistryProxy
@@ -87,9 +88,15 @@ async def fallback(request: web.Request) -> web.Response:
 def _route(request: web.Request) -> tuple[RegistryProxy, str]:
     """The proxy of the upstream serving this request and the repository name to ask it for."""
     ns = request.query.get("ns")
-    target = request.app[keys.ROUTER].route(oci.parse_name(request.match_info["name"]), ns)
     ctx = context(request)
-    ctx.upstream, ctx.namespace = target.upstream, ns
+    ctx.namespace = ns
+    try:
+        target = request.app[keys.ROUTER].route(oci.parse_name(request.match_info["name"]), ns)
+    except Refused as exc:
+        ctx.upstream = exc.upstream
+        request.app[keys.METRICS].refused.labels(exc.upstream, ctx.kind).inc()
+        raise
+    ctx.upstream = target.upstream
     return request.app[keys.PROXIES][target.upstream], target.name
 
 
