@@ -21,6 +21,7 @@ from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
+from mirror.upstream.clientauth import ClientGate
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.router import Router
 from mirror.warmup import warm_pins
@@ -74,6 +75,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
         proxies: dict[str, RegistryProxy] = {}
+        gates: dict[str, ClientGate] = {}
         for upstream_settings in registries:
             breaker = Breaker(
                 settings.breaker_failures, settings.breaker_cooldown, forced_open=settings.offline
@@ -86,9 +88,17 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             proxies[upstream.label] = RegistryProxy(
                 upstream, manifests, store, fills, hot, ttl, settings.negative_ttl, settings.prefetch
             )
+            if upstream_settings.upstream_auth == "client":
+                gates[upstream.label] = ClientGate(
+                    upstream.label,
+                    upstream.auth_for,
+                    metrics,
+                    settings.upstream_auth_ttl,
+                    settings.upstream_auth_denied_ttl,
+                )
         router = Router(registries)
         app[keys.PROXIES], app[keys.ROUTER], app[keys.STORE] = proxies, router, store
-        app[keys.FILLS], app[keys.PINS] = fills, pins
+        app[keys.FILLS], app[keys.PINS], app[keys.GATES] = fills, pins, gates
         platforms = oci.platform_filter(settings.platforms)
         warming = (
             asyncio.create_task(warm_pins(pins, router, proxies, platforms), name="pin warm-up")
@@ -116,6 +126,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                     await asyncio.gather(task, return_exceptions=True)
             for proxy in proxies.values():
                 await proxy.close()
+            for gate in gates.values():
+                await gate.close()
             await fills.close(settings.shutdown_grace)
             await evictor.close()
             await manifests.close()

@@ -48,6 +48,7 @@ class UpstreamSettings:
     aliases: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    upstream_auth: str = "mirror"
 
     def redacted(self) -> dict[str, Any]:
         found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -74,6 +75,9 @@ class Settings:
     upstream_aliases: tuple[str, ...] = ()
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
+    upstream_auth: str = "mirror"
+    upstream_auth_ttl: float = 60.0
+    upstream_auth_denied_ttl: float = 10.0
     cache_max_bytes: int = 50 * 1024**3
     cache_high_watermark: float = 0.95
     cache_low_watermark: float = 0.90
@@ -105,6 +109,7 @@ class Settings:
             aliases=self.upstream_aliases,
             allow=self.allow,
             deny=self.deny,
+            upstream_auth=self.upstream_auth,
         )
         return tuple(
             dataclasses.replace(
@@ -144,6 +149,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "upstream_aliases": values.alias_list,
     "allow": values.pattern_list,
     "deny": values.pattern_list,
+    "upstream_auth": values.choice("mirror", "client"),
+    "upstream_auth_ttl": values.seconds,
+    "upstream_auth_denied_ttl": values.seconds,
     "cache_max_bytes": values.size,
     "cache_high_watermark": values.fraction,
     "cache_low_watermark": values.fraction,
@@ -178,6 +186,7 @@ _UPSTREAM_PARSERS: dict[str, Callable[[Any], Any]] = {
     "aliases": values.alias_list,
     "allow": values.pattern_list,
     "deny": values.pattern_list,
+    "upstream_auth": values.choice("mirror", "client"),
 }
 
 

@@ -15,6 +15,7 @@ from mirror.metrics import Metrics
 from mirror.proxy import RegistryProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.pins import PinRecord
+from mirror.upstream.clientauth import ClientGate
 from mirror.upstream.router import Router
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -25,3 +26,5 @@ ROUTER = web.AppKey("router", Router)
 STORE = web.AppKey("store", BlobStore)
 FILLS = web.AppKey("fills", Fills)
 PINS = web.AppKey("pins", PinRecord)
+#: The authorization gate of each upstream in client mode (`upstream_auth = "client"`), by its label.
+GATES: web.AppKey[dict[str, ClientGate]] = web.AppKey("gates")

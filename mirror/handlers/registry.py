@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -10,9 +11,11 @@ from mirror import errors, keys, oci
 from mirror.access import Refused
 from mirror.fills import FillFailed
 from mirror.middlewares import context
+from mirror.oci import DOCKER_IO
 from mirror.proxy import BlobAnswer, RegistryProxy
 from mirror.ranges import parse_range
 from mirror.transfer import send_file, send_fill
+from mirror.upstream.clientauth import unauthorized
 
 BLOB_TYPE = "application/octet-stream"
 
@@ -20,6 +23,11 @@ BLOB_TYPE = "application/octet-stream"
 async def base(request: web.Request) -> web.Response:
     """`GET /v2/`: the API version check every client starts with."""
     context(request).kind = "base"
+    if DOCKER_IO in request.app[keys.GATES] and "Authorization" not in request.headers:
+        # Docker and skopeo learn where to log in from this ping: Docker Hub's own challenge.
+        challenge = await request.app[keys.PROXIES][DOCKER_IO].upstream.challenge()
+        if challenge:
+            raise unauthorized(challenge)
     return web.json_response({})
 
 
@@ -29,6 +37,8 @@ async def manifest(request: web.Request) -> web.Response:
     ctx.kind = "manifest"
     reference = str(oci.parse_reference(request.match_info["reference"]))
     proxy, name = _route(request)
+    every_type = list(oci.MANIFEST_TYPES)
+    await _admit(request, name, lambda: proxy.upstream.head_manifest(name, reference, every_type))
     answer = await proxy.manifest(name, reference, request.headers.getall("Accept", []))
     found = answer.manifest
     ctx.result, ctx.source = (
@@ -49,6 +59,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
     ctx.kind = "blob"
     digest = str(oci.Digest.parse(request.match_info["digest"]))
     proxy, name = _route(request)
+    await _admit(request, name, lambda: proxy.upstream.head_blob(name, digest))
     if request.method == "HEAD":
         size, ctx.result = await proxy.blob_size(name, digest)
         headers = _blob_headers(digest, size)
@@ -67,6 +78,9 @@ async def tags(request: web.Request) -> web.Response:
     ctx = context(request)
     ctx.kind, ctx.result = "tags", "miss"
     proxy, name = _route(request)
+    gate = request.app[keys.GATES].get(proxy.label)
+    if gate is not None:  # the tag list is always asked upstream: its answer decides
+        gate.use(request.headers.get("Authorization"))
     body, headers = await proxy.tags(name, request.query)
     try:
         json.loads(body)
@@ -98,6 +112,13 @@ def _route(request: web.Request) -> tuple[RegistryProxy, str]:
         raise
     ctx.upstream = target.upstream
     return request.app[keys.PROXIES][target.upstream], target.name
+
+
+async def _admit(request: web.Request, name: str, probe: Callable[[], Awaitable[object]]) -> None:
+    """For an upstream in client mode: go on only if the upstream lets this client pull `name`."""
+    gate = request.app[keys.GATES].get(context(request).upstream)
+    if gate is not None:
+        await gate.admit(request.headers.get("Authorization"), name, probe)
 
 
 def _blob_headers(digest: str, size: int | None) -> dict[str, str]:

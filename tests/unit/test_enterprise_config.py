@@ -35,3 +35,29 @@ def test_bad_pattern_is_named() -> None:
     """A pattern that is no repository name is a ConfigError naming the variable."""
     with pytest.raises(ConfigError, match="MIRROR_ALLOW"):
         load({}, {"MIRROR_ALLOW": "Library/Alpine"})
+
+
+def test_upstream_auth_client_from_env_and_per_table(tmp_path: Path) -> None:
+    """MIRROR_UPSTREAM_AUTH=client sets Docker Hub's mode; a table has its own, default mirror."""
+    path = tmp_path / "m.toml"
+    path.write_text(
+        "upstream_auth_ttl = 30\nupstream_auth_denied_ttl = 5\n"
+        '[[upstreams]]\nregistry = "ghcr.io"\nupstream_auth = "client"\n'
+        '[[upstreams]]\nregistry = "quay.io"\n'
+    )
+    settings = load({}, {"MIRROR_UPSTREAM_AUTH": "client"}, path)
+    assert [u.upstream_auth for u in settings.registries()] == ["client", "client", "mirror"]
+    assert (settings.upstream_auth_ttl, settings.upstream_auth_denied_ttl) == (30, 5)
+
+
+def test_upstream_auth_defaults() -> None:
+    """By default the mirror's own credentials serve everyone; decisions last 60 s, denials 10 s."""
+    settings = load({}, {})
+    assert settings.registries()[0].upstream_auth == "mirror"
+    assert (settings.upstream_auth_ttl, settings.upstream_auth_denied_ttl) == (60, 10)
+
+
+def test_bad_upstream_auth_is_named() -> None:
+    """Only mirror and client are modes."""
+    with pytest.raises(ConfigError, match="MIRROR_UPSTREAM_AUTH"):
+        load({}, {"MIRROR_UPSTREAM_AUTH": "passthrough"})
