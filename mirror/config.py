@@ -20,6 +20,8 @@ from typing import Any
 
 from mirror import values
 from mirror.oci import DOCKER_HUB, DOCKER_IO, DOCKER_IO_NAMES
+from mirror.upstream import egress
+from mirror.upstream.egress import DIRECT, ProxyRules
 from mirror.values import Listen
 
 ENV_PREFIX = "MIRROR_"
@@ -49,18 +51,28 @@ class UpstreamSettings:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     upstream_auth: str = "mirror"
+    proxy: str | None = field(default=None, repr=False)  # None: the environment's; "": direct
+    egress: ProxyRules = DIRECT  # the effective proxy rules, filled in by Settings.registries()
 
     def redacted(self) -> dict[str, Any]:
-        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "egress"}
         found.update(
             auth_realms=list(self.auth_realms),
             aliases=list(self.aliases),
             allow=list(self.allow),
             deny=list(self.deny),
+            proxy=_redacted_proxy(self.proxy),
         )
         if self.password is not None:
             found["password"] = REDACTED
         return found
+
+
+def _redacted_proxy(proxy: str | None) -> str | None:
+    """A proxy setting as shown: its credentials masked."""
+    if not proxy:
+        return proxy
+    return str(egress.parse_proxy(proxy))
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class Settings:
     upstream_auth: str = "mirror"
     upstream_auth_ttl: float = 60.0
     upstream_auth_denied_ttl: float = 10.0
+    proxy: str | None = field(default=None, repr=False)
     cache_max_bytes: int = 50 * 1024**3
     cache_high_watermark: float = 0.95
     cache_low_watermark: float = 0.90
@@ -97,6 +110,7 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "info"
     upstreams: tuple[UpstreamSettings, ...] = ()
+    egress: ProxyRules = DIRECT  # from http_proxy, https_proxy, no_proxy: read by load()
 
     def registries(self) -> tuple[UpstreamSettings, ...]:
         """Every upstream, Docker Hub first, with inherited values filled in."""
@@ -110,6 +124,7 @@ class Settings:
             allow=self.allow,
             deny=self.deny,
             upstream_auth=self.upstream_auth,
+            proxy=self.proxy,
         )
         return tuple(
             dataclasses.replace(
@@ -117,6 +132,7 @@ class Settings:
                 tag_ttl=self.tag_ttl if u.tag_ttl is None else u.tag_ttl,
                 connect_timeout=self.connect_timeout if u.connect_timeout is None else u.connect_timeout,
                 read_timeout=self.read_timeout if u.read_timeout is None else u.read_timeout,
+                egress=self.egress.overridden(u.proxy),
             )
             for u in (docker, *self.upstreams)
         )
@@ -134,6 +150,8 @@ class Settings:
             upstreams=[u.redacted() for u in self.upstreams],
             pins=list(self.pins),
             platforms=list(self.platforms),
+            proxy=_redacted_proxy(self.proxy),
+            egress=self.egress.redacted(),
         )
         if self.upstream_password is not None:
             found["upstream_password"] = REDACTED
@@ -152,6 +170,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "upstream_auth": values.choice("mirror", "client"),
     "upstream_auth_ttl": values.seconds,
     "upstream_auth_denied_ttl": values.seconds,
+    "proxy": values.proxy_url,
     "cache_max_bytes": values.size,
     "cache_high_watermark": values.fraction,
     "cache_low_watermark": values.fraction,
@@ -187,6 +206,7 @@ _UPSTREAM_PARSERS: dict[str, Callable[[Any], Any]] = {
     "allow": values.pattern_list,
     "deny": values.pattern_list,
     "upstream_auth": values.choice("mirror", "client"),
+    "proxy": values.proxy_url,
 }
 
 
@@ -194,7 +214,7 @@ def _parse(parsers: Mapping[str, Callable[[Any], Any]], key: str, value: Any, so
     try:
         return parsers[key](value)
     except (ValueError, TypeError) as exc:
-        secret = key in SECRET_KEYS or (key in ("upstream", "url") and "@" in str(value))
+        secret = key in SECRET_KEYS or (key in ("upstream", "url", "proxy") and "@" in str(value))
         shown = REDACTED if secret else repr(value)
         raise ConfigError(f"{source}: bad value {shown} for {key}: {exc}") from None
 
@@ -306,6 +326,10 @@ def load(
     merged.update(
         {k: _parse(_PARSERS, k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None}
     )
+    try:
+        merged["egress"] = egress.from_environ(environ)
+    except ValueError as exc:
+        raise ConfigError(f"environment: {exc}") from None
     settings = Settings(**merged)
     _check_names(settings)
     _check_access(settings)

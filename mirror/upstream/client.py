@@ -86,8 +86,9 @@ class UpstreamClient:
 
     async def __aenter__(self) -> UpstreamClient:
         connect, read = self._settings.connect_timeout, self._settings.read_timeout
-        self._session = SessionTransport(connect, read, USER_AGENT)
-        self._bodies = ThreadedTransport(connect, read)
+        egress = self._settings.egress
+        self._session = SessionTransport(connect, read, USER_AGENT, egress)
+        self._bodies = ThreadedTransport(connect, read, egress)
         await asyncio.to_thread(ThreadedTransport.warm)
         return self
 

@@ -13,6 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.net import free_port, raw_request, wait_http
 
+#: Proxy variables are not inherited from the test run (only set by a test itself): loopback upstreams.
+PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "no_proxy", "all_proxy"})
+
 
 class MirrorProcess:
     """One mirror process; `stop()` ends it by PID (SIGTERM, then SIGKILL after a grace period)."""
@@ -36,7 +39,11 @@ class MirrorProcess:
 
     def start(self) -> MirrorProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("MIRROR_") and k.lower() not in PROXY_VARIABLES
+        }
         env.update(MIRROR_LOG_FORMAT="json", **self.extra_env)
         args = [
             sys.executable,

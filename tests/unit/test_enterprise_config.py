@@ -61,3 +61,41 @@ def test_bad_upstream_auth_is_named() -> None:
     """Only mirror and client are modes."""
     with pytest.raises(ConfigError, match="MIRROR_UPSTREAM_AUTH"):
         load({}, {"MIRROR_UPSTREAM_AUTH": "passthrough"})
+
+
+def test_proxy_environment_and_keys_make_each_upstreams_rules(tmp_path: Path) -> None:
+    """http(s)_proxy/no_proxy are every upstream's rules, unless its proxy key overrides them."""
+    path = tmp_path / "m.toml"
+    path.write_text(
+        '[[upstreams]]\nregistry = "ghcr.io"\nproxy = "http://other.corp:8080"\n'
+        '[[upstreams]]\nregistry = "internal.corp"\nproxy = ""\n'
+        '[[upstreams]]\nregistry = "quay.io"\n'
+    )
+    environ = {"HTTPS_PROXY": "http://proxy.corp:3128", "no_proxy": ".corp"}
+    hub, ghcr, internal, quay = load({}, environ, path).registries()
+    assert str(hub.egress.https) == "http://proxy.corp:3128"
+    assert str(ghcr.egress.https) == str(ghcr.egress.http) == "http://other.corp:8080"
+    assert internal.egress.https is None
+    assert quay.egress == hub.egress
+    assert hub.egress.no_proxy == (".corp",)
+
+
+def test_top_level_proxy_is_docker_hubs() -> None:
+    """MIRROR_PROXY (top-level proxy) applies to Docker Hub only."""
+    settings = load({}, {"MIRROR_PROXY": "proxy.corp:3128", "https_proxy": "other.corp:8080"})
+    assert str(settings.registries()[0].egress.https) == "http://proxy.corp:3128"
+
+
+def test_proxy_credentials_masked_in_print_config_and_errors(tmp_path: Path) -> None:
+    """--print-config shows proxy credentials as ***; a bad proxy value with credentials is not echoed."""
+    path = tmp_path / "m.toml"
+    path.write_text('[[upstreams]]\nregistry = "ghcr.io"\nproxy = "http://u:hunter2@p.corp:3128"\n')
+    environ = {"MIRROR_PROXY": "http://u:hunter2@p.corp:3128", "http_proxy": "http://u:hunter2@q.corp:1"}
+    shown = str(load({}, environ, path).redacted())
+    assert "hunter2" not in shown
+    assert "http://***@p.corp:3128" in shown
+    with pytest.raises(ConfigError) as caught:
+        load({}, {"MIRROR_PROXY": "https://u:hunter2@p.corp:3128"})
+    assert "hunter2" not in str(caught.value)
+    with pytest.raises(ConfigError, match="http_proxy"):
+        load({}, {"http_proxy": "socks5://p.corp:1080"})
