@@ -1,6 +1,7 @@
 """The blob store: verified blobs on disk, one file per digest, indexed by diskcache.
 
-diskcache owns the index (digest → file, size, access time) and its eviction; the files are ours.
+diskcache owns the index (digest → file, size, access time); the files and their eviction are ours
+(`plan_eviction` here, `eviction.py` for when it runs).
 A verified fill is committed by renaming its temp file into the store (`BlobDisk.store`), so a blob is
 written to disk exactly once. All methods are synchronous: callers run them in a thread.
 """

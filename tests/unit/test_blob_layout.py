@@ -4,17 +4,17 @@ eviction plan for `evict` and `prune --dry-run`."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import diskcache
 
 from mirror.storage.blobs import BlobStore
+from tests.support.digests import sha256
 
 
 def commit(store: BlobStore, data: bytes) -> str:
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = sha256(data)
     file, path, read_fd = store.open_temp(digest)
     with file:
         file.write(data)
@@ -44,7 +44,7 @@ def test_blob_files_sit_one_directory_deep_in_at_most_256_directories(tmp_path: 
 def test_a_blob_stored_under_the_old_two_level_layout_is_still_served(tmp_path: Path) -> None:
     old = diskcache.Cache(str(tmp_path / "blobs"), eviction_policy="none", tag_index=False)
     data = b"x" * 100_000  # big enough for diskcache to keep it in a file, not in SQLite
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = sha256(data)
     old.set(digest, data, read=False, tag=len(data))
     old.close()
     assert [len(p.relative_to(tmp_path / "blobs").parts) for p in (tmp_path / "blobs").rglob("*.val")] == [3]
