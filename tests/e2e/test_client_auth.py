@@ -170,3 +170,6 @@ def test_anonymous_clients_get_the_upstreams_challenge(private: Private, tmp_pat
         assert challenge.startswith("Bearer ")
         assert f'realm="{private.tokens.realm}"' in challenge
         assert 'scope="repository:team-a/app:pull"' in challenge
+        tags = raw_request("GET", f"{mirror.url}/v2/team-a/app/tags/list")
+        assert tags.status == 401
+        assert f'realm="{private.tokens.realm}"' in tags.headers["www-authenticate"]

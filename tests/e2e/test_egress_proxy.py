@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from tests.support.catalog import Catalog
 from tests.support.cdn import start_redirecting_registry
 from tests.support.forwardproxy import TinyProxy
 from tests.support.mirrorproc import MirrorProcess
-from tests.support.net import raw_request
+from tests.support.net import free_port, raw_request
 from tests.support.registry import Registry
 from tests.support.skopeo import layout_digests, skopeo_copy, write_registries_conf
 from tests.support.tls import make_tls
@@ -89,24 +90,45 @@ def test_an_empty_proxy_key_goes_direct_despite_the_environment(
 def test_an_https_upstream_is_reached_through_connect(
     catalog: Catalog,
     upstream: Registry,
-    tinyproxy: TinyProxy,
     make_registry: Callable[..., Registry],
     make_token_server: Callable[..., TokenServer],
     tmp_path: Path,
 ) -> None:
     """An https registry with an https token realm is reached through CONNECT tunnels (manifests and
-    tokens from the session, blobs from the transfer threads); the pull verifies."""
+    tokens from the session, blobs from the transfer threads), each carrying the proxy's credentials;
+    the pull verifies."""
     tls = make_tls(tmp_path / "tls")
     tokens = make_token_server(tls=tls)
     registry = make_registry(tls=tls, seed_from=upstream.root, auth=tokens.auth())
-    env = {"HTTPS_PROXY": tinyproxy.url(), "SSL_CERT_FILE": str(tls.ca)}
-    with MirrorProcess(tmp_path / "mirror", registry.url, env=env) as mirror:
-        assert catalog.v2img.blobs <= pull_v2img(mirror, tmp_path)
-    tunnels = tinyproxy.targets("CONNECT")
+    with TinyProxy(tmp_path / "tinyproxy", credentials=("tunnel", "tunnel-pass")) as proxy:
+        env = {"HTTPS_PROXY": proxy.url(with_credentials=True), "SSL_CERT_FILE": str(tls.ca)}
+        with MirrorProcess(tmp_path / "mirror", registry.url, env=env) as mirror:
+            assert catalog.v2img.blobs <= pull_v2img(mirror, tmp_path)
+        tunnels = proxy.targets("CONNECT")
     assert f"127.0.0.1:{registry.port}" in tunnels
     assert f"127.0.0.1:{tokens.port}" in tunnels
     assert tunnels.count(f"127.0.0.1:{registry.port}") >= 2  # the session's and a transfer thread's
-    assert tinyproxy.targets("GET") == []
+    assert proxy.targets("GET") == []
+
+
+def test_a_proxy_refusing_or_missing_is_a_registry_error(upstream: Registry, tmp_path: Path) -> None:
+    """Wrong proxy credentials (tinyproxy 1.11 answers them 401 with a Basic challenge, not 407) give
+    401 UNAUTHORIZED, an unreachable proxy 503 UNAVAILABLE: registry errors, never a 500; the password
+    is not logged."""
+    with TinyProxy(tmp_path / "tinyproxy", credentials=("egress", "right-pass")) as proxy:
+        cases = [
+            (f"http://egress:wrong-pass@127.0.0.1:{proxy.port}", 401, "UNAUTHORIZED"),
+            (f"http://egress:wrong-pass@127.0.0.1:{free_port()}", 503, "UNAVAILABLE"),
+        ]
+        for number, (proxy_url, status, code) in enumerate(cases):
+            env = {"http_proxy": proxy_url}
+            with MirrorProcess(tmp_path / f"mirror-{number}", upstream.url, env=env) as mirror:
+                resp = raw_request("GET", f"{mirror.url}/v2/library/v2img/manifests/latest")
+                log = mirror.log_path.read_text()
+            assert resp.status == status
+            assert json.loads(resp.body)["errors"][0]["code"] == code
+            assert "wrong-pass" not in log
+            assert "Traceback" not in log
 
 
 def test_proxy_credentials_are_sent_and_never_shown(

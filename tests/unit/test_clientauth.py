@@ -240,3 +240,18 @@ async def test_basic_clients_token_state_is_renewed_after_the_ttl() -> None:
     assert await asyncio.create_task(state()) is first
     clock.now += 61
     assert await asyncio.create_task(state()) is not first
+
+
+async def test_client_token_state_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past MAX_CLIENTS distinct credentials, the least recently seen client's state is dropped."""
+    monkeypatch.setattr(clientauth, "MAX_CLIENTS", 2)
+    g = gate(Clock())
+
+    async def state(header: str) -> ClientAuth | None:
+        g.use(header)
+        return clientauth.current("reg.example")
+
+    first = await asyncio.create_task(state(ALICE))
+    for user in ("bob", "carol"):
+        await asyncio.create_task(state(basic_header(user, "pw")))
+    assert await asyncio.create_task(state(ALICE)) is not first
