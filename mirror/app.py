@@ -110,6 +110,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             "mirror_started",
             listen=str(settings.listen),
             upstreams={u.registry: u.url for u in registries},
+            egress={u.registry: u.egress.redacted() for u in registries if u.egress.http or u.egress.https},
             cache_dir=str(settings.cache_dir),
             temp_files_removed=removed,
             index_rows_dropped=report.missing + report.wrong_size,
