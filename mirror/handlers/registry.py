@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -12,8 +11,10 @@ from mirror.access import Refused
 from mirror.middlewares import context
 from mirror.oci import DOCKER_IO
 from mirror.proxy import RegistryProxy
+from mirror.referrers import ARTIFACT_TYPE_FILTER
 from mirror.transfer import blob_headers, send_blob
 from mirror.upstream.clientauth import unauthorized
+from mirror.upstream.router import Target
 
 
 async def base(request: web.Request) -> web.Response:
@@ -73,21 +74,35 @@ async def blob(request: web.Request) -> web.StreamResponse:
 
 
 async def tags(request: web.Request) -> web.Response:
-    """`GET /v2/<name>/tags/list`, relayed from upstream with `n` and `last`."""
+    """`GET /v2/<name>/tags/list` with `n` and `last`: cached, revalidated, stale when upstream fails."""
     ctx = context(request)
-    ctx.kind, ctx.result = "tags", "miss"
-    proxy, name = _route(request)
-    gate = request.app[keys.GATES].get(proxy.label)
-    if gate is not None:  # the tag list is always asked upstream: its answer decides
-        gate.use(request.headers.get("Authorization"))
-    body, headers = await proxy.tags(name, request.query)
-    try:
-        json.loads(body)
-    except ValueError:
-        raise errors.UpstreamBadGateway("upstream tag list is not JSON") from None
-    ctx.source, ctx.bytes_sent = "upstream", len(body)
-    headers.setdefault("Content-Type", "application/json")
-    return web.Response(body=body, headers=headers)
+    ctx.kind = "tags"
+    target = _target(request)
+    upstream = request.app[keys.PROXIES][target.upstream].upstream
+    await _admit(request, target.name, lambda: upstream.tags(target.name, {"n": "1"}))
+    service = request.app[keys.TAG_LISTS][target.upstream]
+    answer = await service.tags(target.name, request.query, request.path)
+    ctx.result, ctx.bytes_sent = answer.result, len(answer.body)
+    ctx.source = "upstream" if answer.result in ("miss", "coalesced") else "cache"
+    headers = {"Link": answer.link} if answer.link else {}
+    return web.Response(body=answer.body, content_type="application/json", headers=headers)
+
+
+async def referrers(request: web.Request) -> web.Response:
+    """`GET /v2/<name>/referrers/<digest>[?artifactType=T]`: an OCI index of the digest's referrers."""
+    ctx = context(request)
+    ctx.kind = "referrers"
+    digest = oci.Digest.parse(request.match_info["digest"])
+    target = _target(request)
+    upstream = request.app[keys.PROXIES][target.upstream].upstream
+    every_type = list(oci.MANIFEST_TYPES)
+    await _admit(request, target.name, lambda: upstream.head_manifest(target.name, str(digest), every_type))
+    service = request.app[keys.REFERRERS][target.upstream]
+    answer = await service.referrers(target.name, digest, request.query.get("artifactType") or None)
+    ctx.result, ctx.bytes_sent = answer.result, len(answer.body)
+    ctx.source = "upstream" if answer.result in ("miss", "coalesced") else "cache"
+    headers = {"OCI-Filters-Applied": ARTIFACT_TYPE_FILTER} if answer.filtered else {}
+    return web.Response(body=answer.body, content_type=oci.OCI_INDEX, headers=headers)
 
 
 async def fallback(request: web.Request) -> web.Response:
@@ -100,6 +115,12 @@ async def fallback(request: web.Request) -> web.Response:
 
 def _route(request: web.Request) -> tuple[RegistryProxy, str]:
     """The proxy of the upstream serving this request and the repository name to ask it for."""
+    target = _target(request)
+    return request.app[keys.PROXIES][target.upstream], target.name
+
+
+def _target(request: web.Request) -> Target:
+    """The upstream serving this request and the repository name to ask it for."""
     ns = request.query.get("ns")
     ctx = context(request)
     ctx.namespace = ns
@@ -110,7 +131,7 @@ def _route(request: web.Request) -> tuple[RegistryProxy, str]:
         request.app[keys.METRICS].refused.labels(exc.upstream, ctx.kind).inc()
         raise
     ctx.upstream = target.upstream
-    return request.app[keys.PROXIES][target.upstream], target.name
+    return target
 
 
 async def _admit(request: web.Request, name: str, probe: Callable[[], Awaitable[object]]) -> None:

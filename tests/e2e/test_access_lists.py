@@ -50,8 +50,8 @@ def test_skopeo_pulls_allowed_and_is_denied_refused_images_without_upstream_requ
 def test_every_endpoint_of_a_refused_repository_is_denied_and_counted(
     catalog: Catalog, upstream: Registry, mirror: MirrorProcess
 ) -> None:
-    """Manifests (GET, HEAD), blobs (GET, HEAD) and tags of a refused repository answer 403 DENIED with
-    nothing sent upstream; each is counted in mirror_refused_requests_total."""
+    """Manifests (GET, HEAD), blobs (GET, HEAD), tags and referrers of a refused repository answer 403
+    DENIED with nothing sent upstream; each is counted in mirror_refused_requests_total."""
     mark = upstream.mark()
     layer = sorted(catalog.ociimg.blobs)[0]
     paths = [
@@ -60,6 +60,7 @@ def test_every_endpoint_of_a_refused_repository_is_denied_and_counted(
         ("GET", f"/v2/library/ociimg/blobs/{layer}", "blob"),
         ("HEAD", f"/v2/library/ociimg/blobs/{layer}", "blob"),
         ("GET", "/v2/library/ociimg/tags/list", "tags"),
+        ("GET", f"/v2/library/ociimg/referrers/{catalog.ociimg.manifest_digest}", "referrers"),
         ("GET", "/v2/team/app/manifests/1.0", "manifest"),
     ]
     for method, path, _ in paths:

@@ -85,8 +85,8 @@ def heads(registry: Registry, since: int, repository: str) -> list[int]:
 
 def test_each_client_gets_only_what_the_upstream_grants_it(private: Private, tmp_path: Path) -> None:
     """alice pulls team-a/app with skopeo (cold, then from the cache); bob, with valid credentials of
-    his own, gets 401 for that cached image and its blobs, decided by an upstream HEAD with his
-    credentials; carol (also granted team-a) gets the cached blobs after her own HEAD passed."""
+    his own, gets 401 for that cached image, its blobs and its referrers, decided by an upstream HEAD
+    with his credentials; carol (also granted team-a) gets the cached blobs after her own HEAD passed."""
     registry, image = private.registry, private.team_a
     with client_mode(tmp_path, private) as mirror:
         assert image.blobs <= skopeo_pull(mirror, tmp_path, "alice", "docker.io/team-a/app:1.0", "cold")
@@ -106,6 +106,9 @@ def test_each_client_gets_only_what_the_upstream_grants_it(private: Private, tmp
         blob = raw_request("GET", f"{mirror.url}/v2/team-a/app/blobs/{layer}", headers=as_user("bob"))
         assert blob.status == 401
         assert hashlib.sha256(blob.body).hexdigest() != layer.split(":")[1]
+        referrers = f"{mirror.url}/v2/team-a/app/referrers/{image.manifest_digest}"
+        assert raw_request("GET", referrers, headers=as_user("bob")).status == 401
+        assert raw_request("GET", referrers, headers=as_user("alice")).status == 200
         with pytest.raises(SkopeoError):
             skopeo_pull(mirror, tmp_path, "bob", "docker.io/team-a/app:1.0", "bob-a")
         assert private.team_b.blobs <= skopeo_pull(
