@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from mirror import keys, middlewares, oci, routes
+from mirror.access import middleware as access
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
@@ -34,10 +35,11 @@ HOT_BYTES = 32 * 1024 * 1024
 
 def create_app(settings: Settings) -> web.Application:
     """The mirror as an aiohttp application; nothing is opened until it starts."""
-    app = web.Application(middlewares=[middlewares.observe], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[middlewares.observe, access.authenticate], client_max_size=64 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
     app.on_response_prepare.append(middlewares.add_headers)
+    app.cleanup_ctx.append(access.guarding)
     app.cleanup_ctx.append(_components)
     routes.setup(app)
     return app
