@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 import structlog
@@ -20,6 +21,7 @@ from mirror.storage.eviction import Evictor
 from mirror.storage.hot import HotBlobs
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
+from mirror.tls import ServerTls
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.health import UpstreamHealth
@@ -43,6 +45,17 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_components)
     routes.setup(app)
     return app
+
+
+def serving(settings: Settings) -> tuple[web.Application, ssl.SSLContext | None]:
+    """The app as `mirror serve` runs it, and its listener's TLS context (None for plain HTTP), which
+    is reloaded while the app runs when its files change. Blocking: reads the TLS files."""
+    tls = ServerTls.from_settings(settings)
+    app = create_app(settings)
+    if tls is None:
+        return app, None
+    app.cleanup_ctx.append(tls.watching)
+    return app, tls.context
 
 
 async def _flush_access_times(store: BlobStore) -> None:

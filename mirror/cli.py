@@ -76,16 +76,12 @@ def serve(settings: Settings) -> None:
     # Imported here, not at the top: the operator commands must not load the server (see mirror.commands).
     from aiohttp import web
 
-    from mirror.app import create_app
-    from mirror.tls import ServerTls
+    from mirror.app import serving
 
-    tls = ServerTls.from_settings(settings)  # before the loop runs: reading the files may block
-    app = create_app(settings)
-    if tls is not None:
-        app.cleanup_ctx.append(tls.watching)
+    app, tls = serving(settings)  # before the loop runs: reading the TLS files blocks
     web.run_app(
         app,
-        ssl_context=tls.context if tls is not None else None,
+        ssl_context=tls,
         host=settings.listen.host,
         port=settings.listen.port,
         access_log=None,
