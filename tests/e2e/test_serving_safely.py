@@ -16,6 +16,7 @@ import pytest
 from tests.support.images import ImageInfo
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import basic_auth, wait_until
+from tests.support.podman import Podman
 from tests.support.registry import Registry
 from tests.support.skopeo import layout_digests, skopeo_copy, write_auth_file, write_registries_conf
 from tests.support.tls import KeyPair, TestCa, TlsFiles, fingerprint
@@ -230,3 +231,19 @@ def test_htpasswd_edited_while_running_lets_the_new_user_pull(
         write_auth_file(tmp_path / "skopeo", {mirror.host: ("bob", "builder")})
         out = pull(mirror, tmp_path, cert_dir(tmp_path / "certs", server_tls.ca))
         assert v2img.blobs <= layout_digests(out)
+
+
+def test_podman_pulls_through_the_https_htpasswd_mirror(
+    authed_mirror: MirrorProcess, server_tls: TlsFiles, v2img: ImageInfo, tmp_path: Path
+) -> None:
+    """podman 4.3 with the mirror in registries.conf (verified TLS, CA in --cert-dir) and alice in its
+    auth file pulls the image; the image's ID is the config digest the upstream holds."""
+    podman = Podman(tmp_path / "podman")
+    with authed_mirror as mirror:
+        conf = write_registries_conf(tmp_path / "registries.conf", mirror.host, insecure=False)
+        auth = write_auth_file(tmp_path / "auth", {mirror.host: ("alice", "wonderland")})
+        certs = cert_dir(tmp_path / "certs", server_tls.ca)
+        podman.run(["pull", "--cert-dir", str(certs), "--authfile", str(auth), IMAGE], conf)
+        found = podman.run(["image", "inspect", "--format", "{{.Id}}", IMAGE], conf).stdout.decode().strip()
+        assert f"sha256:{found}" == v2img.config_digest
+        assert mirror.metric("mirror_requests_total", kind="blob", status="200") >= 1
