@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.htpasswd import htpasswd_add
 from tests.support.images import ImageInfo
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import basic_auth, wait_until
@@ -166,16 +167,9 @@ def test_mtls_a_client_certificate_from_the_ca_pulls_and_none_is_refused(
     assert {e.get("client_cert") for e in logged if e.get("kind") == "blob"} == {"CN=node-1"}
 
 
-def htpasswd_file(path: Path, user: str, password: str, *, create: bool = True) -> Path:
-    """Add a user with Apache's own `htpasswd -B` (bcrypt), as operators write the file."""
-    flags = "-cbB" if create else "-bB"
-    subprocess.run(["htpasswd", flags, str(path), user, password], check=True, capture_output=True)
-    return path
-
-
 @pytest.fixture
 def authed_mirror(upstream: Registry, server_tls: TlsFiles, tmp_path: Path) -> MirrorProcess:
-    htpasswd = htpasswd_file(tmp_path / "htpasswd", "alice", "wonderland")
+    htpasswd = htpasswd_add(tmp_path / "htpasswd", "alice", "wonderland", create=True)
     env = {"MIRROR_AUTH_HTPASSWD": str(htpasswd), "MIRROR_RELOAD_INTERVAL": "0.2"}
     return MirrorProcess(tmp_path / "mirror", upstream.url, env, tls=server_tls)
 
@@ -225,7 +219,7 @@ def test_htpasswd_edited_while_running_lets_the_new_user_pull(
 ) -> None:
     """`htpasswd -B` adds bob while the mirror runs: within the reload interval bob's pull succeeds."""
     with authed_mirror as mirror:
-        htpasswd_file(tmp_path / "htpasswd", "bob", "builder", create=False)
+        htpasswd_add(tmp_path / "htpasswd", "bob", "builder")
         headers = {"Authorization": basic_auth("bob", "builder")}
         wait_until(lambda: mirror.get("/v2/", headers).status == 200, what="bob admitted after the edit")
         write_auth_file(tmp_path / "skopeo", {mirror.host: ("bob", "builder")})

@@ -28,9 +28,12 @@ class MirrorProcess:
         tls: TlsFiles | None = None,
         client_cert: KeyPair | None = None,
         args: Sequence[str] = (),
+        bind: str = "127.0.0.1",
     ) -> None:
         """`tls`: serve HTTPS with its cert and key (clients trust its CA); `client_cert`: what the
-        readiness probe and `metrics()` present when the mirror requires client certificates."""
+        readiness probe and `metrics()` present when the mirror requires client certificates; `bind`:
+        127.0.0.1 or ::1 (Docker takes every 127.0.0.0/8 registry for insecure and skips its certs.d)."""
+        self.bind = bind
         self.workdir = workdir
         self.tls = tls
         self.client_cert = client_cert
@@ -44,7 +47,7 @@ class MirrorProcess:
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.bind}]:{self.port}" if ":" in self.bind else f"{self.bind}:{self.port}"
 
     @property
     def url(self) -> str:

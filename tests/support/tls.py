@@ -83,8 +83,9 @@ class TestCa:
         self.ca.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
     def issue(self, stem: str, common_name: str = "127.0.0.1", *, client: bool = False) -> KeyPair:
-        """A leaf certificate: for a server, for 127.0.0.1 (IP SAN, serverAuth); for a client (clientAuth)
-        with `common_name` as its subject. Written to `<stem>.pem` and `<stem>.key` in the CA's directory."""
+        """A leaf certificate: for a server, for 127.0.0.1 and ::1 (IP SANs, serverAuth); for a client
+        (clientAuth) with `common_name` as its subject. Written to `<stem>.pem` and `<stem>.key` in the
+        CA's directory."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
@@ -103,7 +104,8 @@ class TestCa:
             )
         )
         if not client:
-            san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+            loopback = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "::1")]
+            san = x509.SubjectAlternativeName(loopback)
             builder = builder.add_extension(san, critical=False)
         cert = builder.sign(self._key, hashes.SHA256())
         pair = KeyPair(self.directory / f"{stem}.pem", self.directory / f"{stem}.key")
