@@ -143,6 +143,7 @@ def test_an_unusable_tls_pair_exits_2_naming_the_file(
     from mirror import app as app_module
 
     monkeypatch.setattr(cli, "serve", lambda settings: app_module.serving(settings) and None)
+    monkeypatch.setattr(cli.log, "configure", lambda *args: None)  # keep structlog off capsys's stderr
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     cert.write_text("not a certificate\n")
     key.write_text("not a key\n")
