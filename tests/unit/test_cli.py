@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from mirror import cli
+from mirror import cli, log
 
 SECRET = "cli-secret-password"
 
@@ -143,7 +143,7 @@ def test_an_unusable_tls_pair_exits_2_naming_the_file(
     from mirror import app as app_module
 
     monkeypatch.setattr(cli, "serve", lambda settings: app_module.serving(settings) and None)
-    monkeypatch.setattr(cli.log, "configure", lambda *args: None)  # keep structlog off capsys's stderr
+    monkeypatch.setattr(log, "configure", lambda *args: None)  # keep structlog off capsys's stderr
     cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
     cert.write_text("not a certificate\n")
     key.write_text("not a key\n")
