@@ -89,6 +89,7 @@ class Settings:
     auth_htpasswd: Path | None = None
     auth_tokens: Path | None = None
     metrics_auth: bool = False
+    auth_cache_ttl: float = 60.0
     reload_interval: float = 2.0
     upstreams: tuple[UpstreamSettings, ...] = ()
 
@@ -163,6 +164,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "auth_htpasswd": lambda v: Path(values.nonempty(v)),
     "auth_tokens": lambda v: Path(values.nonempty(v)),
     "metrics_auth": values.flag,
+    "auth_cache_ttl": values.seconds,
     "reload_interval": values.positive_seconds,
 }
 _PATH_KEYS = ("tls_cert", "tls_key", "tls_client_ca", "auth_htpasswd", "auth_tokens")

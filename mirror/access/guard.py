@@ -1,10 +1,10 @@
 """The guard: checks a request's credentials against the htpasswd and tokens files, fast on repeats.
 
 bcrypt is slow on purpose (a few to hundreds of milliseconds a check). A verified Basic pair is
-remembered for CACHE_SECONDS under a keyed hash of the credentials (the key is random per process, so the
-cache holds nothing an attacker could test passwords against), concurrent checks of the same pair share
-one bcrypt run, and bcrypt runs in BCRYPT_THREADS threads, off the event loop. Reloading a file empties
-the cache, so a removed user or changed password stops working at the next request.
+remembered for `auth_cache_ttl` seconds under a keyed hash of the credentials (the key is random per
+process, so the cache holds nothing an attacker could test passwords against), concurrent checks of the
+same pair share one bcrypt run, and bcrypt runs in BCRYPT_THREADS threads, off the event loop. Reloading
+a file empties the cache, so a removed user or changed password stops working at the next request.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +32,6 @@ log = structlog.get_logger("mirror.access")
 
 #: Threads bcrypt may use: two cores' worth at most, so a storm of wrong passwords cannot take every core.
 BCRYPT_THREADS = 2
-#: How long a verified Basic pair is trusted without re-hashing (a removed user is dropped on reload).
-CACHE_SECONDS = 60.0
 #: Verified pairs remembered at most (oldest forgotten first): bounded whatever the number of clients.
 CACHE_ENTRIES = 4096
 
@@ -56,8 +55,23 @@ class Refused(Exception):
 class Guard:
     """Holds the current credential files and answers `identify(Authorization header)`."""
 
-    def __init__(self, htpasswd: Path | None, tokens: Path | None, metrics: Metrics, interval: float) -> None:
-        self._interval = interval
+    def __init__(
+        self,
+        htpasswd: Path | None,
+        tokens: Path | None,
+        metrics: Metrics,
+        interval: float,
+        cache_ttl: float,
+        *,
+        cache_entries: int = CACHE_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._interval, self._cache_ttl, self._cache_entries, self._clock = (
+            interval,
+            cache_ttl,
+            cache_entries,
+            clock,
+        )
         self._htpasswd_path, self._tokens_path = htpasswd, tokens
         self._paths = [p for p in (htpasswd, tokens) if p is not None]
         self._metrics = metrics
@@ -125,17 +139,18 @@ class Guard:
             f"{creds.user}\0{creds.password}".encode(), key=self._key, digest_size=32
         ).digest()
         cached = self._verified.get(key)
-        if cached is not None and cached[0] > time.monotonic():
+        if cached is not None and cached[0] > self._clock():
             self._metrics.auth_checks.labels("cached").inc()
             return cached[1]
         users = self._users
         identity, _ = await self._checks.run(key, lambda: self._bcrypt(users, creds))
         if identity is None:
             raise Refused("wrong", creds.user)
-        if users is self._users:  # not verified against a file replaced meanwhile
-            if len(self._verified) >= CACHE_ENTRIES:
+        if users is self._users and self._cache_ttl > 0:  # not verified against a file replaced meanwhile
+            self._verified.pop(key, None)
+            if len(self._verified) >= self._cache_entries:
                 del self._verified[next(iter(self._verified))]
-            self._verified[key] = (time.monotonic() + CACHE_SECONDS, identity)
+            self._verified[key] = (self._clock() + self._cache_ttl, identity)
         return identity
 
     async def _bcrypt(self, users: Htpasswd, creds: Basic) -> Identity | None:

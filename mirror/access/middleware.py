@@ -84,7 +84,13 @@ async def guarding(app: web.Application) -> AsyncIterator[None]:
     if settings.auth_htpasswd is None and settings.auth_tokens is None:
         yield
         return
-    guard = Guard(settings.auth_htpasswd, settings.auth_tokens, app[keys.METRICS], settings.reload_interval)
+    guard = Guard(
+        settings.auth_htpasswd,
+        settings.auth_tokens,
+        app[keys.METRICS],
+        settings.reload_interval,
+        settings.auth_cache_ttl,
+    )
     since = await asyncio.to_thread(guard.load)
     app[GUARD] = guard
     watching = asyncio.create_task(guard.watch(since), name="auth files reload")

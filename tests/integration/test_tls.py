@@ -134,6 +134,21 @@ async def test_tls_1_1_is_refused_at_the_handshake(make_tls_mirror: TlsMirrorFac
     assert "NO_PROTOCOLS_AVAILABLE" not in reason, "the client itself must have offered TLS 1.1"
 
 
+async def test_tls_1_2_without_a_forward_secret_aead_cipher_is_refused(
+    make_tls_mirror: TlsMirrorFactory,
+) -> None:
+    """A TLS 1.2 client offering only CBC suites (ECDHE-ECDSA-AES128-SHA, -SHA256) gets no handshake."""
+    mirror = await make_tls_mirror()
+    old = client_context(mirror.ca.ca)
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    old.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA256:@SECLEVEL=0")
+    with pytest.raises(ssl.SSLError):
+        await asyncio.to_thread(handshake, mirror.port, old)
+    modern = client_context(mirror.ca.ca)
+    modern.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert (await asyncio.to_thread(handshake, mirror.port, modern))[0] == "TLSv1.2"
+
+
 async def test_a_client_trusting_another_ca_fails_verification(
     make_tls_mirror: TlsMirrorFactory, tmp_path: Path
 ) -> None:
