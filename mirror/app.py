@@ -19,6 +19,7 @@ from mirror.proxy import RegistryProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.eviction import Evictor
 from mirror.storage.hot import HotBlobs
+from mirror.storage.integrity import check_store
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
 from mirror.tls import ServerTls
@@ -68,9 +69,8 @@ async def _flush_access_times(store: BlobStore) -> None:
 async def _components(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
-    store = await asyncio.to_thread(BlobStore, settings.cache_dir, settings.cache_max_bytes)
+    store = await asyncio.to_thread(BlobStore, settings.cache_dir)
     removed = await asyncio.to_thread(store.recover)
-    report = await asyncio.to_thread(store.check)
     metrics.cache_limit.set(settings.cache_max_bytes)
     pins = PinRecord(settings.pins, settings.cache_dir)
     await asyncio.to_thread(pins.load)
@@ -82,7 +82,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         int(limit * settings.cache_low_watermark),
         pins.digests,
     )
-    await evictor.evict_if_needed()
+    evictor.poke()  # in the background: a store far over its limit serves while it shrinks
     manifests = ManifestCache(disk=await asyncio.to_thread(ManifestDisk, settings.cache_dir / "manifests"))
     fills = Fills(store, metrics, on_commit=evictor.poke)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
@@ -111,21 +111,20 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             else None
         )
         flushing = asyncio.create_task(_flush_access_times(store), name="access-time flush")
+        checking = asyncio.create_task(check_store(store), name="integrity pass")
         log.info(
             "mirror_started",
             listen=str(settings.listen),
             upstreams={u.registry: u.url for u in registries},
             cache_dir=str(settings.cache_dir),
             temp_files_removed=removed,
-            index_rows_dropped=report.missing + report.wrong_size,
-            orphans_removed=report.orphans,
             pins=len(pins.refs),
             offline=settings.offline,
         )
         try:
             yield
         finally:
-            for task in (warming, flushing):
+            for task in (warming, flushing, checking):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)

@@ -16,8 +16,9 @@ import pytest
 from tests.support.htpasswd import htpasswd_add
 from tests.support.images import ImageInfo
 from tests.support.mirrorproc import MirrorProcess
-from tests.support.net import basic_auth, wait_until
+from tests.support.net import basic_auth
 from tests.support.podman import Podman
+from tests.support.polling import wait_until
 from tests.support.registry import Registry
 from tests.support.skopeo import layout_digests, skopeo_copy, write_auth_file, write_registries_conf
 from tests.support.tls import KeyPair, TestCa, TlsFiles, fingerprint

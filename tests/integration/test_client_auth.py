@@ -17,9 +17,10 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from mirror import keys
-from tests.integration.conftest import MirrorFactory, eventually, stored
+from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
 from tests.support.htpasswd import bcrypt_hash
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 TOKEN = "ci-token-0123456789abcdef"

@@ -13,8 +13,8 @@ import pytest
 from mirror.access import guard as guard_module
 from mirror.access.guard import BCRYPT_THREADS, Guard
 from mirror.metrics import Metrics
-from tests.integration.conftest import eventually
 from tests.support.htpasswd import bcrypt_hash
+from tests.support.polling import eventually
 
 USERS = {f"user{i}": f"password{i}" for i in range(5)}
 

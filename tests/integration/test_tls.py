@@ -23,8 +23,8 @@ from structlog.testing import capture_logs
 from mirror import keys
 from mirror.app import serving
 from mirror.config import Settings
-from tests.integration.conftest import eventually
 from tests.integration.fake_upstream import FakeUpstream
+from tests.support.polling import eventually
 from tests.support.tls import KeyPair, TestCa, fingerprint
 
 

@@ -1,5 +1,6 @@
-"""A throwaway certificate authority that issues server certificates for 127.0.0.1 and client certificates,
-for TLS upstreams and for the mirror's own HTTPS listener (renewals, mTLS)."""
+"""A throwaway certificate authority that issues server certificates for 127.0.0.1 and ::1 and client
+certificates, for TLS upstreams and for the mirror's own HTTPS listener (renewals, mTLS). `certificate`
+is the one builder."""
 
 from __future__ import annotations
 
@@ -13,8 +14,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-VALID_DAYS = 7
-
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -25,22 +24,77 @@ class TlsFiles:
     key: Path
 
 
-@dataclass(frozen=True)
-class KeyPair:
-    """A certificate and its key, as PEM files."""
-
-    cert: Path
-    key: Path
-
-
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+_CA_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
+
+def certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: str,
+    signer: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    ips: tuple[str, ...] = (),
+    usages: tuple[x509.ObjectIdentifier, ...] = (),
+    days: int = 7,
+) -> x509.Certificate:
+    """A certificate for `subject`'s `key`, signed by `signer` in the name of `issuer`: a CA's (`ca`),
+    or a leaf's with IP SANs (`ips`) and extended key usages (`usages`), valid from yesterday on."""
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(_CA_USAGE, critical=True).add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+    else:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+        )
+    if ips:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]),
+            critical=False,
+        )
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    return builder.sign(signer, hashes.SHA256())
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A certificate and its key, as PEM files."""
+
+    cert: Path
+    key: Path
 
 
 class TestCa:
@@ -50,35 +104,9 @@ class TestCa:
 
     def __init__(self, directory: Path, name: str = "mirror test CA") -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
+        self.directory, self.name = directory, name
         self._key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(_name(name))
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False)
-            .sign(self._key, hashes.SHA256())
-        )
+        self.cert = certificate(name, self._key, name, self._key, ca=True)
         self.ca = directory / "ca.pem"
         self.ca.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
@@ -87,27 +115,15 @@ class TestCa:
         (clientAuth) with `common_name` as its subject. Written to `<stem>.pem` and `<stem>.key` in the
         CA's directory."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = dt.datetime.now(dt.UTC)
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(common_name))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=VALID_DAYS))
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
+        if client:
+            cert = certificate(
+                common_name, key, self.name, self._key, usages=(ExtendedKeyUsageOID.CLIENT_AUTH,)
             )
-        )
-        if not client:
-            loopback = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "::1")]
-            san = x509.SubjectAlternativeName(loopback)
-            builder = builder.add_extension(san, critical=False)
-        cert = builder.sign(self._key, hashes.SHA256())
+        else:
+            usages = (ExtendedKeyUsageOID.SERVER_AUTH,)
+            cert = certificate(
+                common_name, key, self.name, self._key, ips=("127.0.0.1", "::1"), usages=usages
+            )
         pair = KeyPair(self.directory / f"{stem}.pem", self.directory / f"{stem}.key")
         pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         pair.key.write_bytes(_pem_key(key))
@@ -123,9 +139,6 @@ def make_tls(directory: Path, ca_name: str = "mirror test CA") -> TlsFiles:
 
 def fingerprint(pem: bytes) -> str:
     """sha256 of a PEM (or DER) certificate, as the mirror logs it (`sha256:<hex>`)."""
-    cert = (
-        x509.load_pem_x509_certificate(pem)
-        if pem.startswith(b"-----")
-        else x509.load_der_x509_certificate(pem)
-    )
+    pem_text = pem.startswith(b"-----")
+    cert = x509.load_pem_x509_certificate(pem) if pem_text else x509.load_der_x509_certificate(pem)
     return "sha256:" + cert.fingerprint(hashes.SHA256()).hex()
