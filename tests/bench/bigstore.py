@@ -25,6 +25,7 @@ from tests.support.polling import poll
 from tests.support.procs import stop_process
 
 BLOB = 256  # bytes per blob: small, so the index and not the bytes is what grows
+SEED_BATCH = 1000  # blobs committed per SQLite transaction while seeding
 
 
 def seed(cache_dir: Path, count: int) -> None:
@@ -32,14 +33,16 @@ def seed(cache_dir: Path, count: int) -> None:
     store = BlobStore(cache_dir)
     try:
         store.recover()
-        for n in range(count):
-            data = n.to_bytes(8, "big") * (BLOB // 8)
-            digest = sha256(data)
-            file, path, read_fd = store.open_temp(digest)
-            with file:
-                file.write(data)
-            os.close(read_fd)
-            store.commit(digest, path, len(data))
+        for start in range(0, count, SEED_BATCH):
+            with store._cache.transact():  # one SQLite transaction per batch, not per blob
+                for n in range(start, min(start + SEED_BATCH, count)):
+                    data = n.to_bytes(8, "big") * (BLOB // 8)
+                    digest = sha256(data)
+                    file, path, read_fd = store.open_temp(digest)
+                    with file:
+                        file.write(data)
+                    os.close(read_fd)
+                    store.commit(digest, path, len(data))
     finally:
         store.close()
 

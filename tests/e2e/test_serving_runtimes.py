@@ -107,7 +107,7 @@ def test_docker_pulls_over_https_with_a_client_certificate(
         tls=server_tls,
         client_cert=node,
         args=["--tls-client-ca", str(ca.ca)],
-        bind="::1",
+        ip="::1",
     ) as mirror:
         certs = tmp_path / "etc-docker" / "certs.d" / mirror.host
         certs.mkdir(parents=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.net import HttpResponse, free_port, raw_request, wait_http
+from tests.support.net import HttpResponse, free_port, host_port, raw_request, wait_http
 from tests.support.procs import stop_process
 from tests.support.tls import KeyPair, TlsFiles
 
@@ -26,15 +26,17 @@ class MirrorProcess:
         upstream: str,
         env: Mapping[str, str] | None = None,
         *,
+        ip: str = "127.0.0.1",
+        listen: str | None = None,
         tls: TlsFiles | None = None,
         client_cert: KeyPair | None = None,
         args: Sequence[str] = (),
-        bind: str = "127.0.0.1",
     ) -> None:
-        """`tls`: serve HTTPS with its cert and key (clients trust its CA); `client_cert`: what the
-        readiness probe and `metrics()` present when the mirror requires client certificates; `bind`:
-        127.0.0.1 or ::1 (Docker takes every 127.0.0.0/8 registry for insecure and skips its certs.d)."""
-        self.bind = bind
+        """`ip` is the loopback address clients use (127.0.0.1 or ::1; Docker takes every 127.0.0.0/8
+        registry for insecure and reads no certs.d for it); `listen` the address to listen on when it is
+        another (`::` for all IPv6 addresses), default `ip`. `tls`: serve HTTPS with its cert and key
+        (clients trust its CA); `client_cert`: what the readiness probe and `metrics()` present when the
+        mirror requires client certificates; `args`: more `mirror serve` arguments."""
         self.workdir = workdir
         self.tls = tls
         self.client_cert = client_cert
@@ -42,13 +44,15 @@ class MirrorProcess:
         self.upstream = upstream
         self.cache_dir = workdir / "cache"
         self.log_path = workdir / "mirror.log"
-        self.port = free_port()
+        self.ip = ip
+        self.port = free_port(ip)
+        self.listen = host_port(listen or ip, self.port)
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
-        return f"[{self.bind}]:{self.port}" if ":" in self.bind else f"{self.bind}:{self.port}"
+        return host_port(self.ip, self.port)
 
     @property
     def url(self) -> str:
@@ -71,7 +75,7 @@ class MirrorProcess:
             "mirror",
             "serve",
             "--listen",
-            self.host,
+            self.listen,
             "--upstream",
             self.upstream,
             "--cache-dir",
