@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from mirror.access import check_pattern
 from mirror.errors import RegistryError
 from mirror.oci import COMPONENT, parse_image_ref
 from mirror.upstream.egress import parse_proxy
+from mirror.upstream.repository_lists import check_pattern
 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?")

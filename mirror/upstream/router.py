@@ -3,7 +3,7 @@
 In order: containerd's `?ns=<registry>` (only configured registries: any other name is refused without
 an outbound connection); a path prefix naming a configured registry or alias (`/v2/ghcr.io/owner/repo/...`,
 for podman/CRI-O mirror locations with a path); else the default upstream, Docker Hub, where
-one-component names get `library/`. A target the upstream's allow and deny lists refuse is `Refused`
+one-component names get `library/`. A target the upstream's allow and deny lists refuse is `RepositoryRefused`
 here, before any upstream is asked.
 """
 
@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mirror import errors, oci
-from mirror.access import AccessList, Refused
 from mirror.config import UpstreamSettings
 from mirror.oci import DOCKER_IO, DOCKER_IO_NAMES
+from mirror.upstream.repository_lists import RepositoryLists, RepositoryRefused
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +32,9 @@ class Router:
     def __init__(self, upstreams: Iterable[UpstreamSettings]) -> None:
         self._by_host: dict[str, str] = {name: DOCKER_IO for name in DOCKER_IO_NAMES}
         self._by_prefix: dict[str, str] = {DOCKER_IO: DOCKER_IO}
-        self._access: dict[str, AccessList] = {}
+        self._lists: dict[str, RepositoryLists] = {}
         for upstream in upstreams:
-            self._access[upstream.registry] = AccessList(upstream.allow, upstream.deny)
+            self._lists[upstream.registry] = RepositoryLists(upstream.allow, upstream.deny)
             self._by_host[upstream.registry] = upstream.registry
             for prefix in (upstream.registry, *upstream.aliases):
                 self._by_prefix[prefix] = upstream.registry
@@ -54,7 +54,7 @@ class Router:
 
     def _target(self, upstream: str, name: str) -> Target:
         target = Target(upstream, oci.docker_hub_name(name) if upstream == DOCKER_IO else name)
-        access = self._access.get(upstream)
-        if access is not None and not access.permits(target.name):
-            raise Refused(upstream, target.name)
+        lists = self._lists.get(upstream)
+        if lists is not None and not lists.permits(target.name):
+            raise RepositoryRefused(upstream, target.name)
         return target

@@ -99,3 +99,11 @@ def test_proxy_credentials_masked_in_print_config_and_errors(tmp_path: Path) -> 
     assert "hunter2" not in str(caught.value)
     with pytest.raises(ConfigError, match="http_proxy"):
         load({}, {"http_proxy": "socks5://p.corp:1080"})
+
+
+def test_client_mode_and_the_mirrors_own_password_auth_exclude_each_other(tmp_path: Path) -> None:
+    """One Authorization header cannot carry both the mirror's and the upstream's credentials."""
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("")
+    with pytest.raises(ConfigError, match="tls_client_ca"):
+        load({}, {"MIRROR_UPSTREAM_AUTH": "client", "MIRROR_AUTH_HTPASSWD": str(htpasswd)})

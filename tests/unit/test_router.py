@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mirror import errors
-from mirror.access import Refused
 from mirror.config import UpstreamSettings
+from mirror.upstream.repository_lists import RepositoryRefused
 from mirror.upstream.router import Router, Target
 
 ROUTER = Router(
@@ -71,7 +71,7 @@ GUARDED = Router(
 )
 def test_refused_repository_is_denied_with_its_upstream(name: str, ns: str | None) -> None:
     """A name the lists refuse, after library/ and prefixes are applied, is DENIED naming its upstream."""
-    with pytest.raises(Refused) as caught:
+    with pytest.raises(RepositoryRefused) as caught:
         GUARDED.route(name, ns)
     assert caught.value.code == "DENIED"
     assert caught.value.upstream == ("ghcr.io" if "secret" in name else "docker.io")

@@ -18,7 +18,7 @@ _COMPONENT = r"[a-z0-9*?]+(?:(?:\.|_|__|-+)[a-z0-9*?]+)*"
 _PATTERN = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 
 
-class Refused(errors.Denied):
+class RepositoryRefused(errors.Denied):
     """A repository the allow and deny lists keep out: no upstream request is made for it."""
 
     message = "the mirror's allow and deny lists refuse this repository"
@@ -41,7 +41,7 @@ def check_pattern(pattern: str) -> str:
 
 
 @dataclass(frozen=True)
-class AccessList:
+class RepositoryLists:
     """The allow and deny patterns of one upstream."""
 
     allow: tuple[str, ...] = ()
