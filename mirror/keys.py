@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mirror.access.guard import Guard
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
@@ -17,6 +18,7 @@ from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.pins import PinRecord
 from mirror.tag_lists import TagLists
+from mirror.upstream.clientauth import ClientGate
 from mirror.upstream.router import Router
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -30,3 +32,7 @@ ROUTER = web.AppKey("router", Router)
 STORE = web.AppKey("store", BlobStore)
 FILLS = web.AppKey("fills", Fills)
 PINS = web.AppKey("pins", PinRecord)
+#: The client-credentials guard; absent when neither auth_htpasswd nor auth_tokens is set.
+GUARD = web.AppKey("guard", Guard)
+#: The authorization gate of each upstream in client mode (`upstream_auth = "client"`), by its label.
+GATES: web.AppKey[dict[str, ClientGate]] = web.AppKey("gates")
