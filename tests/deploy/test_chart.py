@@ -158,7 +158,8 @@ def test_every_toggle_renders_its_objects_and_settings(helm: Path) -> None:
     assert env["MIRROR_TLS_CERT"] == "/etc/mirror/tls/tls.crt"
     assert env["MIRROR_TLS_KEY"] == "/etc/mirror/tls/tls.key"
     assert env["MIRROR_TLS_CLIENT_CA"] == "/etc/mirror/client-ca/ca.crt"
-    assert env["MIRROR_AUTH_HTPASSWD"] == "/etc/mirror/auth/htpasswd"
+    assert env["MIRROR_AUTH_HTPASSWD"] == "/etc/mirror/auth/htpasswd/htpasswd"
+    assert env["MIRROR_AUTH_TOKENS"] == "/etc/mirror/auth/tokens/tokens"
     assert env["MIRROR_REDIS_URL"] == "redis://redis.mirror.svc:6379/0"
     assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
     assert env["MIRROR_ADVERTISE_URL"] == "https://$(POD_IP):5000"
