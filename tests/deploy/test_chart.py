@@ -188,3 +188,19 @@ def test_emptydir_cache_is_sized_from_cache_max_bytes(helm: Path) -> None:
     assert spec["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "13312Mi"
     assert "priorityClassName" not in spec
     assert "hostPort" not in spec["containers"][0]["ports"][0]
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("serviceMonitor.enable=true", "Additional property enable is not allowed"),
+        ("cache.maxBytes=lots", "cache.maxBytes"),
+        ("mode=StatefulSet", "mode"),
+        ("config.listen=0.0.0.0:80", "config.listen is set by the chart"),
+    ],
+)
+def test_mistyped_or_managed_values_fail_the_render(helm: Path, setting: str, message: str) -> None:
+    """A misspelt key, a bad size or mode (values.schema.json) or a key the chart owns fails helm template."""
+    done = run(helm, "template", "m", CHART, "--set", setting, check=False)
+    assert done.returncode != 0
+    assert message in done.stderr
