@@ -8,6 +8,7 @@ keeps the locked dependencies, so a warm run rebuilds only the package layer.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from tests.support.catalog import Catalog
 from tests.support.net import free_port, raw_request, wait_http
 from tests.support.registry import Registry
 from tests.support.skopeo import layout_digests, skopeo_copy, write_registries_conf
+from tests.support.tls import make_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 TAG = "localhost/mirror:test"
@@ -98,13 +100,20 @@ class Container:
     host: str  # 127.0.0.1:PORT
 
 
-@pytest.fixture(scope="module")
-def container(
-    image: str, upstream: Registry, tmp_path_factory: pytest.TempPathFactory
+@contextlib.contextmanager
+def running(
+    image: str,
+    upstream: Registry,
+    workdir: Path,
+    *extra: str,
+    scheme: str = "http",
+    cafile: Path | None = None,
 ) -> Iterator[Container]:
-    """The image run `--read-only --cap-drop=ALL` as its default non-root user, upstream the registry."""
+    """The image run `--read-only --cap-drop=ALL` as its default non-root user, upstream the registry;
+    `extra` are more `podman run` flags (volumes, environment). Removed by its id afterwards."""
     port = free_port()
-    cache = tmp_path_factory.mktemp("image-cache")
+    cache = workdir / "cache"
+    cache.mkdir(parents=True)
     os.chown(cache, IMAGE_UID, IMAGE_UID)  # as the DaemonSet's init container does for its hostPath
     cid = _run(
         "podman",
@@ -123,13 +132,23 @@ def container(
         f"MIRROR_LISTEN=127.0.0.1:{port}",
         "--env",
         f"MIRROR_UPSTREAM={upstream.url}",
+        *extra,
         image,
     )
     try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", deadline_s=30)
+        wait_http(f"{scheme}://127.0.0.1:{port}/readyz", deadline_s=30, cafile=cafile)
         yield Container(cid, f"127.0.0.1:{port}")
     finally:
         subprocess.run(["podman", "rm", "--force", "--time", "5", cid], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def container(
+    image: str, upstream: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Container]:
+    """The image running plain HTTP, shared by the tests of this module."""
+    with running(image, upstream, tmp_path_factory.mktemp("image")) as found:
+        yield found
 
 
 def test_image_pulls_through_with_exact_digests(
@@ -171,3 +190,36 @@ def test_image_reports_the_git_revision_it_was_built_from(container: Container) 
     body = raw_request("GET", f"http://{container.host}/metrics").body.decode()
     (line,) = [line for line in body.splitlines() if line.startswith("mirror_build_info{")]
     assert f'revision="{revision}"' in line
+
+
+def test_image_serves_https_from_read_only_mounted_files(
+    image: str, upstream: Registry, catalog: Catalog, skopeo_tmp: Path, tmp_path: Path
+) -> None:
+    """With a certificate and key mounted read-only (as the chart mounts a Secret) and MIRROR_TLS_*, the
+    image serves HTTPS, and skopeo, verifying it against the CA, pulls through it."""
+    tls = make_tls(tmp_path / "tls")
+    os.chown(tls.key, IMAGE_UID, IMAGE_UID)  # a Secret volume with fsGroup 10001 gives the same access
+    tls.key.chmod(0o400)
+    mounted = [
+        "--volume",
+        f"{tls.cert.parent}:/etc/mirror/tls:ro",
+        "--env",
+        f"MIRROR_TLS_CERT=/etc/mirror/tls/{tls.cert.name}",
+        "--env",
+        f"MIRROR_TLS_KEY=/etc/mirror/tls/{tls.key.name}",
+    ]
+    with running(image, upstream, tmp_path / "mirror", *mounted, scheme="https", cafile=tls.ca) as found:
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        shutil.copy(tls.ca, certs / "ca.crt")
+        conf = write_registries_conf(tmp_path / "registries.conf", found.host, insecure=False)
+        out = tmp_path / "out"
+        skopeo_copy(
+            f"docker.io/{catalog.v2img.ref}",
+            out,
+            registries_conf=conf,
+            tmpdir=skopeo_tmp,
+            format="dir",
+            extra_args=["--src-cert-dir", str(certs)],
+        )
+    assert catalog.v2img.blobs <= layout_digests(out)
