@@ -190,6 +190,18 @@ def test_emptydir_cache_is_sized_from_cache_max_bytes(helm: Path) -> None:
     assert "hostPort" not in spec["containers"][0]["ports"][0]
 
 
+def test_deployment_gets_a_disruption_budget_and_a_daemonset_none(helm: Path) -> None:
+    """Deployment mode renders a PodDisruptionBudget selecting its pods; the DaemonSet renders none."""
+    found = render(helm, "--set", "mode=Deployment")
+    budget = one(found, "PodDisruptionBudget")
+    assert budget["spec"]["maxUnavailable"] == 1
+    assert (
+        budget["spec"]["selector"]["matchLabels"]
+        == one(found, "Deployment")["spec"]["selector"]["matchLabels"]
+    )
+    assert "PodDisruptionBudget" not in {o["kind"] for o in render(helm)}
+
+
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
