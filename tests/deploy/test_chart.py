@@ -216,3 +216,13 @@ def test_mistyped_or_managed_values_fail_the_render(helm: Path, setting: str, me
     done = run(helm, "template", "m", CHART, "--set", setting, check=False)
     assert done.returncode != 0
     assert message in done.stderr
+
+
+@pytest.mark.parametrize("values", VALUE_SETS, ids=lambda v: v.name if v else "defaults")
+def test_no_volume_is_mounted_inside_another(helm: Path, values: Path | None) -> None:
+    """No mount point lies inside another mount: ConfigMap and Secret volumes are read-only, so the
+    runtime could not create a mount point in one."""
+    for container in pod_spec(render(helm, values=values))["containers"]:
+        paths = [m["mountPath"].rstrip("/") + "/" for m in container["volumeMounts"]]
+        nested = [(a, b) for a in paths for b in paths if a != b and b.startswith(a)]
+        assert nested == [], nested
