@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mirror import __version__, log
-from mirror.commands import cache, warm
+from mirror.commands import cache, node_config, warm
 from mirror.commands.common import EXIT_OK, EXIT_USAGE
 from mirror.config import ConfigError, Settings, load
 
@@ -28,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     cache.add_parser(sub)
     warm.add_parser(sub)
+    node_config.add_parser(sub)
     return top
 
 
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cache.run(args)
     if args.command == "warm":
         return warm.run(args)
+    if args.command == "node-config":
+        return node_config.run(args)
     try:
         settings = settings_from(args, dict(os.environ))
     except ConfigError as exc:

@@ -1,0 +1,186 @@
+"""`mirror node-config`: point this node's containerd at the node-local mirror, or take that back.
+
+It writes `<certs-dir>/<registry>/hosts.toml` for every registry the mirror serves (and `_default` when
+asked), each sending pulls and tag resolution to the mirror first and keeping the registry itself as the
+fallback. containerd reads these files at every pull when its `config_path` names the directory: no
+restart. Every file written starts with `hosts_toml.OWNER_MARKER`; a file without it is an operator's
+and is never changed or removed. Running it again converges: changed files are rewritten atomically,
+its own files for registries no longer served are removed. `--remove` deletes all of its files.
+Exit codes: 0 done, 1 a file could not be written or removed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mirror import values
+from mirror.commands import hosts_toml
+from mirror.commands.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, SubParsers, argument_type
+from mirror.config import ConfigError, load
+from mirror.oci import DOCKER_IO_NAMES
+
+DEFAULT_CERTS_DIR = Path("/etc/containerd/certs.d")  # containerd's documented config_path
+HOSTS_FILE = "hosts.toml"
+
+
+@dataclass(frozen=True)
+class Action:
+    """What happened to one file: written, unchanged, removed, kept (an operator's), failed."""
+
+    verb: str
+    path: Path
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.verb:<9} {self.path}" + (f"  ({self.detail})" if self.detail else "")
+
+
+def served_registries(config: Path | None, environ: dict[str, str]) -> tuple[str, ...]:
+    """The registry names clients use for what the mirror serves: docker.io, each [[upstreams]] registry
+    and their aliases (Docker Hub's other names are docker.io to containerd already)."""
+    names: list[str] = []
+    for upstream in load({}, environ, config).registries():
+        for name in (upstream.registry, *upstream.aliases):
+            if name not in names and (name == upstream.registry or name not in DOCKER_IO_NAMES):
+                names.append(name)
+    return tuple(names)
+
+
+def desired_files(
+    registries: Iterable[str], mirror_url: str, *, default: bool, ca: str | None, skip_verify: bool
+) -> dict[str, str]:
+    """Host directory name → the hosts.toml text to put there."""
+    names = [*registries, *([hosts_toml.DEFAULT_DIR] if default else [])]
+    return {n: hosts_toml.render(n, mirror_url, ca=ca, skip_verify=skip_verify) for n in names}
+
+
+def _owned(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return handle.readline().rstrip("\n") == hosts_toml.OWNER_MARKER
+    except FileNotFoundError:
+        return False
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` by `text` in one rename: containerd, reading at every pull, never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".hosts.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _remove(path: Path) -> Action:
+    path.unlink()
+    with contextlib.suppress(OSError):  # the directory stays if anything else (a CA file, say) is in it
+        path.parent.rmdir()
+    return Action("removed", path)
+
+
+def _own_files(certs_dir: Path) -> list[Path]:
+    if not certs_dir.is_dir():
+        return []
+    return sorted(p for p in certs_dir.glob(f"*/{HOSTS_FILE}") if _owned(p))
+
+
+def apply(certs_dir: Path, files: dict[str, str]) -> list[Action]:
+    """Make `certs_dir` hold exactly `files` among the hosts.toml files this command owns."""
+    actions: list[Action] = []
+    for name, text in files.items():
+        path = certs_dir / name / HOSTS_FILE
+        try:
+            if path.exists() and not _owned(path):
+                actions.append(Action("kept", path, "not written by mirror node-config: left as it is"))
+            elif path.exists() and path.read_text(encoding="utf-8") == text:
+                actions.append(Action("unchanged", path))
+            else:
+                _write_atomically(path, text)
+                actions.append(Action("written", path))
+        except OSError as exc:
+            actions.append(Action("failed", path, str(exc)))
+    stale = [p for p in _own_files(certs_dir) if p.parent.name not in files]
+    return actions + remove(stale)
+
+
+def remove(paths: Sequence[Path]) -> list[Action]:
+    """Delete these files (the caller checked they are ours) and their directories when left empty."""
+    actions = []
+    for path in paths:
+        try:
+            actions.append(_remove(path))
+        except OSError as exc:
+            actions.append(Action("failed", path, str(exc)))
+    return actions
+
+
+def run(args: argparse.Namespace) -> int:
+    """`mirror node-config`: one line per file on stdout; 1 if any file failed."""
+    certs_dir: Path = args.certs_dir
+    if args.remove:
+        actions = remove(_own_files(certs_dir))
+    else:
+        if args.mirror_url is None:
+            print("mirror node-config: --mirror-url is required (unless --remove)", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            registries = args.registry or served_registries(args.config, dict(os.environ))
+        except ConfigError as exc:
+            print(f"mirror: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        files = desired_files(
+            registries, args.mirror_url, default=args.default, ca=args.ca, skip_verify=args.skip_verify
+        )
+        actions = apply(certs_dir, files)
+    for action in actions:
+        print(action)
+    if not actions:
+        print(f"nothing to do in {certs_dir}")
+    return EXIT_PROBLEM if any(a.verb == "failed" for a in actions) else EXIT_OK
+
+
+def add_parser(sub: SubParsers) -> None:
+    """Add `node-config` to the top-level subparsers."""
+    text = "write (or --remove) this node's containerd hosts.toml files pointing at the node-local mirror"
+    node = sub.add_parser("node-config", help=text, description=text)
+    node.add_argument(
+        "--mirror-url",
+        type=argument_type(values.http_url),
+        metavar="URL",
+        help="the mirror as containerd on this node reaches it, e.g. http://10.0.0.5:5000",
+    )
+    node.add_argument(
+        "--certs-dir",
+        type=Path,
+        default=DEFAULT_CERTS_DIR,
+        metavar="DIR",
+        help=f"containerd's config_path directory (default {DEFAULT_CERTS_DIR})",
+    )
+    node.add_argument(
+        "--registry",
+        action="append",
+        type=argument_type(values.registry_host),
+        metavar="HOST",
+        help="a registry to send through the mirror (repeatable; default: every registry in the config)",
+    )
+    node.add_argument(
+        "--default",
+        action="store_true",
+        help="also write _default/hosts.toml: every other registry tries the mirror first too",
+    )
+    node.add_argument("--ca", metavar="PATH", help="CA file (path on the node) for an https mirror")
+    node.add_argument("--skip-verify", action="store_true", help="do not verify the mirror's certificate")
+    node.add_argument("--remove", action="store_true", help="delete every file this command wrote")
+    node.add_argument("--config", type=Path, metavar="FILE", help="TOML config file (env MIRROR_CONFIG)")
