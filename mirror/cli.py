@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mirror import __version__, log
-from mirror.commands import cache, node_config, warm
+from mirror.commands import cache, doctor, node_config, warm
 from mirror.commands.common import EXIT_OK, EXIT_USAGE
 from mirror.config import ConfigError, Settings, load
 
@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     cache.add_parser(sub)
     warm.add_parser(sub)
     node_config.add_parser(sub)
+    doctor.add_parser(sub)
     return top
 
 
@@ -45,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return warm.run(args)
     if args.command == "node-config":
         return node_config.run(args)
+    if args.command == "doctor":
+        return doctor.run(args)
     try:
         settings = settings_from(args, dict(os.environ))
     except ConfigError as exc:
