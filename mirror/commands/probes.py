@@ -205,9 +205,11 @@ def _pull(client: _Client, endpoint: Endpoint, image: oci.ImageRef, style: PullS
             raise ProbeFailed(f"GET /v2/ answered {_describe_error(status, body)}")
     reference = image.reference
     if style.head_first and not oci.is_digest(reference):
-        status, headers, body = client.send("HEAD", _api_url(endpoint, image, reference, style), accept)
-        if status != 200:
-            raise ProbeFailed(f"HEAD manifest answered {status}")
+        url = _api_url(endpoint, image, reference, style)
+        status, headers, body = client.send("HEAD", url, accept)
+        if status != 200:  # a HEAD answer has no error document: ask again with GET only to explain it
+            got, _, body = client.send("GET", url, accept)
+            raise ProbeFailed(f"HEAD manifest answered {status}; GET: {_describe_error(got, body)}")
         digest = headers.get("Docker-Content-Digest")
         if digest and headers.get("Content-Length"):  # containerd re-asks with GET by tag otherwise
             result.digest, reference = digest, digest
