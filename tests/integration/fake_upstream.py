@@ -8,18 +8,15 @@ second origin (a "CDN").
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.support.digests import sha256
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DRIBBLE = 97  # bytes per HTTP chunk of a "chunked_dribble" body
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -45,7 +42,7 @@ class FakeUpstream:
     manifest_headers: dict[str, str] = field(default_factory=dict)  # e.g. rate-limit headers
 
     def add_blob(self, data: bytes) -> str:
-        digest = digest_of(data)
+        digest = sha256(data)
         self.blobs[digest] = data
         return digest
 
@@ -64,7 +61,7 @@ class FakeUpstream:
             ],
         }
         body = json.dumps(doc, indent=3).encode()
-        digest = digest_of(body)
+        digest = sha256(body)
         self.manifests[(name, tag)] = (body, media_type)
         self.manifests[(name, digest)] = (body, media_type)
         return digest
@@ -130,9 +127,9 @@ class FakeUpstream:
         if found is None:
             return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "no"}]}, status=404)
         body, media_type = found
-        announced = digest_of(body)
+        announced = sha256(body)
         if self.faults.get("manifest") == "wrong_digest":
-            announced = digest_of(b"something else")
+            announced = sha256(b"something else")
         headers = {"Docker-Content-Digest": announced, "Content-Type": media_type, **self.manifest_headers}
         if request.method == "HEAD":
             return web.Response(headers={**headers, "Content-Length": str(len(body))})

@@ -12,6 +12,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.net import free_port, raw_request, wait_http
+from tests.support.procs import stop_process
 
 
 class MirrorProcess:
@@ -57,17 +58,8 @@ class MirrorProcess:
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         """Stop the process with `sig` (SIGKILL to simulate a crash); returns its exit status."""
-        if self.proc is None:
-            return None
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return stop_process(proc, sig, grace_s=15)
 
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         """Every sample of /metrics by (name, labels)."""

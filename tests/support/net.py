@@ -175,15 +175,6 @@ def wait_http(
         time.sleep(0.01)  # polling interval between readiness probes, not a wait for a fixed delay
 
 
-def wait_until(check: Callable[[], bool], deadline_s: float = 10.0, what: str = "condition") -> None:
-    """Poll `check` until it holds; raise TimeoutError at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} not reached after {deadline_s}s")
-        time.sleep(0.01)  # polling interval, not a wait for a fixed delay
-
-
 class BackgroundServer:
     """A stdlib `ThreadingHTTPServer` on 127.0.0.1 (free port) served from a daemon thread; `stop()` shuts
     it down and joins the thread. Usable as a context manager."""

@@ -17,6 +17,8 @@ from typing import Any
 
 from tests.support.htpasswd import HtpasswdAuth as HtpasswdAuth  # re-exported
 from tests.support.net import HttpResponse, free_port, http_request, raw_request, wait_http
+from tests.support.polling import poll
+from tests.support.procs import stop_process
 from tests.support.tls import TlsFiles
 from tests.support.tokenserver import TokenAuth
 
@@ -158,14 +160,7 @@ class Registry:
         """Terminate the process (SIGTERM, then SIGKILL after 5 s) and reap it."""
         proc, self._proc = self._proc, None
         _live.discard(self)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc, grace_s=5)
 
     def __enter__(self) -> Registry:
         self.start()
@@ -231,12 +226,7 @@ class Registry:
         """Poll `requests(since)` until `predicate` holds (for requests the client does not wait on,
         e.g. a mirror's background fetch); return them, or raise TimeoutError with what was seen.
         """
-        deadline = time.monotonic() + deadline_s
-        while not predicate(seen := self.requests(since)):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met within {deadline_s}s; seen: {seen}")
-            time.sleep(0.01)  # polling interval between checks of the access log
-        return seen
+        return poll(lambda: self.requests(since), predicate, deadline_s, "requests in the access log")
 
     def mark(self) -> int:
         """An index for `requests(since=...)` meaning "from now on"."""

@@ -1,0 +1,18 @@
+"""Fixtures for every tier: no test may block the event loop of a mirror running in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any test in which the mirror blocks the event loop."""
+    with blockbuster_ctx() as bb:
+        # The one non-blocking os.sendfile the mirror tries before loop.sendfile, which makes the same
+        # call on the same socket from asyncio's code (allowed there).
+        bb.functions["os.sendfile"].can_block_in("mirror/transfer.py", "_sendfile_now")
+        yield bb
