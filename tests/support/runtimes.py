@@ -23,10 +23,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from tests.support.polling import poll
+from tests.support.procs import stop_process
 
 START_DEADLINE_S = 20.0  # both start in well under a second here; a loaded 2-core machine needs slack
 STOP_GRACE_S = 10.0  # SIGTERM → SIGKILL: dockerd stops its own containerd child within this
@@ -115,14 +117,17 @@ class _Daemon:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         _live.add(self)
-        deadline = time.monotonic() + START_DEADLINE_S
-        while not self._ready():
-            if self.proc.poll() is not None:
-                self._fail(f"{self.name} exited with {self.proc.returncode} before it was ready")
-            if time.monotonic() >= deadline:
-                self.stop()
-                self._fail(f"{self.name} not ready after {START_DEADLINE_S}s")
-            time.sleep(0.02)  # polling interval between readiness probes, not a wait for a fixed delay
+        proc = self.proc
+
+        def state() -> str:
+            return "exited" if proc.poll() is not None else "ready" if self._ready() else "starting"
+
+        try:
+            if poll(state, lambda s: s != "starting", START_DEADLINE_S, f"{self.name} ready") == "exited":
+                self._fail(f"{self.name} exited with {proc.returncode} before it was ready")
+        except TimeoutError as exc:
+            self.stop()
+            self._fail(str(exc))
 
     def _fail(self, message: str) -> None:
         tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
@@ -143,13 +148,7 @@ class _Daemon:
         """SIGTERM the daemon's PID, SIGKILL it after STOP_GRACE_S; reap it; remove the socket dir."""
         proc, self.proc = self.proc, None
         _live.discard(self)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_GRACE_S)
+        stop_process(proc, grace_s=STOP_GRACE_S)
         shutil.rmtree(self.sock_dir, ignore_errors=True)
 
 
