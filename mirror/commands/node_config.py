@@ -5,7 +5,9 @@ asked), each sending pulls and tag resolution to the mirror first and keeping th
 fallback. containerd reads these files at every pull when its `config_path` names the directory: no
 restart. Every file written starts with `hosts_toml.OWNER_MARKER`; a file without it is an operator's
 and is never changed or removed. Running it again converges: changed files are rewritten atomically,
-its own files for registries no longer served are removed. `--remove` deletes all of its files.
+its own files for registries no longer served are removed. `--remove` deletes all of its files;
+`--until-stopped` writes them, waits for SIGTERM and then removes them (the chart's and kustomize's
+sidecar: the node points at the mirror exactly while the mirror's pod is there).
 Exit codes: 0 done, 1 a file could not be written or removed, 2 bad usage or configuration.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -126,29 +129,48 @@ def remove(paths: Sequence[Path]) -> list[Action]:
     return actions
 
 
+def _report(actions: Sequence[Action], certs_dir: Path) -> bool:
+    """Print one line per file; whether none failed."""
+    for action in actions:
+        print(action, flush=True)
+    if not actions:
+        print(f"nothing to do in {certs_dir}", flush=True)
+    return not any(a.verb == "failed" for a in actions)
+
+
+_STOPS = {signal.SIGTERM, signal.SIGINT}
+
+
+def _hold_stops() -> None:
+    """Keep SIGTERM/SIGINT pending from now on, for `sigwait`: one sent while the files are being
+    written is not lost, and it works as PID 1 of a container (which drops signals it has no handler for
+    unless they are blocked)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+
+
 def run(args: argparse.Namespace) -> int:
     """`mirror node-config`: one line per file on stdout; 1 if any file failed."""
     certs_dir: Path = args.certs_dir
     if args.remove:
-        actions = remove(_own_files(certs_dir))
-    else:
-        if args.mirror_url is None:
-            print("mirror node-config: --mirror-url is required (unless --remove)", file=sys.stderr)
-            return EXIT_USAGE
-        try:
-            registries = args.registry or served_registries(args.config, dict(os.environ))
-        except ConfigError as exc:
-            print(f"mirror: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        files = desired_files(
-            registries, args.mirror_url, default=args.default, ca=args.ca, skip_verify=args.skip_verify
-        )
-        actions = apply(certs_dir, files)
-    for action in actions:
-        print(action)
-    if not actions:
-        print(f"nothing to do in {certs_dir}")
-    return EXIT_PROBLEM if any(a.verb == "failed" for a in actions) else EXIT_OK
+        return EXIT_OK if _report(remove(_own_files(certs_dir)), certs_dir) else EXIT_PROBLEM
+    if args.mirror is None:
+        print("mirror node-config: --mirror is required (unless --remove)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        registries = args.registries or served_registries(args.config, dict(os.environ))
+    except ConfigError as exc:
+        print(f"mirror: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    files = desired_files(
+        registries, args.mirror, default=args.default, ca=args.ca, skip_verify=args.skip_verify
+    )
+    if args.until_stopped:
+        _hold_stops()
+    written = _report(apply(certs_dir, files), certs_dir)
+    if args.until_stopped:
+        signal.sigwait(_STOPS)
+        written = _report(remove(_own_files(certs_dir)), certs_dir) and written
+    return EXIT_OK if written else EXIT_PROBLEM
 
 
 def add_parser(sub: SubParsers) -> None:
@@ -156,10 +178,17 @@ def add_parser(sub: SubParsers) -> None:
     text = "write (or --remove) this node's containerd hosts.toml files pointing at the node-local mirror"
     node = sub.add_parser("node-config", help=text, description=text)
     node.add_argument(
-        "--mirror-url",
+        "registries",
+        nargs="*",
+        type=argument_type(values.registry_host),
+        metavar="REGISTRY",
+        help="registries to send through the mirror (default: every registry in the config)",
+    )
+    node.add_argument(
+        "--mirror",
         type=argument_type(values.http_url),
         metavar="URL",
-        help="the mirror as containerd on this node reaches it, e.g. http://10.0.0.5:5000",
+        help="the mirror as containerd on this node reaches it, e.g. http://127.0.0.1:5000",
     )
     node.add_argument(
         "--certs-dir",
@@ -169,18 +198,16 @@ def add_parser(sub: SubParsers) -> None:
         help=f"containerd's config_path directory (default {DEFAULT_CERTS_DIR})",
     )
     node.add_argument(
-        "--registry",
-        action="append",
-        type=argument_type(values.registry_host),
-        metavar="HOST",
-        help="a registry to send through the mirror (repeatable; default: every registry in the config)",
-    )
-    node.add_argument(
         "--default",
         action="store_true",
         help="also write _default/hosts.toml: every other registry tries the mirror first too",
     )
     node.add_argument("--ca", metavar="PATH", help="CA file (path on the node) for an https mirror")
     node.add_argument("--skip-verify", action="store_true", help="do not verify the mirror's certificate")
-    node.add_argument("--remove", action="store_true", help="delete every file this command wrote")
+    node.add_argument("--remove", action="store_true", help="delete every file this command wrote, and exit")
+    node.add_argument(
+        "--until-stopped",
+        action="store_true",
+        help="after writing, wait for SIGTERM/SIGINT, then remove the files (a Kubernetes sidecar)",
+    )
     node.add_argument("--config", type=Path, metavar="FILE", help="TOML config file (env MIRROR_CONFIG)")

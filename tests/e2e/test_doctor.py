@@ -58,7 +58,7 @@ def test_doctor_agrees_with_a_real_containerd_configured_by_node_config(
             "-m",
             "mirror",
             "node-config",
-            "--mirror-url",
+            "--mirror",
             mirror.url,
             "--certs-dir",
             str(certs),
@@ -68,7 +68,7 @@ def test_doctor_agrees_with_a_real_containerd_configured_by_node_config(
     )
     with Containerd(tmp_path / "containerd", config_path=certs) as ctd:
         code, report = doctor(
-            "--containerd-config", str(ctd.config_file), "--runtime", "containerd", "--mirror-url", mirror.url
+            "--containerd-config", str(ctd.config_file), "--runtime", "containerd", "--mirror", mirror.url
         )
         assert code == 0, report
         found = finding(report, "containerd")
@@ -116,7 +116,7 @@ def test_doctor_reports_an_image_the_mirror_cannot_serve(tmp_path: Path, mirror:
         "-m",
         "mirror",
         "node-config",
-        "--mirror-url",
+        "--mirror",
         mirror.url,
         "--certs-dir",
         certs,
@@ -138,7 +138,7 @@ def test_doctor_probes_podman_style_with_the_http_fallback_skopeo_uses(
         f'[[registry]]\nprefix = "docker.io"\nlocation = "docker.io"\n'
         f'[[registry.mirror]]\nlocation = "{mirror.host}"\ninsecure = true\n'
     )
-    code, report = doctor("--registries-conf", str(conf), "--runtime", "podman", "--mirror-url", mirror.url)
+    code, report = doctor("--registries-conf", str(conf), "--runtime", "podman", "--mirror", mirror.url)
     assert code == 0, report
     probe = finding(report, "podman")["probe"]
     assert probe["requests"][0].startswith(f"GET https://{mirror.host}/v2/ -> ")

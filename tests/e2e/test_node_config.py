@@ -40,7 +40,7 @@ def test_containerd_pulls_through_the_mirror_after_node_config_and_not_after_rem
 ) -> None:
     """After node-config ctr pulls through the mirror; after --remove the files are gone and it doesn't."""
     certs = tmp_path / "certs.d"
-    written = node_config("--mirror-url", mirror.url, "--certs-dir", str(certs), "--default")
+    written = node_config("--mirror", mirror.url, "--certs-dir", str(certs), "--default")
     assert written.returncode == 0, written.stderr
     assert (certs / "docker.io" / "hosts.toml").is_file()
     before = upstream.mark()

@@ -54,7 +54,7 @@ def test_containerd_with_config_path_and_hosts_toml_goes_through_the_mirror(tmp_
     """config_path set and node-config's file present: docker.io goes via the mirror, exit 0."""
     containerd_node(tmp_path)
     write(tmp_path, "etc/containerd/certs.d/docker.io/hosts.toml", render("docker.io", MIRROR))
-    code, report = doctor(tmp_path, "--mirror-url", MIRROR, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "--mirror", MIRROR, "docker.io")
     assert code == 0
     found = findings(report, "containerd")["docker.io"]
     assert (found["status"], found["via"]) == ("ok", MIRROR)
@@ -65,7 +65,7 @@ def test_containerd_without_config_path_is_a_problem_with_the_fix(tmp_path: Path
     """containerd 1.x without config_path ignores hosts.toml: doctor says so and how to set it."""
     containerd_node(tmp_path, "version = 2\n")
     write(tmp_path, "etc/containerd/certs.d/docker.io/hosts.toml", render("docker.io", MIRROR))
-    code, report = doctor(tmp_path, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "docker.io")
     assert code == 1
     runtime = report["runtimes"][0]
     assert "config_path is not set" in runtime["problems"][0]
@@ -76,7 +76,7 @@ def test_containerd_2_reads_certs_d_by_default(tmp_path: Path) -> None:
     """A version 3 config (containerd 2.x) without config_path still reads /etc/containerd/certs.d."""
     containerd_node(tmp_path, "version = 3\n")
     write(tmp_path, "etc/containerd/certs.d/docker.io/hosts.toml", render("docker.io", MIRROR))
-    code, report = doctor(tmp_path, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "docker.io")
     assert code == 0
     assert findings(report, "containerd")["docker.io"]["via"] == MIRROR
 
@@ -85,7 +85,7 @@ def test_containerd_default_dir_covers_registries_without_their_own(tmp_path: Pa
     """_default/hosts.toml applies to a registry that has no directory of its own."""
     containerd_node(tmp_path)
     write(tmp_path, "etc/containerd/certs.d/_default/hosts.toml", render("_default", MIRROR))
-    code, report = doctor(tmp_path, "--registry", "quay.io")
+    code, report = doctor(tmp_path, "quay.io")
     assert code == 0
     assert findings(report, "containerd")["quay.io"]["source"].endswith("_default/hosts.toml")
 
@@ -93,12 +93,11 @@ def test_containerd_default_dir_covers_registries_without_their_own(tmp_path: Pa
 def test_containerd_registry_without_hosts_toml_gets_the_node_config_fix(tmp_path: Path) -> None:
     """A registry with no file goes straight upstream; the fix is the node-config command for it."""
     containerd_node(tmp_path)
-    code, report = doctor(tmp_path, "--mirror-url", MIRROR, "--registry", "ghcr.io")
+    code, report = doctor(tmp_path, "--mirror", MIRROR, "ghcr.io")
     assert code == 1
     found = findings(report, "containerd")["ghcr.io"]
     assert "pulls go straight to ghcr.io" in found["problems"][0]
-    assert f"mirror node-config --mirror-url {MIRROR}" in found["fixes"][0]
-    assert "--registry ghcr.io" in found["fixes"][0]
+    assert f"mirror node-config ghcr.io --mirror {MIRROR}" in found["fixes"][0]
 
 
 def test_containerd_mirror_without_resolve_is_a_problem(tmp_path: Path) -> None:
@@ -109,7 +108,7 @@ def test_containerd_mirror_without_resolve_is_a_problem(tmp_path: Path) -> None:
         "etc/containerd/certs.d/docker.io/hosts.toml",
         f'[host."{MIRROR}"]\ncapabilities = ["pull"]\n',
     )
-    code, report = doctor(tmp_path, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "docker.io")
     assert code == 1
     assert "lacks the resolve capability" in findings(report, "containerd")["docker.io"]["problems"][0]
 
@@ -119,7 +118,7 @@ def test_another_endpoint_before_the_mirror_is_a_problem(tmp_path: Path) -> None
     containerd_node(tmp_path)
     text = f'[host."http://other:5000"]\ncapabilities = ["pull", "resolve"]\n[host."{MIRROR}"]\n'
     write(tmp_path, "etc/containerd/certs.d/docker.io/hosts.toml", text)
-    code, report = doctor(tmp_path, "--mirror-url", MIRROR, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "--mirror", MIRROR, "docker.io")
     assert code == 1
     assert findings(report, "containerd")["docker.io"]["problems"] == [
         "http://other:5000 is tried before the mirror"
@@ -130,7 +129,7 @@ def test_an_endpoint_that_is_not_the_mirror_is_a_problem(tmp_path: Path) -> None
     """A hosts.toml pointing elsewhere is reported with where pulls go instead."""
     containerd_node(tmp_path)
     write(tmp_path, "etc/containerd/certs.d/docker.io/hosts.toml", render("docker.io", "http://other:5000"))
-    code, report = doctor(tmp_path, "--mirror-url", MIRROR, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "--mirror", MIRROR, "docker.io")
     assert code == 1
     assert "not to the mirror" in findings(report, "containerd")["docker.io"]["problems"][0]
 
@@ -139,7 +138,7 @@ def test_deprecated_registry_mirrors_are_read_with_a_note(tmp_path: Path) -> Non
     """config.toml's registry.mirrors still routes pulls; doctor notes it is deprecated."""
     config = f'version = 2\n{CRI_V2.rstrip()[:-1]}.mirrors."docker.io"]\n  endpoint = ["{MIRROR}"]\n'
     containerd_node(tmp_path, config)
-    code, report = doctor(tmp_path, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "docker.io")
     assert code == 0
     assert findings(report, "containerd")["docker.io"]["via"] == MIRROR
     assert "deprecated" in report["runtimes"][0]["notes"][0]
@@ -156,7 +155,7 @@ def test_unreadable_containerd_config_is_a_problem(tmp_path: Path) -> None:
 def test_docker_with_registry_mirrors_goes_through_the_mirror(tmp_path: Path) -> None:
     """daemon.json registry-mirrors sends docker.io pulls to the mirror (a trailing slash is the same URL)."""
     write(tmp_path, "etc/docker/daemon.json", json.dumps({"registry-mirrors": [MIRROR + "/"]}))
-    code, report = doctor(tmp_path, "--mirror-url", MIRROR, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "--mirror", MIRROR, "docker.io")
     assert code == 0
     assert findings(report, "docker")["docker.io"]["status"] == "ok"
 
@@ -164,7 +163,7 @@ def test_docker_with_registry_mirrors_goes_through_the_mirror(tmp_path: Path) ->
 def test_docker_without_registry_mirrors_gets_the_reload_fix(tmp_path: Path) -> None:
     """No registry-mirrors: a problem whose fix names the key and a reload, not a restart."""
     write(tmp_path, "etc/docker/daemon.json", "{}")
-    code, report = doctor(tmp_path, "--mirror-url", MIRROR, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "--mirror", MIRROR, "docker.io")
     assert code == 1
     fix = findings(report, "docker")["docker.io"]["fixes"][0]
     assert f'"registry-mirrors": ["{MIRROR}"]' in fix
@@ -174,7 +173,7 @@ def test_docker_without_registry_mirrors_gets_the_reload_fix(tmp_path: Path) -> 
 def test_docker_cannot_mirror_other_registries_and_that_is_not_a_failure(tmp_path: Path) -> None:
     """ghcr.io under Docker is `unsupported`, explained, and does not make the exit status 1."""
     write(tmp_path, "etc/docker/daemon.json", json.dumps({"registry-mirrors": [MIRROR]}))
-    code, report = doctor(tmp_path, "--registry", "docker.io", "--registry", "ghcr.io")
+    code, report = doctor(tmp_path, "docker.io", "ghcr.io")
     assert code == 0
     found = findings(report, "docker")["ghcr.io"]
     assert found["status"] == "unsupported"
@@ -199,7 +198,7 @@ def test_registries_conf_drop_in_replaces_the_main_entry(tmp_path: Path) -> None
         '[[registry.mirror]]\nlocation = "10.0.0.5:5000"\ninsecure = true\n'
     )
     source = write(tmp_path, "etc/containers/registries.conf.d/50-mirror.conf", drop_in)
-    code, report = doctor(tmp_path, "--mirror-url", MIRROR, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "--mirror", MIRROR, "docker.io")
     assert code == 0
     found = findings(report, "podman")["docker.io"]
     assert found["source"] == str(source)
@@ -225,7 +224,7 @@ def test_registries_conf_digest_only_mirror_is_a_problem(tmp_path: Path) -> None
         '[[registry.mirror]]\nlocation = "10.0.0.5:5000"\npull-from-mirror = "digest-only"\n'
     )
     write(tmp_path, "etc/containers/registries.conf", text)
-    code, report = doctor(tmp_path, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "docker.io")
     assert code == 1
     assert "by digest only" in findings(report, "podman")["docker.io"]["problems"][0]
 
@@ -233,7 +232,7 @@ def test_registries_conf_digest_only_mirror_is_a_problem(tmp_path: Path) -> None
 def test_registries_conf_without_the_registry_gets_an_entry_to_add(tmp_path: Path) -> None:
     """No [[registry]] for ghcr.io: the fix is a mirror location with the registry as path."""
     write(tmp_path, "etc/containers/registries.conf", 'unqualified-search-registries = ["docker.io"]\n')
-    code, report = doctor(tmp_path, "--mirror-url", MIRROR, "--registry", "ghcr.io")
+    code, report = doctor(tmp_path, "--mirror", MIRROR, "ghcr.io")
     assert code == 1
     assert 'location = "10.0.0.5:5000/ghcr.io"' in findings(report, "podman")["ghcr.io"]["fixes"][0]
 
@@ -245,7 +244,7 @@ def test_k3s_registries_yaml_wildcard_and_tls(tmp_path: Path) -> None:
         'configs:\n  "10.0.0.5:5443":\n    tls:\n      ca_file: /etc/mirror/ca.crt\n'
     )
     write(tmp_path, "etc/rancher/k3s/registries.yaml", text)
-    code, report = doctor(tmp_path, "--registry", "quay.io")
+    code, report = doctor(tmp_path, "quay.io")
     assert code == 0
     assert findings(report, "k3s")["quay.io"]["via"] == "https://10.0.0.5:5443"
     assert "restart k3s" in report["runtimes"][0]["notes"][0]
@@ -254,7 +253,7 @@ def test_k3s_registries_yaml_wildcard_and_tls(tmp_path: Path) -> None:
 def test_rke2_registries_yaml_without_the_registry_is_a_problem(tmp_path: Path) -> None:
     """RKE2's file is read like k3s's; a registry missing from it goes straight upstream."""
     write(tmp_path, "etc/rancher/rke2/registries.yaml", "mirrors: {}\n")
-    code, report = doctor(tmp_path, "--registry", "docker.io")
+    code, report = doctor(tmp_path, "docker.io")
     assert code == 1
     assert findings(report, "rke2")["docker.io"]["status"] == "problem"
 
@@ -279,16 +278,14 @@ def test_a_runtime_asked_for_but_missing_is_a_problem(tmp_path: Path) -> None:
     """--runtime docker on a node without daemon.json fails even if containerd is fine."""
     containerd_node(tmp_path, "version = 3\n")
     write(tmp_path, "etc/containerd/certs.d/docker.io/hosts.toml", render("docker.io", MIRROR))
-    assert doctor(tmp_path, "--registry", "docker.io")[0] == 0
-    assert (
-        doctor(tmp_path, "--registry", "docker.io", "--runtime", "containerd", "--runtime", "docker")[0] == 1
-    )
+    assert doctor(tmp_path, "docker.io")[0] == 0
+    assert doctor(tmp_path, "docker.io", "--runtime", "containerd", "--runtime", "docker")[0] == 1
 
 
 def test_per_file_flags_override_the_root(tmp_path: Path) -> None:
     """--docker-daemon-json names the file directly, wherever it is."""
     daemon = write(tmp_path, "elsewhere/daemon.json", json.dumps({"registry-mirrors": [MIRROR]}))
-    code, report = doctor(tmp_path / "empty", "--docker-daemon-json", str(daemon), "--registry", "docker.io")
+    code, report = doctor(tmp_path / "empty", "--docker-daemon-json", str(daemon), "docker.io")
     assert code == 0
     assert report["runtimes"][0]["files"] == [str(daemon)]
 
@@ -296,7 +293,7 @@ def test_per_file_flags_override_the_root(tmp_path: Path) -> None:
 def test_text_report_names_problems_and_fixes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Without --json: one line per registry, then its problem and fix lines."""
     write(tmp_path, "etc/docker/daemon.json", "{}")
-    code = cli.main(["doctor", "--root", str(tmp_path), "--no-probe", "--registry", "docker.io"])
+    code = cli.main(["doctor", "--root", str(tmp_path), "--no-probe", "docker.io"])
     out = capsys.readouterr().out
     assert code == 1
     assert "PROBLEM" in out
@@ -305,7 +302,7 @@ def test_text_report_names_problems_and_fixes(tmp_path: Path, capsys: pytest.Cap
 
 
 @pytest.mark.parametrize(
-    "args", [["--mirror-url", "mirror:5000"], ["--image", "UPPER/Case"], ["--runtime", "lxc"]]
+    "args", [["--mirror", "mirror:5000"], ["Not A Host"], ["--image", "UPPER/Case"], ["--runtime", "lxc"]]
 )
 def test_bad_usage_exits_2(tmp_path: Path, args: list[str]) -> None:
     """A malformed URL, image reference or runtime name is a usage error."""

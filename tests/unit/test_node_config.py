@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from mirror import cli
 from mirror.commands import hosts_toml, node_config
 from mirror.commands.hosts_toml import OWNER_MARKER, find, host_dirs, parse, render
+from tests.support.procs import stop_process
 
 MIRROR = "http://10.0.0.5:5000"
 
@@ -70,7 +72,7 @@ def test_node_config_writes_registries_from_the_config_and_default(tmp_path: Pat
     config = tmp_path / "mirror.toml"
     config.write_text('[[upstreams]]\nregistry = "ghcr.io"\nurl = "https://ghcr.io"\n')
     certs = tmp_path / "certs.d"
-    assert run("--mirror-url", MIRROR, "--certs-dir", str(certs), "--config", str(config), "--default") == 0
+    assert run("--mirror", MIRROR, "--certs-dir", str(certs), "--config", str(config), "--default") == 0
     assert sorted(p.name for p in certs.iterdir()) == ["_default", "docker.io", "ghcr.io"]
     assert parse((certs / "ghcr.io" / "hosts.toml").read_text()).hosts[0].url == MIRROR
 
@@ -78,10 +80,10 @@ def test_node_config_writes_registries_from_the_config_and_default(tmp_path: Pat
 def test_node_config_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A second run with the same settings changes nothing and says so."""
     certs = tmp_path / "certs.d"
-    assert run("--mirror-url", MIRROR, "--certs-dir", str(certs), "--registry", "docker.io") == 0
+    assert run("--mirror", MIRROR, "--certs-dir", str(certs), "docker.io") == 0
     first = (certs / "docker.io" / "hosts.toml").stat().st_mtime_ns
     capsys.readouterr()
-    assert run("--mirror-url", MIRROR, "--certs-dir", str(certs), "--registry", "docker.io") == 0
+    assert run("--mirror", MIRROR, "--certs-dir", str(certs), "docker.io") == 0
     assert capsys.readouterr().out.startswith("unchanged")
     assert (certs / "docker.io" / "hosts.toml").stat().st_mtime_ns == first
 
@@ -89,8 +91,8 @@ def test_node_config_is_idempotent(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_node_config_rewrites_its_file_when_the_mirror_url_changes(tmp_path: Path) -> None:
     """A new mirror URL replaces the old one in the file it wrote."""
     certs = tmp_path / "certs.d"
-    run("--mirror-url", MIRROR, "--certs-dir", str(certs), "--registry", "docker.io")
-    run("--mirror-url", "http://10.0.0.6:5000", "--certs-dir", str(certs), "--registry", "docker.io")
+    run("--mirror", MIRROR, "--certs-dir", str(certs), "docker.io")
+    run("--mirror", "http://10.0.0.6:5000", "--certs-dir", str(certs), "docker.io")
     assert parse((certs / "docker.io" / "hosts.toml").read_text()).hosts[0].url == "http://10.0.0.6:5000"
 
 
@@ -102,7 +104,7 @@ def test_node_config_never_touches_an_operators_file(
     own.parent.mkdir(parents=True)
     own.write_text('server = "https://registry-1.docker.io"\n')
     certs = str(tmp_path / "certs.d")
-    assert run("--mirror-url", MIRROR, "--certs-dir", certs, "--registry", "docker.io") == 0
+    assert run("--mirror", MIRROR, "--certs-dir", certs, "docker.io") == 0
     assert "kept" in capsys.readouterr().out
     assert run("--certs-dir", certs, "--remove") == 0
     assert own.read_text() == 'server = "https://registry-1.docker.io"\n'
@@ -111,7 +113,7 @@ def test_node_config_never_touches_an_operators_file(
 def test_remove_deletes_only_its_files_and_their_empty_directories(tmp_path: Path) -> None:
     """--remove deletes owned files; a directory that holds an operator's certificate stays."""
     certs = tmp_path / "certs.d"
-    run("--mirror-url", MIRROR, "--certs-dir", str(certs), "--registry", "docker.io", "--registry", "quay.io")
+    run("--mirror", MIRROR, "--certs-dir", str(certs), "docker.io", "quay.io")
     (certs / "quay.io" / "ca.crt").write_text("operator's CA")
     assert run("--certs-dir", str(certs), "--remove") == 0
     assert sorted(str(p.relative_to(certs)) for p in certs.rglob("*")) == ["quay.io", "quay.io/ca.crt"]
@@ -120,15 +122,15 @@ def test_remove_deletes_only_its_files_and_their_empty_directories(tmp_path: Pat
 def test_a_registry_no_longer_served_loses_its_file(tmp_path: Path) -> None:
     """Running again with fewer registries removes the file it wrote for the dropped one."""
     certs = tmp_path / "certs.d"
-    run("--mirror-url", MIRROR, "--certs-dir", str(certs), "--registry", "docker.io", "--registry", "quay.io")
-    run("--mirror-url", MIRROR, "--certs-dir", str(certs), "--registry", "docker.io")
+    run("--mirror", MIRROR, "--certs-dir", str(certs), "docker.io", "quay.io")
+    run("--mirror", MIRROR, "--certs-dir", str(certs), "docker.io")
     assert [p.name for p in certs.iterdir()] == ["docker.io"]
 
 
 def test_files_are_written_whole_with_the_marker_first(tmp_path: Path) -> None:
     """The file starts with the ownership marker and no temporary file is left beside it."""
     certs = tmp_path / "certs.d"
-    run("--mirror-url", MIRROR, "--certs-dir", str(certs), "--registry", "docker.io")
+    run("--mirror", MIRROR, "--certs-dir", str(certs), "docker.io")
     assert (certs / "docker.io" / "hosts.toml").read_text().startswith(OWNER_MARKER + "\n")
     assert [p.name for p in (certs / "docker.io").iterdir()] == ["hosts.toml"]
 
@@ -137,16 +139,16 @@ def test_a_file_that_cannot_be_written_exits_1(tmp_path: Path, capsys: pytest.Ca
     """A certs dir that is a regular file makes the write fail: reported, exit status 1."""
     blocker = tmp_path / "certs.d"
     blocker.write_text("not a directory")
-    assert run("--mirror-url", MIRROR, "--certs-dir", str(blocker), "--registry", "docker.io") == 1
+    assert run("--mirror", MIRROR, "--certs-dir", str(blocker), "docker.io") == 1
     assert capsys.readouterr().out.startswith("failed")
 
 
 @pytest.mark.parametrize(
     "args",
     [
-        ["--certs-dir", "x"],  # no --mirror-url
-        ["--mirror-url", "ftp://mirror", "--certs-dir", "x"],
-        ["--mirror-url", MIRROR, "--registry", "Not A Host"],
+        ["--certs-dir", "x"],  # no --mirror
+        ["--mirror", "ftp://mirror", "--certs-dir", "x"],
+        ["--mirror", MIRROR, "Not A Host"],
     ],
 )
 def test_bad_usage_exits_2(args: list[str]) -> None:
@@ -158,7 +160,7 @@ def test_a_bad_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
     """A config the mirror would refuse makes node-config refuse too, writing nothing."""
     config = tmp_path / "mirror.toml"
     config.write_text("no_such_key = 1\n")
-    assert run("--mirror-url", MIRROR, "--certs-dir", str(tmp_path / "c"), "--config", str(config)) == 2
+    assert run("--mirror", MIRROR, "--certs-dir", str(tmp_path / "c"), "--config", str(config)) == 2
     assert not (tmp_path / "c").exists()
     assert "no_such_key" in capsys.readouterr().err
 
@@ -184,3 +186,21 @@ def test_node_config_and_hosts_toml_do_not_import_the_server() -> None:
     )
     assert not loaded & {"mirror.app", "mirror.proxy", "mirror.fills", "aiocache", "diskcache", "aiohttp"}
     assert hosts_toml.__name__ in loaded
+
+
+def test_until_stopped_writes_then_removes_its_files_on_sigterm(tmp_path: Path) -> None:
+    """--until-stopped keeps the files while it runs and removes them when SIGTERM stops it (exit 0)."""
+    certs = tmp_path / "certs.d"
+    args = ["node-config", "docker.io", "--mirror", MIRROR, "--certs-dir", str(certs), "--until-stopped"]
+    proc = subprocess.Popen([sys.executable, "-m", "mirror", *args], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    with proc.stdout:
+        try:
+            assert proc.stdout.readline().startswith(b"written")  # printed once the file is in place
+            assert (certs / "docker.io" / "hosts.toml").is_file()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            assert proc.stdout.read().startswith(b"removed")
+        finally:
+            stop_process(proc)
+    assert list(certs.iterdir()) == []

@@ -72,14 +72,14 @@ def _images(args: argparse.Namespace) -> dict[str, oci.ImageRef]:
 def run(args: argparse.Namespace) -> int:
     """`mirror doctor`: a report on stdout (text or --json); 1 if any problem was found."""
     try:
-        registries = list(args.registry or served_registries(args.config, dict(os.environ)))
+        registries = list(args.registries or served_registries(args.config, dict(os.environ)))
     except ConfigError as exc:
         print(f"mirror: {exc}", file=sys.stderr)
         return EXIT_USAGE
     images = _images(args)
     registries += [i.registry for i in args.image or [] if i.registry not in registries]
     paths = paths_from(args)
-    fix_url = args.mirror_url or "http://MIRROR:5000"
+    fix_url = args.mirror or "http://MIRROR:5000"
     configs, missing = [], []
     for runtime in args.runtime or RUNTIMES:
         if _present(runtime, paths):
@@ -88,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
             asked = runtime in paths.explicit or bool(args.runtime)
             missing.append((runtime, str(getattr(paths, _RUNTIME_FILE[runtime])), asked))
     results = checks.evaluate(
-        configs, args.mirror_url, images, run_probes=not args.no_probe, timeout=args.timeout
+        configs, args.mirror, images, run_probes=not args.no_probe, timeout=args.timeout
     )
-    doc = report.document(results, missing, args.mirror_url)
+    doc = report.document(results, missing, args.mirror)
     print(report.as_json(doc) if args.json else report.as_text(doc))
     return EXIT_OK if doc["ok"] else EXIT_PROBLEM
 
@@ -100,17 +100,17 @@ def add_parser(sub: SubParsers) -> None:
     text = "check that this node's container runtimes pull through the mirror, and prove it"
     doctor = sub.add_parser("doctor", help=text, description=text)
     doctor.add_argument(
-        "--mirror-url",
+        "registries",
+        nargs="*",
+        type=argument_type(values.registry_host),
+        metavar="REGISTRY",
+        help="registries to check (default: every registry in the mirror's config)",
+    )
+    doctor.add_argument(
+        "--mirror",
         type=argument_type(values.http_url),
         metavar="URL",
         help="the mirror the runtimes should use (default: whatever mirror they are configured with)",
-    )
-    doctor.add_argument(
-        "--registry",
-        action="append",
-        type=argument_type(values.registry_host),
-        metavar="HOST",
-        help="a registry to check (repeatable; default: every registry in the mirror's config)",
     )
     doctor.add_argument(
         "--image",

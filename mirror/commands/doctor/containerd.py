@@ -49,8 +49,8 @@ def endpoint(host: hosts_toml.Host, paths: Paths) -> Endpoint:
 def hosts_route(roots: Sequence[Path], registry: str, paths: Paths, fix_url: str) -> Route:
     """What the hosts.toml files under `roots` say about `registry` (shared with k3s's generated files)."""
     found = hosts_toml.find(roots, registry)
-    node_config = f"mirror node-config --mirror-url {fix_url} --certs-dir {roots[0] if roots else '…'}"
-    write_it = f"run `{node_config} --registry {registry}` (or --default for every registry)"
+    node_config = f"mirror node-config {registry} --mirror {fix_url} --certs-dir {roots[0] if roots else '…'}"
+    write_it = f"run `{node_config}` (with --default: every registry)"
     if found is None or not (found / "hosts.toml").is_file():
         where = str(found) if found else " or ".join(str(r / registry) for r in roots) or "config_path"
         return Route(
