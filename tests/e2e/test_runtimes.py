@@ -58,6 +58,18 @@ def test_containerd_pulls_through_the_mirror_cold_then_cached(
     assert {e["ns"] for e in seen} == {"docker.io"}
 
 
+def test_containerd_pulls_an_oci_index_for_its_own_platform(
+    tmp_path: Path, upstream: Registry, catalog: Catalog, mirror: MirrorProcess
+) -> None:
+    """ctr pull of an index through the mirror records the index digest and fetches only amd64's blobs."""
+    index = catalog.multi
+    before = upstream.mark()
+    with Containerd(tmp_path / "containerd") as ctd:
+        digest = ctd.pull("docker.io/library/multi:latest", write_hosts_dir(tmp_path / "certs.d", mirror.url))
+    assert digest == index.digest
+    assert {r.route.rsplit("/", 1)[1] for r in upstream.blob_gets(before)} == index.child("amd64").blobs
+
+
 def test_dockerd_pulls_through_the_mirror_cold_then_cached(
     tmp_path: Path, upstream: Registry, catalog: Catalog, mirror: MirrorProcess
 ) -> None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mirror import cli
 from mirror.commands import hosts_toml, node_config
@@ -204,3 +205,17 @@ def test_until_stopped_writes_then_removes_its_files_on_sigterm(tmp_path: Path) 
         finally:
             stop_process(proc)
     assert list(certs.iterdir()) == []
+
+
+def test_the_kustomize_sidecar_runs_a_valid_node_config_on_its_hostpath_mount() -> None:
+    """deploy/k8s: the node-config sidecar's args parse, it removes on stop, and --certs-dir is its mount."""
+    daemonset = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "k8s" / "daemonset.yaml").read_text())
+    spec = daemonset["spec"]["template"]["spec"]
+    sidecar = next(c for c in spec["initContainers"] if c["name"] == "node-config")
+    assert sidecar["restartPolicy"] == "Always"
+    args = cli.parser().parse_args(sidecar["args"])
+    assert args.until_stopped
+    assert args.registries == ["docker.io"]
+    mount = next(m for m in sidecar["volumeMounts"] if m["mountPath"] == str(args.certs_dir))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["hostPath"]["path"] == str(node_config.DEFAULT_CERTS_DIR)
