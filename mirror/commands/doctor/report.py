@@ -52,7 +52,7 @@ def document(
     problems = [r for r in runtimes if not r["ok"]] + [m for m in not_found if m["asked"]]
     return {
         "ok": bool(runtimes) and not problems,
-        "mirror_url": mirror_url,
+        "mirror": mirror_url,
         "runtimes": runtimes,
         "not_found": not_found,
     }
