@@ -144,6 +144,13 @@ def test_deprecated_registry_mirrors_are_read_with_a_note(tmp_path: Path) -> Non
     assert "deprecated" in report["runtimes"][0]["notes"][0]
 
 
+def test_a_disabled_cri_plugin_is_noted(tmp_path: Path) -> None:
+    """Docker's containerd packages disable CRI: doctor notes that kubelet does not use that containerd."""
+    containerd_node(tmp_path, f'version = 2\ndisabled_plugins = ["cri"]\n{CRI_V2}  config_path = "/c"\n')
+    _, report = doctor(tmp_path, "docker.io")
+    assert "disables the CRI plugin" in report["runtimes"][0]["notes"][0]
+
+
 def test_unreadable_containerd_config_is_a_problem(tmp_path: Path) -> None:
     """Bad TOML in config.toml is reported, not raised."""
     containerd_node(tmp_path, "version = = 2\n")

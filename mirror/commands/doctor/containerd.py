@@ -106,6 +106,12 @@ def read(file: Path, registries: Sequence[str], paths: Paths, fix_url: str) -> R
     version = data.get("version", 1)
     registry = _table(data, _REGISTRY_TABLES.get(version, _REGISTRY_TABLES[2]))
     notes = []
+    disabled = {str(p) for p in data.get("disabled_plugins", [])}
+    if disabled & {"cri", "io.containerd.grpc.v1.cri"}:
+        notes.append(
+            f"{file} disables the CRI plugin: kubelet does not use this containerd, and config_path is a CRI "
+            "setting (ctr and nerdctl take --hosts-dir)"
+        )
     if data.get("imports"):
         notes.append(f"{file} imports other files: `containerd config dump` shows the merged configuration")
     config_path = registry.get("config_path") or (_V3_DEFAULT_CONFIG_PATH if version == 3 else "")
