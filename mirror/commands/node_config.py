@@ -27,7 +27,6 @@ from mirror import values
 from mirror.commands import hosts_toml
 from mirror.commands.common import EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, SubParsers, argument_type
 from mirror.config import ConfigError, load
-from mirror.oci import DOCKER_IO_NAMES
 
 DEFAULT_CERTS_DIR = Path("/etc/containerd/certs.d")  # containerd's documented config_path
 HOSTS_FILE = "hosts.toml"
@@ -46,14 +45,10 @@ class Action:
 
 
 def served_registries(config: Path | None, environ: dict[str, str]) -> tuple[str, ...]:
-    """The registry names clients use for what the mirror serves: docker.io, each [[upstreams]] registry
-    and their aliases (Docker Hub's other names are docker.io to containerd already)."""
-    names: list[str] = []
-    for upstream in load({}, environ, config).registries():
-        for name in (upstream.registry, *upstream.aliases):
-            if name not in names and (name == upstream.registry or name not in DOCKER_IO_NAMES):
-                names.append(name)
-    return tuple(names)
+    """The registries the mirror serves to containerd: docker.io and each [[upstreams]] registry. Aliases
+    are path prefixes only (the mirror routes `?ns=` by registry name), and Docker Hub's other names are
+    docker.io to containerd already."""
+    return tuple(upstream.registry for upstream in load({}, environ, config).registries())
 
 
 def desired_files(

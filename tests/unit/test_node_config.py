@@ -166,15 +166,15 @@ def test_a_bad_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "no_such_key" in capsys.readouterr().err
 
 
-def test_served_registries_include_aliases_but_not_docker_hub_names(tmp_path: Path) -> None:
-    """An upstream's aliases are registries too; Docker Hub's other names are already docker.io."""
+def test_served_registries_are_the_registries_not_their_aliases(tmp_path: Path) -> None:
+    """Aliases are path prefixes (the mirror refuses them as ?ns=): no hosts.toml for them."""
     config = tmp_path / "mirror.toml"
     config.write_text(
         'upstream_aliases = ["index.docker.io"]\n'
         '[[upstreams]]\nregistry = "registry.k8s.io"\nurl = "https://registry.k8s.io"\n'
         'aliases = ["k8s.gcr.io"]\n'
     )
-    assert node_config.served_registries(config, {}) == ("docker.io", "registry.k8s.io", "k8s.gcr.io")
+    assert node_config.served_registries(config, {}) == ("docker.io", "registry.k8s.io")
 
 
 def test_node_config_and_hosts_toml_do_not_import_the_server() -> None:
