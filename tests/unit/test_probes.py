@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
 from mirror import oci
 from mirror.commands.probes import CONTAINERD, DOCKER, MAX_PROBE_BYTES, PODMAN, Endpoint, probe
 from tests.support.net import BackgroundServer
+from tests.support.tls import TlsFiles, make_tls
 
 MANIFEST = b'{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}'
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
@@ -21,9 +24,10 @@ IMAGE = oci.parse_image_ref("docker.io/library/probe:1")
 class Fake(BackgroundServer):
     """A registry answering every manifest request with MANIFEST, shaped by `mode`."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, tls: TlsFiles | None = None) -> None:
         self.mode = mode
         self.seen: list[tuple[str, str]] = []
+        self.authorization: list[str | None] = []
         self.release = threading.Event()
         fake = self
 
@@ -35,6 +39,7 @@ class Fake(BackgroundServer):
 
             def answer(self, body: bool) -> None:
                 fake.seen.append((self.command, self.path))
+                fake.authorization.append(self.headers.get("Authorization"))
                 if fake.mode == "stall":
                     fake.release.wait(10)
                     return
@@ -55,11 +60,11 @@ class Fake(BackgroundServer):
             def do_HEAD(self) -> None:
                 self.answer(body=False)
 
-        super().__init__(Handler, "probe-test")
+        super().__init__(Handler, "probe-test", tls=tls)
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(url=f"http://127.0.0.1:{self.port}")
+        return Endpoint(url=f"{self.scheme}://127.0.0.1:{self.port}")
 
 
 @pytest.fixture
@@ -67,8 +72,8 @@ def make_fake() -> Iterator[type[Fake]]:
     started: list[Fake] = []
 
     class Tracked(Fake):
-        def __init__(self, mode: str) -> None:
-            super().__init__(mode)
+        def __init__(self, mode: str, tls: TlsFiles | None = None) -> None:
+            super().__init__(mode, tls)
             started.append(self)
 
     yield Tracked
@@ -142,3 +147,27 @@ def test_a_manifest_larger_than_the_limit_fails(make_fake: type[Fake]) -> None:
     result = probe(fake.endpoint, PODMAN, IMAGE)
     assert result.error is not None
     assert f"larger than {MAX_PROBE_BYTES} bytes" in result.error
+
+
+def test_an_https_mirror_is_verified_against_the_runtimes_ca(make_fake: type[Fake], tmp_path: Path) -> None:
+    """With hosts.toml's `ca` the probe verifies the mirror's certificate; without it, it fails."""
+    fake = make_fake("ok", make_tls(tmp_path / "tls"))
+    trusted = dataclasses.replace(fake.endpoint, ca=(str(tmp_path / "tls" / "ca.pem"),))
+    assert probe(trusted, CONTAINERD, IMAGE).ok
+    untrusted = probe(fake.endpoint, CONTAINERD, IMAGE)
+    assert untrusted.error is not None
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.error
+
+
+def test_skip_verify_accepts_an_unknown_certificate(make_fake: type[Fake], tmp_path: Path) -> None:
+    """hosts.toml's skip_verify (registries.conf insecure) probes without verifying the certificate."""
+    fake = make_fake("ok", make_tls(tmp_path / "tls"))
+    assert probe(dataclasses.replace(fake.endpoint, skip_verify=True), CONTAINERD, IMAGE).ok
+
+
+def test_host_headers_are_sent_on_every_probe_request(make_fake: type[Fake]) -> None:
+    """hosts.toml `[host.header]` values (e.g. the mirror's client auth) go with each request."""
+    fake = make_fake("ok")
+    endpoint = dataclasses.replace(fake.endpoint, headers=(("Authorization", "Basic bm9kZTpzZWNyZXQ="),))
+    assert probe(endpoint, CONTAINERD, IMAGE).ok
+    assert fake.authorization == ["Basic bm9kZTpzZWNyZXQ="] * 2
