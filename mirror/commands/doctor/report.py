@@ -91,8 +91,8 @@ def as_text(doc: dict[str, Any]) -> str:
         for entry in runtime["registries"]:
             lines += _registry_lines(entry)
     for missing in doc["not_found"]:
-        flag = "  problem: asked for but" if missing["asked"] else " "
-        lines.append(f"{missing['runtime']}:{flag} not found ({missing['file']})")
+        asked = "problem: asked for but " if missing["asked"] else ""
+        lines.append(f"{missing['runtime']}: {asked}not found ({missing['file']})")
     if not doc["runtimes"]:
         lines.append("problem: no container runtime configuration found")
     lines.append("all pulls checked go through the mirror" if doc["ok"] else "problems found (exit status 1)")
