@@ -50,7 +50,7 @@ def finding(report: dict[str, Any], runtime: str, registry: str = "docker.io") -
 def test_doctor_agrees_with_a_real_containerd_configured_by_node_config(
     tmp_path: Path, catalog: Catalog, mirror: MirrorProcess
 ) -> None:
-    """doctor reads containerd's config_path, proves the pull with ?ns=, and ctr then pulls that digest."""
+    """doctor reads containerd's config_path, proves the pull with ?ns=; kubelet's CRI pull then agrees."""
     certs = tmp_path / "certs.d"
     subprocess.run(
         [
@@ -66,7 +66,7 @@ def test_doctor_agrees_with_a_real_containerd_configured_by_node_config(
         check=True,
         capture_output=True,
     )
-    with Containerd(tmp_path / "containerd", config_path=certs) as ctd:
+    with Containerd(tmp_path / "containerd", config_path=certs, cri=True) as ctd:
         code, report = doctor(
             "--containerd-config", str(ctd.config_file), "--runtime", "containerd", "--mirror", mirror.url
         )
@@ -75,6 +75,8 @@ def test_doctor_agrees_with_a_real_containerd_configured_by_node_config(
         assert found["probe"]["digest"] == catalog.v2img.manifest_digest
         assert [r.split()[0] for r in found["probe"]["requests"]] == ["HEAD", "GET"]
         assert all("?ns=docker.io " in r for r in found["probe"]["requests"])
+        assert report["runtimes"][0]["notes"] == [f"config_path = {certs}"]  # CRI on: no note about it
+        assert ctd.cri_pull(IMAGE) == catalog.v2img.config_digest
         assert ctd.pull(IMAGE, certs) == found["probe"]["digest"]
 
 

@@ -53,3 +53,22 @@ def test_containerd_pulls_through_the_mirror_after_node_config_and_not_after_rem
         assert list(certs.iterdir()) == []
         with pytest.raises(DaemonError, match=r"registry-1\.docker\.io"):
             ctd.pull(ref, certs, namespace="after-remove")  # straight to Docker Hub: no DNS here
+
+
+def test_kubelets_path_reads_node_config_files_without_a_containerd_restart(
+    tmp_path: Path, upstream: Registry, catalog: Catalog, mirror: MirrorProcess
+) -> None:
+    """CRI pulls (kubelet's path) go through the mirror once node-config writes into config_path, and
+    stop doing so once --remove deletes the files: the same containerd, never restarted."""
+    certs = tmp_path / "certs.d"
+    certs.mkdir()
+    with Containerd(tmp_path / "containerd", config_path=certs, cri=True) as ctd:
+        pid = ctd.pid
+        assert node_config("--mirror", mirror.url, "--certs-dir", str(certs)).returncode == 0
+        before = upstream.mark()
+        assert ctd.cri_pull("docker.io/library/v2img:latest") == catalog.v2img.config_digest
+        assert {r.route.rsplit("/", 1)[1] for r in upstream.blob_gets(before)} == catalog.v2img.blobs
+        assert node_config("--certs-dir", str(certs), "--remove").returncode == 0
+        with pytest.raises(DaemonError, match=r"registry-1\.docker\.io"):
+            ctd.cri_pull("docker.io/library/ociimg:latest")
+        assert ctd.pid == pid
