@@ -213,6 +213,10 @@ class Containerd(_Daemon):
             lines.append('[plugins."io.containerd.grpc.v1.cri"]')
             lines += ["  disable_tcp_service = true", '  stream_server_address = "127.0.0.1"']
             lines.append('  stream_server_port = "0"')
+            # Its CNI directories in the workdir: the host's /etc/cni is neither read nor created.
+            lines.append('[plugins."io.containerd.grpc.v1.cri".cni]')
+            lines.append(f'  bin_dir = "{self.workdir / "cni" / "bin"}"')
+            lines.append(f'  conf_dir = "{self.workdir / "cni" / "net.d"}"')
         if self.config_path is not None:
             # Read by the CRI plugin at every pull (ctr takes --hosts-dir instead) and by `mirror doctor`.
             lines.append('[plugins."io.containerd.grpc.v1.cri".registry]')
