@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
 from mirror import keys, middlewares, oci, routes
+from mirror.access import middleware as access
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
@@ -23,6 +25,7 @@ from mirror.storage.listings import ListingCache
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
 from mirror.tag_lists import TagLists
+from mirror.tls import ServerTls
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.health import UpstreamHealth
@@ -38,13 +41,25 @@ HOT_BYTES = 32 * 1024 * 1024
 
 def create_app(settings: Settings) -> web.Application:
     """The mirror as an aiohttp application; nothing is opened until it starts."""
-    app = web.Application(middlewares=[middlewares.observe], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[middlewares.observe, access.authenticate], client_max_size=64 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
     app.on_response_prepare.append(middlewares.add_headers)
+    app.cleanup_ctx.append(access.guarding)
     app.cleanup_ctx.append(_components)
     routes.setup(app)
     return app
+
+
+def serving(settings: Settings) -> tuple[web.Application, ssl.SSLContext | None]:
+    """The app as `mirror serve` runs it, and its listener's TLS context (None for plain HTTP), which
+    is reloaded while the app runs when its files change. Blocking: reads the TLS files."""
+    tls = ServerTls.from_settings(settings)
+    app = create_app(settings)
+    if tls is None:
+        return app, None
+    app.cleanup_ctx.append(tls.watching)
+    return app, tls.context
 
 
 async def _flush_access_times(store: BlobStore) -> None:

@@ -85,6 +85,14 @@ class Settings:
     shutdown_grace: float = 10.0
     log_format: str = "auto"
     log_level: str = "info"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_htpasswd: Path | None = None
+    auth_tokens: Path | None = None
+    metrics_auth: bool = False
+    auth_cache_ttl: float = 60.0
+    reload_interval: float = 2.0
     upstreams: tuple[UpstreamSettings, ...] = ()
 
     def registries(self) -> tuple[UpstreamSettings, ...]:
@@ -120,6 +128,9 @@ class Settings:
             pins=list(self.pins),
             platforms=list(self.platforms),
         )
+        for key in _PATH_KEYS:
+            if found[key] is not None:
+                found[key] = str(found[key])
         if self.upstream_password is not None:
             found["upstream_password"] = REDACTED
         return found
@@ -156,7 +167,16 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "shutdown_grace": values.seconds,
     "log_format": values.choice("auto", "json", "console"),
     "log_level": values.choice("debug", "info", "warning", "error"),
+    "tls_cert": lambda v: Path(values.nonempty(v)),
+    "tls_key": lambda v: Path(values.nonempty(v)),
+    "tls_client_ca": lambda v: Path(values.nonempty(v)),
+    "auth_htpasswd": lambda v: Path(values.nonempty(v)),
+    "auth_tokens": lambda v: Path(values.nonempty(v)),
+    "metrics_auth": values.flag,
+    "auth_cache_ttl": values.seconds,
+    "reload_interval": values.positive_seconds,
 }
+_PATH_KEYS = ("tls_cert", "tls_key", "tls_client_ca", "auth_htpasswd", "auth_tokens")
 
 _UPSTREAM_PARSERS: dict[str, Callable[[Any], Any]] = {
     "registry": values.registry_host,
@@ -260,6 +280,16 @@ def _check_cache(settings: Settings) -> None:
             raise ConfigError(f"pin {pin}: its registry has no [[upstreams]] table")
 
 
+def _check_serving(settings: Settings) -> None:
+    """TLS needs both halves of the pair; client certificates and metrics auth need what they build on."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError("tls_cert and tls_key go together: give both or neither")
+    if settings.tls_client_ca is not None and settings.tls_cert is None:
+        raise ConfigError("tls_client_ca needs tls_cert and tls_key (client certificates are a TLS feature)")
+    if settings.metrics_auth and settings.auth_htpasswd is None and settings.auth_tokens is None:
+        raise ConfigError("metrics_auth needs auth_htpasswd or auth_tokens")
+
+
 def _check_names(settings: Settings) -> None:
     """Every registry name and alias routes to exactly one upstream."""
     seen: dict[str, str] = {name: DOCKER_IO for name in DOCKER_IO_NAMES}
@@ -283,4 +313,5 @@ def load(
     settings = Settings(**merged)
     _check_names(settings)
     _check_cache(settings)
+    _check_serving(settings)
     return settings

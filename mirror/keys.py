@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mirror.access.guard import Guard
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
@@ -30,3 +31,5 @@ ROUTER = web.AppKey("router", Router)
 STORE = web.AppKey("store", BlobStore)
 FILLS = web.AppKey("fills", Fills)
 PINS = web.AppKey("pins", PinRecord)
+#: The client-credentials guard; absent when neither auth_htpasswd nor auth_tokens is set.
+GUARD = web.AppKey("guard", Guard)

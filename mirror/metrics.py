@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from mirror import __version__
 
 FILL_FAILURE_REASONS = ("digest_mismatch", "size_mismatch", "upstream_error", "disk", "shutdown")
+AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -126,6 +127,32 @@ class Metrics:
         self.pinned_bytes = Gauge(
             "mirror_cache_pinned_bytes", "Bytes of blobs held by pinned images (never evicted)", registry=r
         )
+        self.tls_reloads = Counter(
+            "mirror_tls_reloads",
+            "Reloads of the listener's certificate after its files changed, by outcome (ok, error)",
+            ["outcome"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "mirror_auth_failures",
+            "Client requests refused for credentials: missing, malformed, or wrong (bad user or password)",
+            ["reason"],
+            registry=r,
+        )
+        self.auth_checks = Counter(
+            "mirror_auth_checks",
+            "Credential checks by how they were answered: cached (no hashing), verified (bcrypt ran), token",
+            ["outcome"],
+            registry=r,
+        )
+        self.auth_reloads = Counter(
+            "mirror_auth_reloads",
+            "Reloads of the htpasswd or tokens file after it changed, by outcome (ok, error)",
+            ["outcome"],
+            registry=r,
+        )
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
         for reason in FILL_FAILURE_REASONS:  # present at 0, so increase() sees the first failure
             self.fill_failures.labels(reason)
         Info("mirror_build", "Version of the mirror and of Python", registry=r).info(

@@ -23,7 +23,7 @@ async def manifest(request: web.Request) -> web.Response:
     ctx = context(request)
     ctx.kind = "manifest"
     reference = str(oci.parse_reference(request.match_info["reference"]))
-    proxy, name = _route(request)
+    proxy, name = _route(request, reference)
     answer = await proxy.manifest(name, reference, request.headers.getall("Accept", []))
     found = answer.manifest
     ctx.result, ctx.source = (
@@ -43,7 +43,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     ctx.kind = "blob"
     digest = str(oci.Digest.parse(request.match_info["digest"]))
-    proxy, name = _route(request)
+    proxy, name = _route(request, digest)
     if request.method == "HEAD":
         size, ctx.result = await proxy.blob_size(name, digest)
         return web.Response(headers=blob_headers(digest, size))
@@ -95,16 +95,20 @@ async def fallback(request: web.Request) -> web.Response:
     raise errors.Unsupported(f"{request.method} is not supported: this mirror only serves pulls")
 
 
-def _route(request: web.Request) -> tuple[RegistryProxy, str]:
+def _route(request: web.Request, reference: str | None = None) -> tuple[RegistryProxy, str]:
     """The proxy of the upstream serving this request and the repository name to ask it for."""
-    target = _target(request)
+    target = _target(request, reference)
     return request.app[keys.PROXIES][target.upstream], target.name
 
 
-def _target(request: web.Request) -> Target:
-    """The upstream serving this request and the repository name to ask it for."""
+def _target(request: web.Request, reference: str | None = None) -> Target:
+    """The upstream serving this request and the repository name to ask it for; the image asked for
+    (`registry/name:tag` or `registry/name@digest`) goes to the request's log line."""
     ns = request.query.get("ns")
     target = request.app[keys.ROUTER].route(oci.parse_name(request.match_info["name"]), ns)
     ctx = context(request)
     ctx.upstream, ctx.namespace = target.upstream, ns
+    ctx.image = f"{target.upstream}/{target.name}"
+    if reference is not None:
+        ctx.image += ("@" if ":" in reference else ":") + reference
     return target

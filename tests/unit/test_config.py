@@ -522,3 +522,35 @@ def test_shipped_example_config_loads_to_the_defaults() -> None:
     """deploy/examples/config.toml is valid and, as shipped, changes no default."""
     example = Path(__file__).parents[2] / "deploy" / "examples" / "config.toml"
     assert load({}, {}, example) == load({}, {})
+
+
+# --- serving: TLS and client auth --------------------------------------------------------------------
+
+
+def test_tls_and_auth_settings_from_flags_env_and_file(tmp_path: Path) -> None:
+    """TLS files from flags, the client CA from the environment, auth files and metrics_auth from the file."""
+    config = _write(tmp_path, 'auth_htpasswd = "/etc/mirror/htpasswd"\nmetrics_auth = true\n')
+    settings = load({"tls_cert": "/c.pem", "tls_key": "/k.pem"}, {"MIRROR_TLS_CLIENT_CA": "/ca.pem"}, config)
+    assert (settings.tls_cert, settings.tls_key, settings.tls_client_ca) == (
+        Path("/c.pem"),
+        Path("/k.pem"),
+        Path("/ca.pem"),
+    )
+    assert (settings.auth_htpasswd, settings.metrics_auth) == (Path("/etc/mirror/htpasswd"), True)
+    assert settings.redacted()["tls_cert"] == "/c.pem"
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        ({"tls_cert": "/c.pem"}, "tls_key"),
+        ({"tls_key": "/k.pem"}, "tls_cert"),
+        ({"tls_client_ca": "/ca.pem"}, "tls_client_ca"),
+        ({"metrics_auth": "true"}, "metrics_auth"),
+        ({"reload_interval": "0"}, "reload_interval"),
+    ],
+)
+def test_incomplete_serving_settings_are_errors(flags: dict[str, Any], named: str) -> None:
+    """Half a TLS pair, a client CA without TLS, metrics_auth without auth, a zero reload interval."""
+    with pytest.raises(ConfigError, match=named):
+        load(flags, {}, None)
