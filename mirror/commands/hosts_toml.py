@@ -33,6 +33,7 @@ class Host:
     capabilities: tuple[str, ...] = ALL_CAPABILITIES
     skip_verify: bool = False
     ca: tuple[str, ...] = ()
+    client: tuple[str, str] | None = None  # the first (certificate, key) pair of `client`
     headers: tuple[tuple[str, str], ...] = ()
     override_path: bool = False
 
@@ -83,6 +84,17 @@ def _strings(value: Any) -> tuple[str, ...]:
     return ()
 
 
+def _client(value: Any) -> tuple[str, str] | None:
+    """hosts.toml `client`: "cert" (key inside), ["cert", "key"], or [["cert", "key"], ...]."""
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        value = value[0]
+    if isinstance(value, str):
+        return (value, value)
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        return (value[0], value[1])
+    return None
+
+
 def _host(url: str, table: dict[str, Any]) -> Host:
     headers = tuple(
         (str(name), v) for name, values in dict(table.get("header", {})).items() for v in _strings(values)
@@ -93,6 +105,7 @@ def _host(url: str, table: dict[str, Any]) -> Host:
         capabilities=_strings(caps) if caps is not None else ALL_CAPABILITIES,
         skip_verify=bool(table.get("skip_verify", False)),
         ca=_strings(table.get("ca")),
+        client=_client(table.get("client")),
         headers=headers,
         override_path=bool(table.get("override_path", False)),
     )
@@ -121,10 +134,13 @@ def render(
     *,
     ca: str | None = None,
     skip_verify: bool = False,
+    client: tuple[str, str] | None = None,
+    authorization: str | None = None,
 ) -> str:
-    """The hosts.toml `mirror node-config` writes for `registry`: the mirror first (pull + resolve), then
-    the registry itself as `server`. containerd always ends with that fallback (written or not); `_default`
-    leaves it unwritten, so it is whichever registry the image names."""
+    """The hosts.toml `mirror node-config` writes for `registry`: the mirror first (pull + resolve), with
+    its CA, client certificate and Authorization header if given, then the registry itself as `server`.
+    containerd always ends with that fallback (written or not); `_default` leaves it unwritten, so it is
+    whichever registry the image names."""
     lines = [OWNER_MARKER]
     if registry != DEFAULT_DIR:
         lines.append(f"server = {_quoted(server_for(registry))}")
@@ -133,6 +149,10 @@ def render(
         lines.append(f"  ca = {_quoted(ca)}")
     if skip_verify:
         lines.append("  skip_verify = true")
+    if client is not None:
+        lines.append(f"  client = [[{_quoted(client[0])}, {_quoted(client[1])}]]")
+    if authorization is not None:
+        lines += [f"  [host.{_quoted(mirror_url)}.header]", f"    Authorization = [{_quoted(authorization)}]"]
     return "\n".join(lines) + "\n"
 
 

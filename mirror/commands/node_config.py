@@ -20,7 +20,7 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mirror import values
@@ -51,12 +51,31 @@ def served_registries(config: Path | None, environ: dict[str, str]) -> tuple[str
     return tuple(upstream.registry for upstream in load({}, environ, config).registries())
 
 
-def desired_files(
-    registries: Iterable[str], mirror_url: str, *, default: bool, ca: str | None, skip_verify: bool
-) -> dict[str, str]:
+@dataclass(frozen=True)
+class MirrorAccess:
+    """How containerd reaches the mirror: its URL and the TLS and credential settings it needs."""
+
+    url: str
+    ca: str | None = None
+    skip_verify: bool = False
+    client: tuple[str, str] | None = None  # paths on the node
+    authorization: str | None = field(default=None, repr=False)  # an Authorization header value
+
+
+def desired_files(registries: Iterable[str], access: MirrorAccess, *, default: bool) -> dict[str, str]:
     """Host directory name → the hosts.toml text to put there."""
     names = [*registries, *([hosts_toml.DEFAULT_DIR] if default else [])]
-    return {n: hosts_toml.render(n, mirror_url, ca=ca, skip_verify=skip_verify) for n in names}
+    return {
+        n: hosts_toml.render(
+            n,
+            access.url,
+            ca=access.ca,
+            skip_verify=access.skip_verify,
+            client=access.client,
+            authorization=access.authorization,
+        )
+        for n in names
+    }
 
 
 def _owned(path: Path) -> bool:
@@ -67,14 +86,14 @@ def _owned(path: Path) -> bool:
         return False
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, text: str, mode: int) -> None:
     """Replace `path` by `text` in one rename: containerd, reading at every pull, never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".hosts.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -94,8 +113,9 @@ def _own_files(certs_dir: Path) -> list[Path]:
     return sorted(p for p in certs_dir.glob(f"*/{HOSTS_FILE}") if _owned(p))
 
 
-def apply(certs_dir: Path, files: dict[str, str]) -> list[Action]:
-    """Make `certs_dir` hold exactly `files` among the hosts.toml files this command owns."""
+def apply(certs_dir: Path, files: dict[str, str], *, secret: bool = False) -> list[Action]:
+    """Make `certs_dir` hold exactly `files` among the hosts.toml files this command owns; with `secret`
+    (they carry credentials) readable by their owner only."""
     actions: list[Action] = []
     for name, text in files.items():
         path = certs_dir / name / HOSTS_FILE
@@ -105,7 +125,7 @@ def apply(certs_dir: Path, files: dict[str, str]) -> list[Action]:
             elif path.exists() and path.read_text(encoding="utf-8") == text:
                 actions.append(Action("unchanged", path))
             else:
-                _write_atomically(path, text)
+                _write_atomically(path, text, 0o600 if secret else 0o644)
                 actions.append(Action("written", path))
         except OSError as exc:
             actions.append(Action("failed", path, str(exc)))
@@ -143,6 +163,19 @@ def _hold_stops() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
 
 
+def _access(args: argparse.Namespace) -> MirrorAccess:
+    """The mirror's URL with --ca, --skip-verify, --client-cert/--client-key and --authorization-file."""
+    if (args.client_cert is None) != (args.client_key is None):
+        raise ValueError("--client-cert and --client-key go together")
+    authorization = None
+    if args.authorization_file is not None:
+        authorization = Path(args.authorization_file).read_text(encoding="utf-8").strip()
+        if not authorization or "\n" in authorization or '"' in authorization:
+            raise ValueError(f"{args.authorization_file}: expected one header value, e.g. Basic <base64>")
+    client = (args.client_cert, args.client_key) if args.client_cert else None
+    return MirrorAccess(args.mirror, args.ca, args.skip_verify, client, authorization)
+
+
 def run(args: argparse.Namespace) -> int:
     """`mirror node-config`: one line per file on stdout; 1 if any file failed."""
     certs_dir: Path = args.certs_dir
@@ -156,12 +189,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"mirror: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    files = desired_files(
-        registries, args.mirror, default=args.default, ca=args.ca, skip_verify=args.skip_verify
-    )
+    try:
+        access = _access(args)
+    except (OSError, ValueError) as exc:
+        print(f"mirror node-config: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    files = desired_files(registries, access, default=args.default)
     if args.until_stopped:
         _hold_stops()
-    written = _report(apply(certs_dir, files), certs_dir)
+    written = _report(apply(certs_dir, files, secret=access.authorization is not None), certs_dir)
     if args.until_stopped:
         signal.sigwait(_STOPS)
         written = _report(remove(_own_files(certs_dir)), certs_dir) and written
@@ -199,6 +235,14 @@ def add_parser(sub: SubParsers) -> None:
     )
     node.add_argument("--ca", metavar="PATH", help="CA file (path on the node) for an https mirror")
     node.add_argument("--skip-verify", action="store_true", help="do not verify the mirror's certificate")
+    node.add_argument("--client-cert", metavar="PATH", help="client certificate (path on the node), for mTLS")
+    node.add_argument("--client-key", metavar="PATH", help="its key (path on the node)")
+    node.add_argument(
+        "--authorization-file",
+        metavar="FILE",
+        help="a file holding the Authorization header value for the mirror (Basic ... or Bearer ...); "
+        "the hosts.toml files then get mode 0600",
+    )
     node.add_argument("--remove", action="store_true", help="delete every file this command wrote, and exit")
     node.add_argument(
         "--until-stopped",

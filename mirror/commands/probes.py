@@ -84,6 +84,7 @@ class Endpoint:
     path_prefix: str = ""  # registries.conf `location = "host/prefix"`: /v2/<prefix>/<name>/...
     ca: tuple[str, ...] = ()
     skip_verify: bool = False
+    client: tuple[str, str] | None = None  # (certificate, key) files presented to a mirror under mTLS
     headers: tuple[tuple[str, str], ...] = ()
     override_path: bool = False  # containerd: the URL's path is the API root (no /v2 added)
     http_fallback: bool = False  # registries.conf `insecure`: plain http when https cannot connect
@@ -124,6 +125,8 @@ def _context(endpoint: Endpoint) -> ssl.SSLContext:
     if endpoint.skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
+    if endpoint.client is not None:
+        context.load_cert_chain(*endpoint.client)
     return context
 
 

@@ -12,10 +12,13 @@ from typing import Any
 import pytest
 
 from tests.support.catalog import Catalog
+from tests.support.htpasswd import htpasswd_add
 from tests.support.mirrorproc import MirrorProcess
+from tests.support.net import basic_auth
 from tests.support.registry import Registry
 from tests.support.runtimes import Containerd, Dockerd, available
 from tests.support.skopeo import skopeo_inspect
+from tests.support.tls import TestCa, TlsFiles
 
 needs_daemons = pytest.mark.skipif(available() is not None, reason=str(available()))
 IMAGE = "docker.io/library/v2img:latest"
@@ -149,3 +152,35 @@ def test_doctor_probes_podman_style_with_the_http_fallback_skopeo_uses(
         f"docker.io/{catalog.v2img.name}:latest", registries_conf=conf, tmpdir=skopeo_tmp
     )
     assert inspected["Digest"] == probe["digest"]
+
+
+@needs_daemons
+def test_doctor_and_kubelet_pull_through_an_https_mirror_that_wants_credentials(
+    tmp_path: Path, upstream: Registry, catalog: Catalog
+) -> None:
+    """node-config --ca --authorization-file: doctor proves the pull over verified HTTPS with the header,
+    and the CRI pull agrees; the same files without the header are a 401 problem."""
+    ca = TestCa(tmp_path / "ca")
+    pair = ca.issue("server")
+    htpasswd = htpasswd_add(tmp_path / "htpasswd", "node", "secret", create=True)
+    env = {"MIRROR_AUTH_HTPASSWD": str(htpasswd)}
+    with MirrorProcess(
+        tmp_path / "mirror", upstream.url, env, tls=TlsFiles(ca.ca, pair.cert, pair.key)
+    ) as mirror:
+        authorization = tmp_path / "authorization"
+        authorization.write_text(basic_auth("node", "secret"))
+        certs = tmp_path / "certs.d"
+        flags = ["--mirror", mirror.url, "--certs-dir", str(certs), "--ca", str(ca.ca)]
+        node_config = [sys.executable, "-m", "mirror", "node-config", *flags]
+        subprocess.run(
+            [*node_config, "--authorization-file", str(authorization)], check=True, capture_output=True
+        )
+        with Containerd(tmp_path / "containerd", config_path=certs, cri=True) as ctd:
+            code, report = doctor("--containerd-config", str(ctd.config_file), "--runtime", "containerd")
+            assert code == 0, report
+            assert finding(report, "containerd")["probe"]["digest"] == catalog.v2img.manifest_digest
+            assert ctd.cri_pull(IMAGE) == catalog.v2img.config_digest
+            subprocess.run(node_config, check=True, capture_output=True)  # rewritten without the header
+            code, report = doctor("--containerd-config", str(ctd.config_file), "--runtime", "containerd")
+    assert code == 1
+    assert "401" in finding(report, "containerd")["probe"]["error"]

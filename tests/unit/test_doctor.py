@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from mirror import cli
+from mirror.commands.doctor import containerd, docker, k3s
 from mirror.commands.doctor.checks import host_port
+from mirror.commands.doctor.model import Paths
 from mirror.commands.hosts_toml import render
 
 MIRROR = "http://10.0.0.5:5000"
@@ -333,3 +335,49 @@ def test_doctor_does_not_import_the_server() -> None:
         "aiocache",
         "diskcache",
     }
+
+
+def test_docker_skips_verification_for_loopback_and_insecure_registries(tmp_path: Path) -> None:
+    """Docker takes 127.0.0.0/8 and insecure-registries (host:port or CIDR) for insecure: no cert check."""
+    assert docker.insecure("127.0.0.1", 5000, [])
+    assert docker.insecure("mirror.local", 5000, ["mirror.local:5000"])
+    assert docker.insecure("10.1.2.3", 5000, ["10.0.0.0/8"])
+    assert not docker.insecure("::1", 5000, [])
+    assert not docker.insecure("mirror.local", 5000, ["other:5000"])
+
+
+def test_docker_certs_d_gives_the_probe_its_ca_and_client_certificate(tmp_path: Path) -> None:
+    """certs.d/<host:port>/{ca.crt,client.cert,client.key} are what the Docker probe presents."""
+    certs = tmp_path / "certs.d"
+    for name in ("ca.crt", "client.cert", "client.key"):
+        write(certs, f"mirror.local:5443/{name}", "pem")
+    daemon = write(tmp_path, "daemon.json", json.dumps({"registry-mirrors": ["https://mirror.local:5443"]}))
+    route = docker.read(daemon, certs, ["docker.io"], MIRROR).routes[0]
+    assert route.endpoints[0].ca == (str(certs / "mirror.local:5443" / "ca.crt"),)
+    assert route.endpoints[0].client == (
+        str(certs / "mirror.local:5443" / "client.cert"),
+        str(certs / "mirror.local:5443" / "client.key"),
+    )
+
+
+def test_k3s_auth_and_client_certificate_reach_the_probe(tmp_path: Path) -> None:
+    """registries.yaml configs: username/password become a Basic header, cert_file/key_file the client."""
+    text = (
+        'mirrors: {docker.io: {endpoint: ["https://m:5443"]}}\n'
+        'configs: {"m:5443": {auth: {username: node, password: secret}, '
+        "tls: {cert_file: /etc/c.crt, key_file: /etc/c.key}}}\n"
+    )
+    file = write(tmp_path, "etc/rancher/k3s/registries.yaml", text)
+    endpoint = k3s.read("k3s", file, ["docker.io"], Paths.under(tmp_path), MIRROR).routes[0].endpoints[0]
+    assert endpoint.headers == (("Authorization", "Basic bm9kZTpzZWNyZXQ="),)
+    assert endpoint.client == (str(tmp_path / "etc/c.crt"), str(tmp_path / "etc/c.key"))
+
+
+def test_containerd_relative_ca_is_read_beside_hosts_toml(tmp_path: Path) -> None:
+    """`ca = "ca.crt"` in hosts.toml means the host directory's ca.crt, as containerd reads it."""
+    containerd_node(tmp_path)
+    write(tmp_path, "etc/containerd/certs.d/docker.io/hosts.toml", '[host."https://m:5443"]\nca = "ca.crt"\n')
+    config = containerd.read(
+        tmp_path / "etc/containerd/config.toml", ["docker.io"], Paths.under(tmp_path), MIRROR
+    )
+    assert config.routes[0].endpoints[0].ca == (str(tmp_path / "etc/containerd/certs.d/docker.io/ca.crt"),)

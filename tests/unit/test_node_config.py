@@ -219,3 +219,54 @@ def test_the_kustomize_sidecar_runs_a_valid_node_config_on_its_hostpath_mount() 
     mount = next(m for m in sidecar["volumeMounts"] if m["mountPath"] == str(args.certs_dir))
     volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
     assert volume["hostPath"]["path"] == str(node_config.DEFAULT_CERTS_DIR)
+
+
+def test_client_certificate_and_authorization_go_into_the_mirror_host(tmp_path: Path) -> None:
+    """--client-cert/--client-key and --authorization-file land on the mirror's host; the file is 0600."""
+    secret = tmp_path / "authorization"
+    secret.write_text("Basic bm9kZTpzZWNyZXQ=\n")
+    certs = tmp_path / "certs.d"
+    flags = ["--client-cert", "/etc/mirror/node.crt", "--client-key", "/etc/mirror/node.key"]
+    assert (
+        run(
+            "docker.io",
+            "--mirror",
+            MIRROR,
+            "--certs-dir",
+            str(certs),
+            *flags,
+            "--authorization-file",
+            str(secret),
+        )
+        == 0
+    )
+    file = certs / "docker.io" / "hosts.toml"
+    host = parse(file.read_text()).hosts[0]
+    assert host.client == ("/etc/mirror/node.crt", "/etc/mirror/node.key")
+    assert host.headers == (("Authorization", "Basic bm9kZTpzZWNyZXQ="),)
+    assert file.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("flags", "content"),
+    [(["--client-cert", "/c.crt"], None), (["--authorization-file"], "Basic a\nBasic b\n")],
+)
+def test_half_a_client_pair_or_a_bad_authorization_file_exits_2(
+    tmp_path: Path, flags: list[str], content: str | None
+) -> None:
+    """A client certificate without its key, or a header file with two lines, is a usage error."""
+    if content is not None:
+        (tmp_path / "auth").write_text(content)
+        flags = [*flags, str(tmp_path / "auth")]
+    assert run("docker.io", "--mirror", MIRROR, "--certs-dir", str(tmp_path / "c"), *flags) == 2
+    assert not (tmp_path / "c").exists()
+
+
+def test_parse_reads_every_spelling_of_client() -> None:
+    """hosts.toml `client` as one file, a pair, or a list of pairs gives the first (cert, key)."""
+    for value, expected in [
+        ('"/a.pem"', ("/a.pem", "/a.pem")),
+        ('["/a.crt", "/a.key"]', ("/a.crt", "/a.key")),
+        ('[["/a.crt", "/a.key"], ["/b.crt", "/b.key"]]', ("/a.crt", "/a.key")),
+    ]:
+        assert parse(f'[host."https://m"]\nclient = {value}\n').hosts[0].client == expected

@@ -35,12 +35,18 @@ def _table(data: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     return data
 
 
-def endpoint(host: hosts_toml.Host, paths: Paths) -> Endpoint:
-    """The probe endpoint for a hosts.toml host (CA paths are the node's, under `paths.root`)."""
+def endpoint(host: hosts_toml.Host, paths: Paths, host_dir: Path) -> Endpoint:
+    """The probe endpoint for a hosts.toml host. File paths are the node's (under `paths.root`); a relative
+    one is relative to the host directory, as containerd reads it."""
+
+    def file(path: str) -> str:
+        return str(paths.on_node(path) if path.startswith("/") else host_dir / path)
+
     return Endpoint(
         url=host.full_url,
-        ca=tuple(str(paths.on_node(c)) for c in host.ca),
+        ca=tuple(file(c) for c in host.ca),
         skip_verify=host.skip_verify,
+        client=None if host.client is None else (file(host.client[0]), file(host.client[1])),
         headers=host.headers,
         override_path=host.override_path,
     )
@@ -79,7 +85,7 @@ def hosts_route(roots: Sequence[Path], registry: str, paths: Paths, fix_url: str
         fixes.append(f'capabilities = ["pull", "resolve"] for {pulling[0].url} in {file}')
     return Route(
         registry,
-        endpoints=tuple(endpoint(h, paths) for h in pulling),
+        endpoints=tuple(endpoint(h, paths, found) for h in pulling),
         source=str(file),
         problems=tuple(problems),
         fixes=tuple(fixes),

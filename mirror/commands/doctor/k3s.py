@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,30 @@ def _endpoint(url: str, configs: dict[str, Any], paths: Paths) -> Endpoint:
     tls = entry.get("tls") if isinstance(entry, dict) else None
     tls = tls if isinstance(tls, dict) else {}
     ca = (str(paths.on_node(str(tls["ca_file"]))),) if tls.get("ca_file") else ()
-    return Endpoint(url=full.rstrip("/"), ca=ca, skip_verify=bool(tls.get("insecure_skip_verify")))
+    client = None
+    if tls.get("cert_file") and tls.get("key_file"):
+        client = (str(paths.on_node(str(tls["cert_file"]))), str(paths.on_node(str(tls["key_file"]))))
+    return Endpoint(
+        url=full.rstrip("/"),
+        ca=ca,
+        skip_verify=bool(tls.get("insecure_skip_verify")),
+        client=client,
+        headers=_authorization(entry.get("auth") if isinstance(entry, dict) else None),
+    )
+
+
+def _authorization(auth: Any) -> tuple[tuple[str, str], ...]:
+    """registries.yaml `auth` as the header k3s's containerd sends: username/password, auth, or a token."""
+    if not isinstance(auth, dict):
+        return ()
+    if auth.get("username") is not None:
+        raw = f"{auth['username']}:{auth.get('password', '')}".encode()
+        return (("Authorization", "Basic " + base64.b64encode(raw).decode()),)
+    if auth.get("auth"):
+        return (("Authorization", f"Basic {auth['auth']}"),)
+    if auth.get("identity_token"):
+        return (("Authorization", f"Bearer {auth['identity_token']}"),)
+    return ()
 
 
 def _route(
