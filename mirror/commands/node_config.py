@@ -79,10 +79,11 @@ def desired_files(registries: Iterable[str], access: MirrorAccess, *, default: b
 
 
 def _owned(path: Path) -> bool:
+    """Whether `path` starts with the marker; a file that cannot be read is not ours (never removed)."""
     try:
         with path.open(encoding="utf-8", errors="replace") as handle:
             return handle.readline().rstrip("\n") == hosts_toml.OWNER_MARKER
-    except FileNotFoundError:
+    except OSError:
         return False
 
 
