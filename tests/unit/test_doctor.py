@@ -381,3 +381,22 @@ def test_containerd_relative_ca_is_read_beside_hosts_toml(tmp_path: Path) -> Non
         tmp_path / "etc/containerd/config.toml", ["docker.io"], Paths.under(tmp_path), MIRROR
     )
     assert config.routes[0].endpoints[0].ca == (str(tmp_path / "etc/containerd/certs.d/docker.io/ca.crt"),)
+
+
+def test_a_blocked_registry_in_registries_conf_is_a_problem(tmp_path: Path) -> None:
+    """`blocked = true` means no pull at all: reported as such."""
+    write(tmp_path, "etc/containers/registries.conf", '[[registry]]\nprefix = "docker.io"\nblocked = true\n')
+    code, report = doctor(tmp_path, "docker.io")
+    assert code == 1
+    assert "blocked" in findings(report, "podman")["docker.io"]["problems"][0]
+
+
+def test_a_hosts_toml_that_does_not_parse_is_a_problem_with_the_fix(tmp_path: Path) -> None:
+    """Bad TOML in a registry's hosts.toml is reported (containerd then ignores the mirror)."""
+    containerd_node(tmp_path)
+    write(tmp_path, "etc/containerd/certs.d/docker.io/hosts.toml", '[host."http://m:5000"\n')
+    code, report = doctor(tmp_path, "docker.io")
+    assert code == 1
+    found = findings(report, "containerd")["docker.io"]
+    assert "cannot be read" in found["problems"][0]
+    assert "mirror node-config docker.io" in found["fixes"][0]
