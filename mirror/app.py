@@ -28,6 +28,7 @@ from mirror.tag_lists import TagLists
 from mirror.tls import ServerTls
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
+from mirror.upstream.clientauth import ClientGate
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.router import Router
 from mirror.warmup import warm_pins
@@ -94,6 +95,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
         proxies: dict[str, RegistryProxy] = {}
+        gates: dict[str, ClientGate] = {}
         referrers: dict[str, ReferrerProxy] = {}
         tag_lists: dict[str, TagLists] = {}
         for upstream_settings in registries:
@@ -109,11 +111,19 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             proxies[upstream.label] = RegistryProxy(
                 upstream, manifests, store, fills, hot, ttl, settings.negative_ttl, settings.prefetch
             )
+            if upstream_settings.upstream_auth == "client":
+                gates[upstream.label] = ClientGate(
+                    upstream.label,
+                    upstream.auth_for,
+                    metrics,
+                    settings.upstream_auth_ttl,
+                    settings.upstream_auth_denied_ttl,
+                )
             referrers[upstream.label] = ReferrerProxy(upstream, listings, referrers_ttl)
             tag_lists[upstream.label] = TagLists(upstream, listings, manifests, ttl)
         router = Router(registries)
         app[keys.PROXIES], app[keys.ROUTER], app[keys.STORE] = proxies, router, store
-        app[keys.FILLS], app[keys.PINS] = fills, pins
+        app[keys.FILLS], app[keys.PINS], app[keys.GATES] = fills, pins, gates
         app[keys.REFERRERS], app[keys.TAG_LISTS] = referrers, tag_lists
         platforms = oci.platform_filter(settings.platforms)
         warming = (
@@ -127,6 +137,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             "mirror_started",
             listen=str(settings.listen),
             upstreams={u.registry: u.url for u in registries},
+            egress={u.registry: u.egress.redacted() for u in registries if u.egress.http or u.egress.https},
             cache_dir=str(settings.cache_dir),
             temp_files_removed=removed,
             pins=len(pins.refs),
@@ -141,6 +152,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                     await asyncio.gather(task, return_exceptions=True)
             for proxy in proxies.values():
                 await proxy.close()
+            for gate in gates.values():
+                await gate.close()
             for referrer_proxy in referrers.values():
                 await referrer_proxy.close()
             for tag_list in tag_lists.values():

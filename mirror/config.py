@@ -20,6 +20,8 @@ from typing import Any
 
 from mirror import values
 from mirror.oci import DOCKER_HUB, DOCKER_IO, DOCKER_IO_NAMES
+from mirror.upstream import egress
+from mirror.upstream.egress import DIRECT, ProxyRules
 from mirror.values import Listen
 
 ENV_PREFIX = "MIRROR_"
@@ -47,13 +49,31 @@ class UpstreamSettings:
     read_timeout: float | None = None
     auth_realms: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    upstream_auth: str = "mirror"
+    proxy: str | None = field(default=None, repr=False)  # None: the environment's; "": direct
+    egress: ProxyRules = DIRECT  # the effective proxy rules, filled in by Settings.registries()
 
     def redacted(self) -> dict[str, Any]:
-        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        found.update(auth_realms=list(self.auth_realms), aliases=list(self.aliases))
+        found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "egress"}
+        found.update(
+            auth_realms=list(self.auth_realms),
+            aliases=list(self.aliases),
+            allow=list(self.allow),
+            deny=list(self.deny),
+            proxy=_redacted_proxy(self.proxy),
+        )
         if self.password is not None:
             found["password"] = REDACTED
         return found
+
+
+def _redacted_proxy(proxy: str | None) -> str | None:
+    """A proxy setting as shown: its credentials masked."""
+    if not proxy:
+        return proxy
+    return str(egress.parse_proxy(proxy))
 
 
 @dataclass(frozen=True)
@@ -66,6 +86,12 @@ class Settings:
     upstream_username: str | None = None
     upstream_password: str | None = field(default=None, repr=False)
     upstream_aliases: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    upstream_auth: str = "mirror"
+    upstream_auth_ttl: float = 60.0
+    upstream_auth_denied_ttl: float = 10.0
+    proxy: str | None = field(default=None, repr=False)
     cache_max_bytes: int = 50 * 1024**3
     cache_high_watermark: float = 0.95
     cache_low_watermark: float = 0.90
@@ -94,6 +120,7 @@ class Settings:
     auth_cache_ttl: float = 60.0
     reload_interval: float = 2.0
     upstreams: tuple[UpstreamSettings, ...] = ()
+    egress: ProxyRules = DIRECT  # from http_proxy, https_proxy, no_proxy: read by load()
 
     def registries(self) -> tuple[UpstreamSettings, ...]:
         """Every upstream, Docker Hub first, with inherited values filled in."""
@@ -104,6 +131,10 @@ class Settings:
             self.upstream_password,
             auth_realms=self.auth_realms,
             aliases=self.upstream_aliases,
+            allow=self.allow,
+            deny=self.deny,
+            upstream_auth=self.upstream_auth,
+            proxy=self.proxy,
         )
         return tuple(
             dataclasses.replace(
@@ -112,6 +143,7 @@ class Settings:
                 referrers_ttl=_first(u.referrers_ttl, self.referrers_ttl, u.tag_ttl, self.tag_ttl),
                 connect_timeout=self.connect_timeout if u.connect_timeout is None else u.connect_timeout,
                 read_timeout=self.read_timeout if u.read_timeout is None else u.read_timeout,
+                egress=self.egress.overridden(u.proxy),
             )
             for u in (docker, *self.upstreams)
         )
@@ -124,9 +156,13 @@ class Settings:
             cache_dir=str(self.cache_dir),
             auth_realms=list(self.auth_realms),
             upstream_aliases=list(self.upstream_aliases),
+            allow=list(self.allow),
+            deny=list(self.deny),
             upstreams=[u.redacted() for u in self.upstreams],
             pins=list(self.pins),
             platforms=list(self.platforms),
+            proxy=_redacted_proxy(self.proxy),
+            egress=self.egress.redacted(),
         )
         for key in _PATH_KEYS:
             if found[key] is not None:
@@ -148,6 +184,12 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "upstream_username": values.nonempty,
     "upstream_password": values.nonempty,
     "upstream_aliases": values.alias_list,
+    "allow": values.pattern_list,
+    "deny": values.pattern_list,
+    "upstream_auth": values.choice("mirror", "client"),
+    "upstream_auth_ttl": values.seconds,
+    "upstream_auth_denied_ttl": values.seconds,
+    "proxy": values.proxy_url,
     "cache_max_bytes": values.size,
     "cache_high_watermark": values.fraction,
     "cache_low_watermark": values.fraction,
@@ -191,6 +233,10 @@ _UPSTREAM_PARSERS: dict[str, Callable[[Any], Any]] = {
     "read_timeout": values.positive_seconds,
     "auth_realms": values.host_list,
     "aliases": values.alias_list,
+    "allow": values.pattern_list,
+    "deny": values.pattern_list,
+    "upstream_auth": values.choice("mirror", "client"),
+    "proxy": values.proxy_url,
 }
 
 
@@ -198,7 +244,7 @@ def _parse(parsers: Mapping[str, Callable[[Any], Any]], key: str, value: Any, so
     try:
         return parsers[key](value)
     except (ValueError, TypeError) as exc:
-        secret = key in SECRET_KEYS or (key in ("upstream", "url") and "@" in str(value))
+        secret = key in SECRET_KEYS or (key in ("upstream", "url", "proxy") and "@" in str(value))
         shown = REDACTED if secret else repr(value)
         raise ConfigError(f"{source}: bad value {shown} for {key}: {exc}") from None
 
@@ -300,6 +346,27 @@ def _check_names(settings: Settings) -> None:
                 raise ConfigError(f"{name} names both {seen[name]} and {upstream.registry}")
 
 
+def _check_access(settings: Settings) -> None:
+    """Docker Hub names always have a namespace: a pattern without one could never match."""
+    for pattern in (*settings.allow, *settings.deny):
+        if "/" not in pattern and "**" not in pattern:
+            raise ConfigError(
+                f"allow/deny pattern {pattern!r} never matches a Docker Hub repository: "
+                f"official images are library/<name> (library/{pattern})"
+            )
+
+
+def _check_client_mode(settings: Settings) -> None:
+    """A client's Authorization carries one set of credentials: the mirror's own, or the upstream's."""
+    client_mode = [u.registry for u in settings.registries() if u.upstream_auth == "client"]
+    if client_mode and (settings.auth_htpasswd is not None or settings.auth_tokens is not None):
+        raise ConfigError(
+            f'upstream_auth = "client" ({", ".join(client_mode)}) takes the client\'s Authorization as its '
+            "upstream credentials, so it cannot be combined with auth_htpasswd or auth_tokens; "
+            "authenticate clients to the mirror with certificates (tls_client_ca) instead"
+        )
+
+
 def load(
     flags: Mapping[str, Any], environ: Mapping[str, str] = os.environ, config_file: Path | None = None
 ) -> Settings:
@@ -310,8 +377,14 @@ def load(
     merged.update(
         {k: _parse(_PARSERS, k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None}
     )
+    try:
+        merged["egress"] = egress.from_environ(environ)
+    except ValueError as exc:
+        raise ConfigError(f"environment: {exc}") from None
     settings = Settings(**merged)
     _check_names(settings)
+    _check_access(settings)
+    _check_client_mode(settings)
     _check_cache(settings)
     _check_serving(settings)
     return settings

@@ -18,6 +18,7 @@ from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.pins import PinRecord
 from mirror.tag_lists import TagLists
+from mirror.upstream.clientauth import ClientGate
 from mirror.upstream.router import Router
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -33,3 +34,5 @@ FILLS = web.AppKey("fills", Fills)
 PINS = web.AppKey("pins", PinRecord)
 #: The client-credentials guard; absent when neither auth_htpasswd nor auth_tokens is set.
 GUARD = web.AppKey("guard", Guard)
+#: The authorization gate of each upstream in client mode (`upstream_auth = "client"`), by its label.
+GATES: web.AppKey[dict[str, ClientGate]] = web.AppKey("gates")

@@ -66,6 +66,19 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.refused = Counter(
+            "mirror_refused_requests",
+            "Client requests for a repository the allow and deny lists refuse (no upstream request)",
+            ["upstream", "kind"],
+            registry=r,
+        )
+        self.client_authorizations = Counter(
+            "mirror_client_authorizations",
+            "Decisions whether a client may pull a repository of an upstream in client mode, by decision "
+            "(allowed, or the error code) and source (cache: remembered; upstream: a HEAD asked)",
+            ["upstream", "decision", "source"],
+            registry=r,
+        )
         self.token_fetches = Counter(
             "mirror_token_fetches",
             "Bearer token requests sent to token realms, by outcome",

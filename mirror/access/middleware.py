@@ -3,7 +3,10 @@
 It runs inside `observe`, so a refusal is logged and rendered as registry error JSON like any other, and
 before every handler, so an unauthenticated client never reaches the cache or an upstream. It is also the
 one place where the client's `Authorization` stops: the request handlers see has none, so nothing can
-pass it on upstream (the upstream credentials are the mirror's own, from its settings).
+pass it on upstream (the upstream credentials are the mirror's own, from its settings). The one
+exception is decided here too: with an upstream in client mode (`upstream_auth = "client"`, which
+config refuses beside auth_htpasswd/auth_tokens), the header is the client's credentials for that
+upstream, kept aside as `UPSTREAM_AUTHORIZATION` for `mirror.upstream.clientauth`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ log = structlog.get_logger("mirror.access")
 #: Probes must work without credentials; /metrics joins them unless `metrics_auth` is set.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="mirror"'}
+#: The client's Authorization when it is meant for client-mode upstreams (never logged).
+UPSTREAM_AUTHORIZATION = web.RequestKey("upstream_authorization", str)
 
 
 @web.middleware
@@ -60,9 +65,16 @@ def without_client_credentials(request: web.Request) -> web.Request:
     travels on (upstreams get the mirror's own credentials)."""
     if "Authorization" not in request.headers:
         return request
+    if request.app.get(keys.GATES) and request.app.get(GUARD) is None:
+        request[UPSTREAM_AUTHORIZATION] = request.headers["Authorization"]  # copied into the clone
     headers = CIMultiDict(request.headers)
     del headers["Authorization"]
     return request.clone(headers=headers)
+
+
+def upstream_authorization(request: web.Request) -> str | None:
+    """The client's own credentials for a client-mode upstream, if it sent any."""
+    return request.get(UPSTREAM_AUTHORIZATION)
 
 
 def _protected(request: web.Request) -> bool:

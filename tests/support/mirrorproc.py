@@ -16,6 +16,9 @@ from tests.support.net import HttpResponse, free_port, host_port, raw_request, w
 from tests.support.procs import stop_process
 from tests.support.tls import KeyPair, TlsFiles
 
+#: Proxy variables are not inherited from the test run (only set by a test itself): loopback upstreams.
+PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "no_proxy", "all_proxy"})
+
 
 class MirrorProcess:
     """One mirror process; `stop()` ends it by PID (SIGTERM, then SIGKILL after a grace period)."""
@@ -67,7 +70,11 @@ class MirrorProcess:
 
     def start(self) -> MirrorProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("MIRROR_") and k.lower() not in PROXY_VARIABLES
+        }
         env.update(MIRROR_LOG_FORMAT="json", **self.extra_env)
         args = [
             sys.executable,
