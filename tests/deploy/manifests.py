@@ -16,8 +16,8 @@ import kubernetes_validate
 import yaml
 
 CRD_DIR = Path(__file__).parent / "crd-schemas"
-#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a recent one.
-KUBERNETES_VERSIONS = ("1.25.0", "1.32.0")
+#: The oldest Kubernetes the chart supports (Chart.yaml kubeVersion; native sidecars) and a recent one.
+KUBERNETES_VERSIONS = ("1.29.0", "1.32.0")
 
 
 def objects(rendered: str) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mirror import cli
 from mirror.config import load
 from tests.deploy.conftest import ROOT, run
 from tests.deploy.manifests import objects, validate_all
@@ -64,7 +65,7 @@ def test_defaults_are_a_node_critical_daemonset_on_linux_nodes(helm: Path) -> No
     assert spec["containers"][0]["ports"][0]["hostPort"] == 5000
     (cache,) = [v for v in spec["volumes"] if v["name"] == "cache"]
     assert cache["hostPath"]["path"] == "/var/cache/mirror"
-    assert [c["name"] for c in spec["initContainers"]] == ["cache-owner"]
+    assert [c["name"] for c in spec["initContainers"]] == ["cache-owner", "node-config"]
 
 
 def test_container_is_non_root_read_only_without_capabilities(helm: Path) -> None:
@@ -166,6 +167,7 @@ def test_every_toggle_renders_its_objects_and_settings(helm: Path) -> None:
     assert env["MIRROR_PEER_SECRET"] == {"secretKeyRef": {"name": "mirror-peer", "key": "peer-secret"}}
     (node_config,) = [c for c in pod_spec(found)["initContainers"] if c["name"] == "node-config"]
     assert node_config["args"][0] == "node-config"
+    assert node_config["args"][-3:] == ["docker.io", "ghcr.io", "registry.k8s.io"]
     assert one(found, "Certificate")["spec"]["secretName"] == "m-mirror-tls"
     relabel = one(found, "ServiceMonitor")["spec"]["endpoints"][0]["relabelings"]
     assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in relabel
@@ -226,3 +228,24 @@ def test_no_volume_is_mounted_inside_another(helm: Path, values: Path | None) ->
         paths = [m["mountPath"].rstrip("/") + "/" for m in container["volumeMounts"]]
         nested = [(a, b) for a in paths for b in paths if a != b and b.startswith(a)]
         assert nested == [], nested
+
+
+def test_node_config_sidecar_args_parse_as_the_mirror_command(helm: Path) -> None:
+    """The node-config sidecar's args are a valid `mirror node-config` command line: the registries of
+    docker.io and every upstream, this node's mirror, and removal of its files when the pod stops."""
+    found = render(helm, values=CHART / "ci" / "daemonset-all-values.yaml")
+    (sidecar,) = [c for c in pod_spec(found)["initContainers"] if c["name"] == "node-config"]
+    assert sidecar["restartPolicy"] == "Always"
+    args = cli.parser().parse_args(sidecar["args"])
+    assert args.command == "node-config"
+    assert args.until_stopped is True
+    assert str(args.certs_dir) == "/host/etc/containerd/certs.d"
+    assert args.registries == ["docker.io", "ghcr.io", "registry.k8s.io"]
+    mount = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}["containerd-certs-d"]
+    assert mount == "/host/etc/containerd/certs.d"
+
+
+def test_deployment_mode_has_no_node_config(helm: Path) -> None:
+    """A Deployment configures no node: nodeConfig applies to the DaemonSet only."""
+    spec = pod_spec(render(helm, "--set", "mode=Deployment"))
+    assert "initContainers" not in spec
