@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from mirror import values
+from mirror.cluster import redisurl
+from mirror.cluster.redisurl import RedisUrl
 from mirror.oci import DOCKER_HUB, DOCKER_IO, DOCKER_IO_NAMES
 from mirror.values import Listen
 
 ENV_PREFIX = "MIRROR_"
-SECRET_KEYS = frozenset({"upstream_password", "password"})
+SECRET_KEYS = frozenset({"upstream_password", "password", "peer_secret"})
 REDACTED = "***"
 
 __all__ = ["DOCKER_HUB", "ConfigError", "Listen", "Settings", "UpstreamSettings", "load"]
@@ -84,6 +86,19 @@ class Settings:
     log_format: str = "auto"
     log_level: str = "info"
     upstreams: tuple[UpstreamSettings, ...] = ()
+    # Shared mode (several replicas on one Redis): on when redis_url is set.
+    redis_url: RedisUrl | None = None
+    advertise_url: str | None = None
+    peer_secret: str | None = field(default=None, repr=False)
+    redis_timeout: float = 0.25
+    redis_cooldown: float = 5.0
+    lease_ttl: float = 5.0
+    peer_hint_ttl: float = 3600.0
+
+    @property
+    def shared(self) -> bool:
+        """Whether replicas coordinate through Redis."""
+        return self.redis_url is not None
 
     def registries(self) -> tuple[UpstreamSettings, ...]:
         """Every upstream, Docker Hub first, with inherited values filled in."""
@@ -119,6 +134,10 @@ class Settings:
         )
         if self.upstream_password is not None:
             found["upstream_password"] = REDACTED
+        if self.redis_url is not None:
+            found["redis_url"] = str(self.redis_url)  # password as ***
+        if self.peer_secret is not None:
+            found["peer_secret"] = REDACTED
         return found
 
 
@@ -147,6 +166,14 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "shutdown_grace": values.seconds,
     "log_format": values.choice("auto", "json", "console"),
     "log_level": values.choice("debug", "info", "warning", "error"),
+    "redis_url": redisurl.parse,
+    "advertise_url": values.http_url,
+    "peer_secret": values.secret,
+    "peer_secret_file": lambda v: Path(values.nonempty(v)),
+    "redis_timeout": values.positive_seconds,
+    "redis_cooldown": values.positive_seconds,
+    "lease_ttl": values.positive_seconds,
+    "peer_hint_ttl": values.positive_seconds,
 }
 
 _UPSTREAM_PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -168,7 +195,7 @@ def _parse(parsers: Mapping[str, Callable[[Any], Any]], key: str, value: Any, so
     try:
         return parsers[key](value)
     except (ValueError, TypeError) as exc:
-        secret = key in SECRET_KEYS or (key in ("upstream", "url") and "@" in str(value))
+        secret = key in SECRET_KEYS or (key in ("upstream", "url", "redis_url") and "@" in str(value))
         shown = REDACTED if secret else repr(value)
         raise ConfigError(f"{source}: bad value {shown} for {key}: {exc}") from None
 
@@ -250,6 +277,30 @@ def _check_cache(settings: Settings) -> None:
             raise ConfigError(f"pin {pin}: its registry has no [[upstreams]] table")
 
 
+def _peer_secret(merged: dict[str, Any]) -> None:
+    """Replace `peer_secret_file` by the secret it holds."""
+    path = merged.pop("peer_secret_file", None)
+    if path is None:
+        return
+    if "peer_secret" in merged:
+        raise ConfigError("give only one of peer_secret and peer_secret_file")
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read peer_secret_file {path}: {exc.strerror}") from None
+    merged["peer_secret"] = _parse(_PARSERS, "peer_secret", text, f"peer_secret_file {path}")
+
+
+def _check_shared(settings: Settings) -> None:
+    if settings.redis_url is None:
+        return
+    if settings.advertise_url is None or settings.peer_secret is None:
+        raise ConfigError(
+            "redis_url needs advertise_url (how peers reach this replica)"
+            " and peer_secret (or peer_secret_file)"
+        )
+
+
 def _check_names(settings: Settings) -> None:
     """Every registry name and alias routes to exactly one upstream."""
     seen: dict[str, str] = {name: DOCKER_IO for name in DOCKER_IO_NAMES}
@@ -270,7 +321,9 @@ def load(
     merged.update(
         {k: _parse(_PARSERS, k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None}
     )
+    _peer_secret(merged)
     settings = Settings(**merged)
+    _check_shared(settings)
     _check_names(settings)
     _check_cache(settings)
     return settings

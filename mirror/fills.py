@@ -109,7 +109,7 @@ class Fills:
     """The fills under way, by digest; every fill task is tracked and cancelled on `close()`."""
 
     def __init__(
-        self, store: BlobStore, metrics: Metrics, on_commit: Callable[[], None] = lambda: None
+        self, store: BlobStore, metrics: Metrics, on_commit: Callable[[str], None] = lambda digest: None
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -170,7 +170,7 @@ class Fills:
             await asyncio.to_thread(opened.close)
             await asyncio.to_thread(self._store.commit, fill.digest, path, fill.written)
             temp = None
-            self._on_commit()
+            self._on_commit(fill.digest)
             log.info(
                 "blob_fill_committed",
                 digest=fill.digest,

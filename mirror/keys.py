@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mirror.cluster.coordinator import Coordinator
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
@@ -25,3 +26,5 @@ ROUTER = web.AppKey("router", Router)
 STORE = web.AppKey("store", BlobStore)
 FILLS = web.AppKey("fills", Fills)
 PINS = web.AppKey("pins", PinRecord)
+#: Set only in the shared mode (redis_url).
+COORDINATOR = web.AppKey("coordinator", Coordinator)

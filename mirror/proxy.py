@@ -142,7 +142,8 @@ class RegistryProxy:
         async def revalidate() -> ManifestAnswer:
             # A request that read the tag before another one's revalidation finished gets here after
             # it: the tag is then fresh again and needs no second HEAD.
-            current = await self._manifests.tag(self.label, name, tag)
+            # In the shared mode another replica may have confirmed it: then it is fresh here too.
+            current = await self._manifests.refreshed_tag(self.label, name, tag)
             if current is not None and current.digest == entry.digest and current.fresh(self._tag_ttl):
                 return ManifestAnswer(cached, "hit")
             try:

@@ -56,7 +56,7 @@ async def blob(request: web.Request) -> web.StreamResponse:
     ctx.result = answer.result
     ctx.source = "cache" if answer.result == "hit" else "upstream"
     try:
-        return await _send_blob(request, answer, digest)
+        return await send_blob(request, answer, digest)
     finally:
         answer.close()
 
@@ -106,7 +106,8 @@ def _blob_headers(digest: str, size: int | None) -> dict[str, str]:
     return headers
 
 
-async def _send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> web.StreamResponse:
+async def send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> web.StreamResponse:
+    """Send a blob answer (memory, stored file or fill under way) with its headers and Range."""
     size = answer.size
     wanted = parse_range(request.headers.get("Range"), size) if size is not None else None
     response = web.StreamResponse(status=206 if wanted else 200, headers=_blob_headers(digest, size))

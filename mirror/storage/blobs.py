@@ -209,6 +209,10 @@ class BlobStore:
         rows = self._cache._sql("SELECT key, size, store_time, access_time FROM Cache ORDER BY access_time")
         return [BlobEntry(str(k), int(size), float(st), float(at)) for k, size, st, at in rows.fetchall()]
 
+    def digests(self) -> list[str]:
+        """Every stored digest (for the shared mode's announcements)."""
+        return [str(k) for (k,) in self._cache._sql("SELECT key FROM Cache").fetchall()]
+
     def bytes_of(self, digests: Collection[str]) -> int:
         """Total size of those of `digests` that are stored: one indexed lookup each, so a metrics
         scrape costs the number of pinned blobs, not the size of the store."""

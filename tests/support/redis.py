@@ -1,0 +1,116 @@
+"""One real `redis-server` process (Debian's) on a free 127.0.0.1 port, with the faults the shared mode
+must survive: `kill()` (-9), `pause()`/`resume()` (SIGSTOP/SIGCONT) and `restart_empty()`."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from tests.support.net import free_port
+
+_live: set[RedisServer] = set()
+
+
+class RedisServer:
+    """redis-server without persistence (`--save "" --appendonly no`): a restart is an empty Redis."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.log_path = workdir / "redis.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        """A synchronous client for the test's own checks (short timeouts)."""
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
+
+    def start(self, deadline_s: float = 10.0) -> RedisServer:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        _live.add(self)
+        deadline = time.monotonic() + deadline_s
+        while True:  # ready when PING answers
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self._proc.returncode}: see {self.log_path}")
+            try:
+                with self.client() as client:
+                    if client.ping():
+                        return self
+            except redis.RedisError:
+                pass
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"redis-server on port {self.port} not ready after {deadline_s}s")
+            time.sleep(0.01)  # polling interval between readiness probes
+
+    def kill(self) -> None:
+        """kill -9, as a crash."""
+        self._signal(signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait(timeout=10)
+            self._proc = None
+        _live.discard(self)
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections but answers nothing."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def restart_empty(self) -> None:
+        """kill -9 and start again on the same port, with no data."""
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self.resume()
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+        _live.discard(self)
+
+    def _signal(self, sig: int) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            os.kill(self._proc.pid, sig)
+
+    def command_calls(self) -> dict[str, int]:
+        """Calls per command since the last `reset_stats()` (INFO commandstats), e.g. {"get": 3}."""
+        with self.client() as client:
+            stats = client.info("commandstats")
+        return {name.removeprefix("cmdstat_").lower(): int(value["calls"]) for name, value in stats.items()}
+
+    def reset_stats(self) -> None:
+        with self.client() as client:
+            client.config_resetstat()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """No redis-server outlives the test run, whatever failed."""
+    for server in list(_live):
+        server.stop()
