@@ -71,7 +71,7 @@ def _coordinator(settings: Settings, metrics: Metrics) -> Coordinator | None:
 async def _components(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
-    store = await asyncio.to_thread(BlobStore, settings.cache_dir, settings.cache_max_bytes)
+    store = await asyncio.to_thread(BlobStore, settings.cache_dir)
     removed = await asyncio.to_thread(store.recover)
     report = await asyncio.to_thread(store.check)
     metrics.cache_limit.set(settings.cache_max_bytes)

@@ -1,4 +1,4 @@
-"""Pure values of the distribution spec: digests, repository names, references, media types, API paths.
+"""Pure values of the distribution spec: digests, repository names, references, media types, platforms.
 
 Every `parse` raises the registry error a client should see for that bad input, so handlers never
 build error responses by hand and nothing invalid reaches the upstream.
@@ -10,9 +10,8 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
 
-from mirror.errors import DigestInvalid, ManifestInvalid, NameInvalid, NotFound
+from mirror.errors import DigestInvalid, ManifestInvalid, NameInvalid
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -98,39 +97,6 @@ def parse_reference(text: str) -> str | Digest:
     if not _TAG.fullmatch(text):
         raise ManifestInvalid(f"invalid tag {text[:200]!r}")
     return text
-
-
-Endpoint = Literal["base", "manifest", "blob", "tags"]
-
-
-@dataclass(frozen=True, slots=True)
-class ApiPath:
-    """A parsed `/v2/...` request path; `reference` is a tag or digest for manifests, a digest for blobs."""
-
-    endpoint: Endpoint
-    name: str = ""
-    reference: str = ""
-
-
-def parse_api_path(path: str) -> ApiPath:
-    """Split a `/v2/` path into endpoint, repository name and reference, validating each part."""
-    if path in ("/v2", "/v2/"):
-        return ApiPath("base")
-    rest = path.removeprefix("/v2/")
-    if rest == path:
-        raise NotFound(path[:300])
-    if rest.endswith("/tags/list"):
-        return ApiPath("tags", parse_name(rest.removesuffix("/tags/list")))
-    for marker, endpoint in (("/manifests/", "manifest"), ("/blobs/", "blob")):
-        name, sep, reference = rest.rpartition(marker)
-        if sep and name:
-            if "/" in reference:
-                break
-            name = parse_name(name)
-            if endpoint == "blob":
-                return ApiPath("blob", name, str(Digest.parse(reference)))
-            return ApiPath("manifest", name, str(parse_reference(reference)))
-    raise NotFound(f"no registry endpoint at {path[:300]!r}")
 
 
 def docker_hub_name(name: str) -> str:

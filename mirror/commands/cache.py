@@ -43,20 +43,6 @@ def target_size(text: str) -> int:
     return 0 if text.strip() == "0" else values.size(text)
 
 
-def plan_prune(entries: list[BlobEntry], target: int, protected: Collection[str]) -> list[BlobEntry]:
-    """What `BlobStore.evict(target, protected)` would delete: least recently used first, until the blobs
-    left add up to at most `target` bytes, never a protected blob."""
-    volume = sum(e.size for e in entries)
-    planned: list[BlobEntry] = []
-    for entry in sorted(entries, key=lambda e: e.accessed_at):
-        if volume <= target:
-            break
-        if entry.digest not in protected:
-            planned.append(entry)
-            volume -= entry.size
-    return planned
-
-
 def sort_entries(entries: list[BlobEntry], by: str, limit: int | None) -> list[BlobEntry]:
     """Entries least recently used first (`access`) or largest first (`size`), at most `limit` of them."""
     if by == "size":
@@ -140,7 +126,7 @@ def opened_store(settings: Settings) -> Iterator[BlobStore]:
     """The blob store of `settings.cache_dir`; a directory without one is a configuration error."""
     if not (settings.cache_dir / "blobs").is_dir():
         raise ConfigError(f"no blob store in {settings.cache_dir} (has a mirror run with this cache_dir?)")
-    store = BlobStore(settings.cache_dir, settings.cache_max_bytes)
+    store = BlobStore(settings.cache_dir)
     try:
         yield store
     finally:
@@ -195,7 +181,7 @@ def prune(args: argparse.Namespace, settings: Settings, store: BlobStore) -> int
     """Evict least recently used, unpinned blobs down to the target (or say which would go)."""
     target = args.to if args.to is not None else int(settings.cache_max_bytes * settings.cache_low_watermark)
     before, pinned = store.blob_bytes(), pinned_digests(settings)
-    evicted = plan_prune(store.entries(), target, pinned) if args.dry_run else store.evict(target, pinned)
+    evicted = store.plan_eviction(target, pinned) if args.dry_run else store.evict(target, pinned)
     freed = sum(e.size for e in evicted)
     after = before - freed if args.dry_run else store.blob_bytes()
     if args.json:

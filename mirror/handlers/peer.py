@@ -12,10 +12,10 @@ import time
 from aiohttp import web
 
 from mirror import errors, keys, oci
+from mirror.answers import BlobAnswer, Filling, Stored
 from mirror.cluster import peerauth
-from mirror.handlers.registry import send_blob
 from mirror.middlewares import context
-from mirror.proxy import BlobAnswer
+from mirror.transfer import send_blob
 
 #: The path peers are asked at (outside /v2/, so no registry route can ever shadow it).
 PATH = "/_mirror/peer/blobs/{digest}"
@@ -41,29 +41,34 @@ async def blob(request: web.Request) -> web.StreamResponse:
         metrics.peer_served.labels("unauthorized").inc()
         raise errors.Unauthorized("peer credential missing, invalid or expired")
     digest = str(oci.Digest.parse(request.match_info["digest"]))
-    answer = await _held_or_filling(app, digest)
-    if answer is None:
+    found = await _held_or_filling(app, digest)
+    if found is None:
         ctx.result = "miss"
         metrics.peer_served.labels("missing").inc()
         raise errors.BlobUnknown("this replica neither holds nor is filling the blob")
+    answer, served = found
     ctx.result = answer.result
-    metrics.peer_served.labels("fill" if answer.fill is not None else "store").inc()
+    metrics.peer_served.labels(served).inc()
     try:
-        response = await send_blob(request, answer, digest)
+        sent = await send_blob(request, answer, digest)
     finally:
         answer.close()
-    metrics.peer_served_bytes.inc(ctx.bytes_sent)
-    return response
+    ctx.bytes_sent = sent.count
+    metrics.peer_served_bytes.inc(sent.count)
+    if not sent.complete:
+        ctx.result = "error"
+    return sent.response
 
 
-async def _held_or_filling(app: web.Application, digest: str) -> BlobAnswer | None:
-    """The fill under way for `digest` (acquired), else the stored blob (opened), else None."""
+async def _held_or_filling(app: web.Application, digest: str) -> tuple[BlobAnswer, str] | None:
+    """The fill under way for `digest` (acquired), else the stored blob (opened), else None; with the
+    `result` label of `mirror_peer_served_total`."""
     fill = app[keys.FILLS].get(digest)
     if fill is not None:
         fill.acquire()
         await fill.ready.wait()
         if fill.size is not None or fill.error is None:
-            return BlobAnswer("coalesced", fill.size, fill=fill)
+            return BlobAnswer("coalesced", fill.size, Filling(fill)), "fill"
         fill.release()  # it failed before headers: nothing to read
     stored = await asyncio.to_thread(app[keys.STORE].open, digest)
-    return None if stored is None else BlobAnswer("hit", stored.size, stored=stored)
+    return None if stored is None else (BlobAnswer("hit", stored.size, Stored(stored)), "store")

@@ -22,6 +22,7 @@ from typing import IO, Any
 import diskcache
 
 from mirror.oci import Digest
+from mirror.storage.failures import translated
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +95,8 @@ class CheckReport:
 class BlobStore:
     """Blobs by digest under `root`, with temp files for fills on the same filesystem."""
 
-    def __init__(self, root: Path, size_limit: int) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.size_limit = size_limit
         self.tmp_dir = root / "tmp"
         # diskcache never culls or updates access times by itself (policy "none"): eviction is ours, so it
         # can spare pinned blobs and blobs being read, and a hit costs no SQLite write: access times are
@@ -122,11 +122,13 @@ class BlobStore:
         self.tmp_dir.mkdir(parents=True)
         return removed
 
+    @translated
     def open_temp(self, digest: str) -> tuple[IO[bytes], Path, int]:
         """A new temp file for a fill of `digest`: open for writing, its path, and a read descriptor."""
         fd, name = tempfile.mkstemp(prefix=digest.replace(":", "-") + ".", dir=self.tmp_dir)
         return os.fdopen(fd, "wb", buffering=0), Path(name), os.open(name, os.O_RDONLY)
 
+    @translated
     def open(self, digest: str, read_below: int = 0) -> StoredBlob | None:
         """The stored blob, or None. A file whose size differs from the recorded one is dropped.
 
@@ -166,6 +168,7 @@ class BlobStore:
         with self._lock:
             return set(self._reading)
 
+    @translated
     def size_of(self, digest: str) -> int | None:
         """The size of a stored (and size-checked) blob, or None."""
         blob = self.open(digest)
@@ -174,10 +177,12 @@ class BlobStore:
         blob.close()
         return blob.size
 
+    @translated
     def commit(self, digest: str, temp: Path, size: int) -> None:
         """Adopt a verified temp file as the blob `digest` (a rename, not a copy)."""
         self._cache.set(digest, _VerifiedFile(temp, size), tag=size)
 
+    @translated
     def __contains__(self, digest: str) -> bool:
         return digest in self._cache
 
@@ -226,22 +231,14 @@ class BlobStore:
         """Delete a blob; False when it was not stored."""
         return bool(self._cache.delete(digest))
 
-    def evict(self, target: int, protected: Collection[str]) -> list[BlobEntry]:
-        """Delete least-recently-used blobs until the store holds at most `target` bytes.
+    def plan_eviction(self, target: int, protected: Collection[str]) -> list[BlobEntry]:
+        """What `evict` would delete now: least recently used first, until the blobs left add up to at
+        most `target` bytes; never a protected (pinned) blob or one being read."""
+        return plan_eviction(self.entries(), target, set(protected) | self.being_read())
 
-        Never deletes a protected (pinned) blob or one being read. Returns what was deleted.
-        """
-        volume = self.blob_bytes()
-        evicted: list[BlobEntry] = []
-        skip = set(protected) | self.being_read()
-        for entry in self.entries():
-            if volume <= target:
-                break
-            if entry.digest in skip or not self.remove(entry.digest):
-                continue
-            volume -= entry.size
-            evicted.append(entry)
-        return evicted
+    def evict(self, target: int, protected: Collection[str]) -> list[BlobEntry]:
+        """Delete what `plan_eviction` names; returns what was deleted."""
+        return [entry for entry in self.plan_eviction(target, protected) if self.remove(entry.digest)]
 
     def _files(self) -> list[tuple[str, int, Path]]:
         """(digest, recorded size, path) of every row, read without touching access times."""
@@ -287,3 +284,17 @@ class BlobStore:
     def close(self) -> None:
         self.flush_access()
         self._cache.close()
+
+
+def plan_eviction(entries: list[BlobEntry], target: int, spared: Collection[str]) -> list[BlobEntry]:
+    """The entries to evict, least recently used first, until the rest add up to at most `target`
+    bytes; never one in `spared`."""
+    volume = sum(e.size for e in entries)
+    planned: list[BlobEntry] = []
+    for entry in sorted(entries, key=lambda e: e.accessed_at):
+        if volume <= target:
+            break
+        if entry.digest not in spared:
+            planned.append(entry)
+            volume -= entry.size
+    return planned

@@ -29,6 +29,7 @@ import diskcache
 from aiocache import SimpleMemoryCache
 
 from mirror.oci import Digest, Manifest
+from mirror.storage.failures import translated
 
 #: Seconds a manifest or tag entry stays in memory once stored or read back from disk.
 MEMORY_TTL = 600.0
@@ -66,12 +67,15 @@ class ManifestDisk:
             str(directory), size_limit=size_limit, eviction_policy="least-recently-stored"
         )
 
+    @translated
     def get(self, key: str) -> Any:
         return self._cache.get(key)
 
+    @translated
     def set(self, key: str, value: Any) -> None:
         self._cache.set(key, value)
 
+    @translated
     def delete(self, key: str) -> None:
         self._cache.delete(key)
 

@@ -160,10 +160,10 @@ async def test_storage_failure_is_a_503_registry_error(
     """A failing cache index (e.g. its directory removed under the mirror) answers 503 UNAVAILABLE in
     registry JSON, not a bare 500."""
 
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise sqlite3.OperationalError("no such table: Cache")
 
-    monkeypatch.setattr(mirror.app[keys.STORE], "open", broken)
+    monkeypatch.setattr(mirror.app[keys.STORE]._cache, "get", broken)  # below the store's translation
     digest = fake.add_blob(b"x")
     resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
     assert resp.status == 503

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from mirror import keys
-from mirror.upstream.blocking import BUFFER as CHUNK  # one receive of a blob download
+from mirror.upstream.threaded import BUFFER as CHUNK  # one receive of a blob download
 from tests.integration.conftest import MirrorFactory, eventually, stored
 from tests.integration.fake_upstream import FakeUpstream
 
@@ -135,8 +135,12 @@ async def test_failed_commit_still_serves_the_verified_bytes(
     resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
     assert resp.status == 200
     assert await resp.read() == data
-    metrics = await (await mirror.get("/metrics")).text()
-    assert 'mirror_fill_failures_total{reason="disk"} 1.0' in metrics
+
+    async def failure_counted() -> bool:  # the commit fails in a thread after the last byte went out
+        metrics = await (await mirror.get("/metrics")).text()
+        return 'mirror_fill_failures_total{reason="disk"} 1.0' in metrics
+
+    await eventually(failure_counted)
     assert not await stored(mirror, digest)
     monkeypatch.undo()
     assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data

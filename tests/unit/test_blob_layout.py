@@ -1,5 +1,6 @@
 """The blob store on disk: one level of at most 256 directories; blobs stored under diskcache's own
-two-level layout (by earlier versions) stay readable; sizes of a set of digests by index lookups."""
+two-level layout (by earlier versions) stay readable; sizes of a set of digests by index lookups; one
+eviction plan for `evict` and `prune --dry-run`."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def commit(store: BlobStore, data: bytes) -> str:
 
 
 def test_blob_files_sit_one_directory_deep_in_at_most_256_directories(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path, 2**30)
+    store = BlobStore(tmp_path)
     try:
         store.recover()
         digests = [commit(store, b"blob %d" % n) for n in range(600)]
@@ -48,7 +49,7 @@ def test_a_blob_stored_under_the_old_two_level_layout_is_still_served(tmp_path: 
     old.close()
     assert [len(p.relative_to(tmp_path / "blobs").parts) for p in (tmp_path / "blobs").rglob("*.val")] == [3]
 
-    store = BlobStore(tmp_path, 2**30)
+    store = BlobStore(tmp_path)
     try:
         stored = store.open(digest)
         assert stored is not None
@@ -59,12 +60,29 @@ def test_a_blob_stored_under_the_old_two_level_layout_is_still_served(tmp_path: 
 
 
 def test_bytes_of_sums_only_the_stored_digests_asked_for(tmp_path: Path) -> None:
-    store = BlobStore(tmp_path, 2**30)
+    store = BlobStore(tmp_path)
     try:
         store.recover()
         a, b, _ = commit(store, b"a" * 10), commit(store, b"b" * 200), commit(store, b"c" * 3000)
         missing = "sha256:" + "0" * 64
         assert store.bytes_of({a, b, missing}) == 210
         assert store.bytes_of(set()) == 0
+    finally:
+        store.close()
+
+
+def test_the_eviction_plan_spares_a_blob_being_read_as_evict_does(tmp_path: Path) -> None:
+    """`plan_eviction` (what `prune --dry-run` lists) never names a blob a client is reading, and
+    `evict` deletes exactly what it names."""
+    store = BlobStore(tmp_path)
+    try:
+        store.recover()
+        read, idle = commit(store, b"r" * 10), commit(store, b"i" * 10)
+        reader = store.open(read)
+        assert reader is not None
+        planned = store.plan_eviction(0, protected=())
+        assert [e.digest for e in planned] == [idle]
+        assert [e.digest for e in store.evict(0, protected=())] == [idle]
+        reader.close()
     finally:
         store.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mirror import cli
-from mirror.commands.cache import plan_prune, sort_entries, stats_doc, target_size
+from mirror.commands.cache import sort_entries, stats_doc, target_size
 from mirror.commands.common import human_age, human_size, iso_time
 from mirror.commands.warm import (
     Result,
@@ -25,7 +25,7 @@ from mirror.commands.warm import (
 )
 from mirror.config import Settings
 from mirror.oci import OCI_INDEX, parse_image_ref
-from mirror.storage.blobs import BlobEntry
+from mirror.storage.blobs import BlobEntry, plan_eviction
 
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
 
@@ -79,16 +79,16 @@ def test_target_size_accepts_units_and_zero(text: str, expected: int) -> None:
     assert target_size(text) == expected
 
 
-def test_plan_prune_takes_least_recently_used_first_and_skips_protected() -> None:
-    """The plan evicts in access order, passes over a protected blob, and stops once under the target."""
+def test_plan_eviction_takes_least_recently_used_first_and_skips_spared() -> None:
+    """The plan evicts in access order, passes over a spared blob, and stops once under the target."""
     entries = [entry(C, 10, 3.0), entry(A, 10, 1.0), entry(B, 10, 2.0), entry("sha256:" + "d" * 64, 10, 4.0)]
-    planned = plan_prune(entries, target=20, protected={A})
+    planned = plan_eviction(entries, target=20, spared={A})
     assert [e.digest for e in planned] == [B, C]
 
 
-def test_plan_prune_under_the_target_evicts_nothing() -> None:
+def test_plan_eviction_under_the_target_evicts_nothing() -> None:
     """A store already at or under the target is left alone."""
-    assert plan_prune([entry(A, 10, 1.0)], target=10, protected=()) == []
+    assert plan_eviction([entry(A, 10, 1.0)], target=10, spared=()) == []
 
 
 def test_sort_entries_by_access_or_size_with_limit() -> None:
