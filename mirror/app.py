@@ -10,8 +10,7 @@ import structlog
 from aiohttp import web
 
 from mirror import keys, middlewares, oci, routes
-from mirror.cluster.coordinator import Coordinator
-from mirror.cluster.hints import Registrar
+from mirror.cluster.mode import SharedMode
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
@@ -52,22 +51,6 @@ async def _flush_access_times(store: BlobStore) -> None:
         await asyncio.to_thread(store.flush_access)
 
 
-def _coordinator(settings: Settings, metrics: Metrics) -> Coordinator | None:
-    """The shared mode's Redis coordinator, when `redis_url` is set (opened by the caller)."""
-    if settings.redis_url is None:
-        return None
-    assert settings.advertise_url is not None, "config requires advertise_url with redis_url"
-    return Coordinator(
-        settings.redis_url,
-        settings.advertise_url,
-        metrics,
-        timeout=settings.redis_timeout,
-        cooldown=settings.redis_cooldown,
-        lease_ttl=settings.lease_ttl,
-        hint_ttl=settings.peer_hint_ttl,
-    )
-
-
 async def _components(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
@@ -86,24 +69,22 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         pins.digests,
     )
     await evictor.evict_if_needed()
-    coordinator = _coordinator(settings, metrics)
-    registrar = None if coordinator is None else Registrar(coordinator, lambda: store.digests())
+    shared = SharedMode(settings, metrics, store) if settings.shared else None
     manifest_disk = await asyncio.to_thread(ManifestDisk, settings.cache_dir / "manifests")
-    manifests = ManifestCache(disk=manifest_disk, shared=coordinator)
+    manifests = ManifestCache(disk=manifest_disk, shared=shared.coordinator if shared else None)
 
     def committed(digest: str) -> None:
         evictor.poke()
-        if registrar is not None:
-            registrar.add(digest)
+        if shared is not None:
+            shared.committed(digest)
 
     fills = Fills(store, metrics, on_commit=committed)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
-        if coordinator is not None and registrar is not None:
-            app[keys.COORDINATOR] = await stack.enter_async_context(coordinator)
-            registrar.start()
-            stack.push_async_callback(registrar.close)
+        if shared is not None:
+            await shared.open(stack, fills)
+            app[keys.COORDINATOR] = shared.coordinator
         proxies: dict[str, RegistryProxy] = {}
         for upstream_settings in registries:
             breaker = Breaker(
@@ -115,7 +96,15 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             ttl = upstream_settings.tag_ttl
             assert ttl is not None, "registries() fills in inherited values"
             proxies[upstream.label] = RegistryProxy(
-                upstream, manifests, store, fills, hot, ttl, settings.negative_ttl, settings.prefetch
+                upstream,
+                manifests,
+                store,
+                fills,
+                hot,
+                ttl,
+                settings.negative_ttl,
+                settings.prefetch,
+                blobs=shared.source(upstream) if shared else None,
             )
         router = Router(registries)
         app[keys.PROXIES], app[keys.ROUTER], app[keys.STORE] = proxies, router, store

@@ -21,6 +21,7 @@ from mirror.storage.blobs import BlobStore
 from mirror.storage.hot import HotBlobs
 from mirror.storage.manifests import ManifestCache, TagEntry
 from mirror.upstream.client import UpstreamClient
+from mirror.upstream.transport import BlobSource
 
 log = structlog.get_logger("mirror.proxy")
 
@@ -41,8 +42,11 @@ class RegistryProxy:
         tag_ttl: float,
         negative_ttl: float = 0.0,
         prefetch: bool = False,
+        blobs: BlobSource | None = None,
     ) -> None:
         self.upstream = upstream
+        #: Where fills get blob bytes: the upstream, or in the shared mode peers before it.
+        self._blobs: BlobSource = blobs if blobs is not None else upstream
         self._manifests = manifests
         self._store = store
         self._fills = fills
@@ -109,7 +113,7 @@ class RegistryProxy:
             if self._fills.get(digest) is None and not await asyncio.to_thread(
                 self._store.__contains__, digest
             ):
-                self._fills.start(self.upstream, name, digest)
+                self._fills.start(self._blobs, name, digest)
                 started += 1
         log.info("blobs_prefetched", upstream=self.label, digest=manifest.digest, fills=started)
 
@@ -162,7 +166,7 @@ class RegistryProxy:
                     stored.close()
                     return BlobAnswer("hit", stored.size, InMemory(stored.data))
                 return BlobAnswer("hit", stored.size, Stored(stored))
-        fill, joined = await self._fills.join(self.upstream, name, digest)
+        fill, joined = await self._fills.join(self._blobs, name, digest)
         if fill.finished and fill.error is None:  # verified and being committed: as good as stored
             return BlobAnswer("hit", fill.size, Filling(fill))
         return BlobAnswer("coalesced" if joined else "miss", fill.size, Filling(fill))
@@ -171,7 +175,7 @@ class RegistryProxy:
         """Make sure a blob is stored, downloading it if needed."""
         if self._fills.get(digest) is None and await asyncio.to_thread(self._store.__contains__, digest):
             return
-        fill = self._fills.start(self.upstream, name, digest)
+        fill = self._fills.start(self._blobs, name, digest)
         await fill.done.wait()
         if fill.error is not None:
             raise fill.error

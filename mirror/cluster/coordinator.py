@@ -63,8 +63,12 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-# KEYS: lease. ARGV: token.
+# KEYS: lease, held set. ARGV: token, my URL, hint expiry (ms since epoch), hint TTL (ms), held (0/1).
 _RELEASE = """
+if ARGV[5] == '1' then
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -233,9 +237,13 @@ class Coordinator:
         keys, args = [self._lease(digest)], [token, int(self.lease_ttl * 1000)]
         return bool(await self._op("renew", lambda r: self._scripts["renew"](keys=keys, args=args), 0))
 
-    async def release(self, digest: str, token: str) -> None:
-        keys = [self._lease(digest)]
-        await self._op("release", lambda r: self._scripts["release"](keys=keys, args=[token]), 0)
+    async def release(self, digest: str, token: str, held: bool) -> None:
+        """Give up this replica's lease; with `held`, announce in the same step that it now holds the
+        blob, so no replica finds neither a lease nor a holder in between."""
+        keys = [self._lease(digest), self._held(digest)]
+        until = int((time.time() + self.hint_ttl) * 1000)
+        args = [token, self.me, until, int(self.hint_ttl * 1000), 1 if held else 0]
+        await self._op("release", lambda r: self._scripts["release"](keys=keys, args=args), 0)
 
     async def register(self, digests: Iterable[str]) -> int:
         """Announce, in one pipeline, that this replica holds `digests` (for `hint_ttl` seconds)."""

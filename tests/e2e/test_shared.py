@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.support.catalog import Catalog
+from tests.support.catalog import MIB, Catalog, ImageSpec, seed_image
 from tests.support.cluster import SharedMirrors
+from tests.support.images import Blob, LayerSpec
 from tests.support.net import raw_request
 from tests.support.redis import RedisServer
 from tests.support.registry import Registry
@@ -44,3 +47,56 @@ def test_a_tag_asked_of_three_replicas_costs_one_upstream_request(
         assert resp.status == 200
         assert resp.body == image.manifest
     assert _manifest_requests(upstream, mark, image.name) == 1
+
+
+@pytest.fixture
+def layer_upstream(make_registry: Callable[..., Registry], tmp_path: Path) -> tuple[Registry, Blob]:
+    """A private upstream holding one 16 MiB layer nobody has fetched yet."""
+    registry = make_registry()
+    spec = ImageSpec("library/shared", "1", (LayerSpec(16 * MIB, seed=18),), "oci")
+    image = seed_image(registry, spec, tmp_path / "seed")
+    return registry, image.layers[0]
+
+
+def _get(url: str) -> bytes:
+    resp = raw_request("GET", url, timeout=60)
+    assert resp.status == 200, resp.body[:300]
+    return resp.body
+
+
+def _digest_of(body: bytes) -> str:
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def test_thirty_cold_requests_over_three_replicas_cost_one_upstream_get(
+    layer_upstream: tuple[Registry, Blob], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """30 concurrent cold GETs of one blob spread over three replicas: 1 upstream GET, every body right."""
+    registry, layer = layer_upstream
+    with SharedMirrors(tmp_path / "mirrors", registry.url, redis_server.url) as replicas:
+        mark = registry.mark()
+        urls = [f"{replicas[i % 3].url}/v2/library/shared/blobs/{layer.digest}" for i in range(30)]
+        with ThreadPoolExecutor(30) as pool:
+            bodies = list(pool.map(_get, urls))
+        assert {_digest_of(b) for b in bodies} == {layer.digest}
+        assert len([r for r in registry.blob_gets(mark) if r.route.endswith(layer.digest)]) == 1
+        assert replicas.metric("mirror_upstream_bytes_received_total") == layer.size
+        assert replicas.metric("mirror_cluster_fills_total", source="upstream") == 1
+        assert replicas.metric("mirror_cluster_fills_total", source="filling") == 2
+
+
+def test_a_blob_held_by_one_replica_is_served_to_the_others_from_it(
+    layer_upstream: tuple[Registry, Blob], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A blob held by replica A, asked of B and C: they get it from A, the upstream sees one GET."""
+    registry, layer = layer_upstream
+    with SharedMirrors(tmp_path / "mirrors", registry.url, redis_server.url) as replicas:
+        mark = registry.mark()
+        path = f"/v2/library/shared/blobs/{layer.digest}"
+        assert _digest_of(_get(replicas[0].url + path)) == layer.digest
+        for mirror in replicas.mirrors[1:]:
+            assert _digest_of(_get(mirror.url + path)) == layer.digest
+            assert mirror.metric("mirror_peer_requests_total", source="held") == 1
+            assert mirror.metric("mirror_upstream_bytes_received_total") == 0
+        assert len([r for r in registry.blob_gets(mark) if r.route.endswith(layer.digest)]) == 1
+        assert replicas[0].metric("mirror_peer_served_total", result="store") == 2
