@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.client
+import signal
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -12,9 +17,10 @@ import pytest
 from tests.support.catalog import MIB, Catalog, ImageSpec, seed_image
 from tests.support.cluster import SharedMirrors
 from tests.support.images import Blob, LayerSpec
-from tests.support.net import raw_request
+from tests.support.net import BackgroundServer, raw_request, wait_until
 from tests.support.redis import RedisServer
 from tests.support.registry import Registry
+from tests.support.throttle import ThrottledProxy
 
 
 @pytest.fixture
@@ -100,3 +106,70 @@ def test_a_blob_held_by_one_replica_is_served_to_the_others_from_it(
             assert mirror.metric("mirror_upstream_bytes_received_total") == 0
         assert len([r for r in registry.blob_gets(mark) if r.route.endswith(layer.digest)]) == 1
         assert replicas[0].metric("mirror_peer_served_total", result="store") == 2
+
+
+def test_killing_the_filling_replica_leaves_its_readers_on_other_replicas_whole(
+    layer_upstream: tuple[Registry, Blob], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """kill -9 of the replica filling a blob: readers on the others still get it whole, resumed."""
+    registry, layer = layer_upstream
+    path = f"/v2/library/shared/blobs/{layer.digest}"
+    with (
+        ThrottledProxy(registry.port, rate=8 * MIB) as slow,
+        SharedMirrors(
+            tmp_path / "mirrors", slow.url, redis_server.url, env={"MIRROR_LEASE_TTL": "1"}
+        ) as replicas,
+        ThreadPoolExecutor(3) as pool,
+    ):
+        filler = pool.submit(raw_request, "GET", replicas[0].url + path, timeout=60)
+        wait_until(lambda: replicas[0].metric("mirror_fills_in_flight") == 1, what="fill on replica 0")
+        readers = [pool.submit(_get, m.url + path) for m in replicas.mirrors[1:]]
+        wait_until(
+            lambda: all(m.metric("mirror_peer_bytes_received_total") > 0 for m in replicas.mirrors[1:]),
+            what="both readers streaming from replica 0",
+        )
+        replicas[0].stop(signal.SIGKILL)
+        assert [_digest_of(r.result()) for r in readers] == [layer.digest, layer.digest]
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            filler.result()  # cut off with its replica: nothing to check
+        resumed = replicas.metric("mirror_upstream_bytes_received_total")
+        assert 0 < resumed < layer.size  # the survivors resumed with Range, not from byte 0
+        assert replicas.metric("mirror_cluster_fills_total", source="upstream") == 1
+
+
+class _LyingPeer(BaseHTTPRequestHandler):
+    """A "replica" that answers every peer request with the right length of wrong bytes."""
+
+    size = 0
+
+    def do_GET(self) -> None:  # the stdlib's handler naming
+        self.send_response(200)
+        self.send_header("Content-Length", str(self.size))
+        self.end_headers()
+        self.wfile.write(b"\0" * self.size)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_peer_sending_wrong_bytes_is_dropped_and_the_retry_gets_right_bytes(
+    layer_upstream: tuple[Registry, Blob], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A peer whose bytes fail the digest is dropped from the hints; the client's retry gets right bytes."""
+    registry, layer = layer_upstream
+    _LyingPeer.size = layer.size
+    path = f"/v2/library/shared/blobs/{layer.digest}"
+    with (
+        BackgroundServer(_LyingPeer, "lying peer") as liar,
+        SharedMirrors(tmp_path / "mirrors", registry.url, redis_server.url, count=1) as replicas,
+    ):
+        liar_url = f"http://127.0.0.1:{liar.port}"
+        held = f"mirror:held:{layer.digest}"
+        with redis_server.client() as client:
+            client.zadd(held, {liar_url: int((time.time() + 3600) * 1000)})
+        with pytest.raises(http.client.IncompleteRead):  # cut short: never the whole wrong body
+            raw_request("GET", replicas[0].url + path, timeout=60)
+        assert _digest_of(_get(replicas[0].url + path)) == layer.digest
+        assert replicas.metric("mirror_peer_failures_total", reason="digest_mismatch") == 1
+        with redis_server.client() as client:
+            assert client.zscore(held, liar_url) is None
