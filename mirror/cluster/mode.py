@@ -37,8 +37,10 @@ class SharedMode:
         self._cluster: Cluster | None = None
 
     def committed(self, digest: str) -> None:
-        """A blob was committed into the store: announce it with the next batch."""
-        self._registrar.add(digest)
+        """A blob was committed into the store: announce it with the next batch, unless this replica
+        filled it under its lease (releasing the lease announces it, in the same step)."""
+        if self._cluster is None or not self._cluster.leased(digest):
+            self._registrar.add(digest)
 
     async def open(self, stack: contextlib.AsyncExitStack, fills: Fills) -> None:
         """Connect (lazily: Redis need not be up) and start announcing; `stack` closes it all."""

@@ -49,6 +49,10 @@ class Cluster:
         self._last_peer: dict[str, str] = {}  # digest → peer the current body comes from
         self._watches: dict[str, asyncio.Task[None]] = {}
 
+    def leased(self, digest: str) -> bool:
+        """Whether this replica holds the fill lease of `digest`."""
+        return digest in self._tokens
+
     def source(self, upstream: BlobSource) -> ClusterSource:
         return ClusterSource(self, upstream)
 

@@ -14,13 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from mirror.cluster.coordinator import BREAKER_FAILURES
+from mirror.config import Settings
 from tests.support.catalog import MIB, Catalog, ImageSpec, seed_image
 from tests.support.cluster import SharedMirrors
-from tests.support.images import Blob, LayerSpec
+from tests.support.images import Blob, ImageInfo, LayerSpec
+from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import BackgroundServer, raw_request, wait_until
 from tests.support.redis import RedisServer
 from tests.support.registry import Registry
 from tests.support.throttle import ThrottledProxy
+
+REDIS_TIMEOUT = Settings().redis_timeout
 
 
 @pytest.fixture
@@ -57,9 +62,9 @@ def test_a_tag_asked_of_three_replicas_costs_one_upstream_request(
 
 @pytest.fixture
 def layer_upstream(make_registry: Callable[..., Registry], tmp_path: Path) -> tuple[Registry, Blob]:
-    """A private upstream holding one 16 MiB layer nobody has fetched yet."""
+    """A private upstream holding one 12 MiB layer nobody has fetched yet."""
     registry = make_registry()
-    spec = ImageSpec("library/shared", "1", (LayerSpec(16 * MIB, seed=18),), "oci")
+    spec = ImageSpec("library/shared", "1", (LayerSpec(12 * MIB, seed=18),), "oci")
     image = seed_image(registry, spec, tmp_path / "seed")
     return registry, image.layers[0]
 
@@ -115,7 +120,7 @@ def test_killing_the_filling_replica_leaves_its_readers_on_other_replicas_whole(
     registry, layer = layer_upstream
     path = f"/v2/library/shared/blobs/{layer.digest}"
     with (
-        ThrottledProxy(registry.port, rate=8 * MIB) as slow,
+        ThrottledProxy(registry.port, rate=6 * MIB) as slow,
         SharedMirrors(
             tmp_path / "mirrors", slow.url, redis_server.url, env={"MIRROR_LEASE_TTL": "1"}
         ) as replicas,
@@ -173,3 +178,126 @@ def test_a_peer_sending_wrong_bytes_is_dropped_and_the_retry_gets_right_bytes(
         assert replicas.metric("mirror_peer_failures_total", reason="digest_mismatch") == 1
         with redis_server.client() as client:
             assert client.zscore(held, liar_url) is None
+
+
+def _readyz(mirror: MirrorProcess) -> dict[str, object]:
+    resp = raw_request("GET", f"{mirror.url}/readyz")
+    assert resp.status == 200
+    found = resp.json()
+    assert isinstance(found, dict)
+    return found
+
+
+def _pull(mirror: MirrorProcess, image: ImageInfo) -> None:
+    """Manifest by tag, then config and layers: every body checked."""
+    url = f"{mirror.url}/v2/{image.name}/manifests/{image.tag}"
+    assert raw_request("GET", url, headers={"Accept": image.manifest_media_type}).body == image.manifest
+    for blob in (image.config, *image.layers):
+        assert _digest_of(_get(f"{mirror.url}/v2/{image.name}/blobs/{blob.digest}")) == blob.digest
+
+
+def test_every_pull_succeeds_with_redis_killed(
+    replicas: SharedMirrors, redis_server: RedisServer, catalog: Catalog
+) -> None:
+    """kill -9 of Redis: every replica still serves every pull, and reports Redis degraded, not failed."""
+    redis_server.kill()
+    for mirror, image in zip(replicas, (catalog.v2img, catalog.ociimg, catalog.app), strict=True):
+        _pull(mirror, image)
+    for mirror in replicas:
+        redis = _readyz(mirror)["redis"]
+        assert isinstance(redis, dict)
+        assert redis["status"] == "degraded"
+        assert mirror.metric("mirror_redis_breaker_state") == 2
+
+
+def test_a_stopped_redis_costs_each_request_at_most_its_timeout_until_the_breaker_opens(
+    replicas: SharedMirrors, redis_server: RedisServer, catalog: Catalog
+) -> None:
+    """SIGSTOP of Redis: requests go on; Redis is waited for only until its breaker opens."""
+    mirror = replicas[0]
+    started = time.monotonic()
+    _pull(replicas[1], catalog.v2img)  # the same cold pull with Redis answering, for the report
+    running = time.monotonic() - started
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        _pull(mirror, catalog.v2img)
+        paused = time.monotonic() - started
+        timeouts = mirror.metric("mirror_redis_operations_total", outcome="error")
+        assert 0 < timeouts <= BREAKER_FAILURES  # then the breaker keeps requests away
+        assert mirror.metric("mirror_redis_operations_total", outcome="skipped") > 0
+        assert paused < (BREAKER_FAILURES + 1) * REDIS_TIMEOUT + 5  # generous: the machine is shared
+    finally:
+        redis_server.resume()
+    print(f"cold pull of {catalog.v2img.ref}: {running:.3f} s with Redis, {paused:.3f} s with it stopped")
+
+
+def test_coordination_resumes_after_redis_restarts_empty(
+    tmp_path: Path, upstream: Registry, redis_server: RedisServer, catalog: Catalog
+) -> None:
+    """Redis restarted empty: once its breaker closes, one tag asked of three replicas is one request."""
+    env = {"MIRROR_REDIS_COOLDOWN": "0.5"}
+    with SharedMirrors(tmp_path / "mirrors", upstream.url, redis_server.url, env=env) as replicas:
+        redis_server.restart_empty()
+        image = catalog.ociimg
+        url = f"/v2/{image.name}/manifests/{image.tag}"
+        for mirror in replicas:  # each finds Redis gone (breaker opens) and then back (closes)
+            wait_until(
+                lambda m=mirror: (
+                    raw_request("GET", m.url + "/v2/none/manifests/x").status > 0
+                    and m.metric("mirror_redis_breaker_state") == 0
+                ),
+                what="Redis breaker closed again",
+            )
+        mark = upstream.mark()
+        for mirror in replicas:
+            resp = raw_request("GET", mirror.url + url, headers={"Accept": image.manifest_media_type})
+            assert resp.body == image.manifest
+        assert _manifest_requests(upstream, mark, image.name) == 1
+
+
+def _mirror_ops(mirror: MirrorProcess) -> dict[str, float]:
+    """The mirror's Redis operations by name (its own count: the heartbeat excluded)."""
+    found = {
+        dict(labels)["op"]: value
+        for (name, labels), value in mirror.metrics().items()
+        if name == "mirror_redis_operations_total" and value
+    }
+    found.pop("heartbeat", None)
+    return found
+
+
+def test_hits_cost_no_redis_operation(replicas: SharedMirrors, catalog: Catalog) -> None:
+    """Blob hits and manifest hits in the in-process cache cost 0 Redis operations."""
+    mirror, image = replicas[0], catalog.v2img
+    _pull(mirror, image)
+    blobs = 1 + len(image.layers)
+    wait_until(lambda: _mirror_ops(mirror).get("release", 0) == blobs, what="every lease released")
+    before = _mirror_ops(mirror)
+    for _ in range(5):
+        _pull(mirror, image)
+    assert _mirror_ops(mirror) == before
+
+
+def test_a_blob_miss_costs_a_fixed_number_of_redis_commands(
+    replicas: SharedMirrors, redis_server: RedisServer, catalog: Catalog
+) -> None:
+    """One cold blob on one replica: two round trips to Redis, a claim and a release (two EVALSHA)."""
+    mirror, image = replicas[0], catalog.v2img
+    blobs = f"{mirror.url}/v2/{image.name}/blobs/"
+    _get(blobs + image.config.digest)  # loads the scripts into this Redis (once per Redis lifetime)
+    wait_until(lambda: "del" in redis_server.command_calls(), what="the first release")
+    redis_server.reset_stats()
+    layer = image.layers[1]
+    assert _digest_of(_get(blobs + layer.digest)) == layer.digest
+    wait_until(lambda: "del" in redis_server.command_calls(), what="the lease released")
+    calls = redis_server.command_calls()
+    calls.pop("config|resetstat", None)
+    calls.pop("info", None)
+    print(f"Redis commands for one blob miss (EVALSHA, then the commands the scripts ran): {calls}")
+    assert calls["evalsha"] == 2
+    # Inside them: the claim looked up holders and the lease and took it; the release announced the
+    # blob as held and gave the lease up.
+    assert {k: calls[k] for k in ("zrangebyscore", "zadd", "pexpire", "del")} == dict.fromkeys(
+        ("zrangebyscore", "zadd", "pexpire", "del"), 1
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.support.mirrorproc import MirrorProcess
@@ -40,9 +41,10 @@ class SharedMirrors:
         return iter(self.mirrors)
 
     def start(self) -> SharedMirrors:
+        """Start them all at once (each start waits for its /readyz)."""
         try:
-            for mirror in self.mirrors:
-                mirror.start()
+            with ThreadPoolExecutor(len(self.mirrors)) as pool:
+                list(pool.map(MirrorProcess.start, self.mirrors))
         except BaseException:
             self.stop()
             raise
