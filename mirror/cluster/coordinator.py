@@ -137,10 +137,12 @@ class Coordinator:
         self.breaker = Breaker(BREAKER_FAILURES, cooldown)
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        self._last_failed = False  # the latest operation failed (before the breaker opens, too)
         metrics.redis_breaker_state.set(State.CLOSED)
 
     async def __aenter__(self) -> Coordinator:
-        self._redis = _client(self.url, self._timeout)
+        # In a thread: redis-py reads its package metadata from disk when a client is made.
+        self._redis = await asyncio.to_thread(_client, self.url, self._timeout)
         self._scripts = {
             name: self._redis.register_script(body)
             for name, body in (("claim", _CLAIM), ("renew", _RENEW), ("release", _RELEASE))
@@ -165,11 +167,13 @@ class Coordinator:
             async with asyncio.timeout(self._timeout):
                 found = await call(self._redis)
         except (RedisError, TimeoutError, OSError) as exc:
+            self._last_failed = True
             self._failed(name, exc)
             return default
         except BaseException:
             self.breaker.probing = False  # cancelled: the probe slot is free again
             raise
+        self._last_failed = False
         self._metrics.redis_duration.labels(name).observe(time.monotonic() - started)
         self._metrics.redis_operations.labels(name, "ok").inc()
         if self.breaker.succeeded() is not State.CLOSED:
@@ -193,10 +197,11 @@ class Coordinator:
     def status(self) -> dict[str, object]:
         """For /readyz: Redis is reported, never a reason to be unready."""
         state = self.breaker.state
+        healthy = state is State.CLOSED and not self._last_failed
         return {
             "url": str(self.url),
             "breaker": state.name.lower(),
-            "status": "ok" if state is State.CLOSED else "degraded",
+            "status": "ok" if healthy else "degraded",
         }
 
     # -- shared manifests and tags --------------------------------------------------------------

@@ -29,13 +29,6 @@ REDIS_TIMEOUT = Settings().redis_timeout
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A fresh, empty Redis for one test (it may kill, stop or restart it)."""
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
-
-
-@pytest.fixture
 def replicas(tmp_path: Path, upstream: Registry, redis_server: RedisServer) -> Iterator[SharedMirrors]:
     """Three mirrors of `upstream` sharing `redis_server`."""
     with SharedMirrors(tmp_path / "mirrors", upstream.url, redis_server.url) as mirrors:
