@@ -21,11 +21,13 @@ from tests.support.cluster import SharedMirrors
 from tests.support.images import Blob, ImageInfo, LayerSpec
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import BackgroundServer, raw_request, wait_until
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, Sentinel
 from tests.support.registry import Registry
 from tests.support.throttle import ThrottledProxy
 
 REDIS_TIMEOUT = Settings().redis_timeout
+#: A Redis breaker that probes again after half a second, so tests of Redis coming back are quick.
+QUICK_COOLDOWN = {"MIRROR_REDIS_COOLDOWN": "0.5"}
 
 
 @pytest.fixture
@@ -237,8 +239,7 @@ def test_coordination_resumes_after_redis_restarts_empty(
     tmp_path: Path, upstream: Registry, redis_server: RedisServer, catalog: Catalog
 ) -> None:
     """Redis restarted empty: once its breaker closes, one tag asked of three replicas is one request."""
-    env = {"MIRROR_REDIS_COOLDOWN": "0.5"}
-    with SharedMirrors(tmp_path / "mirrors", upstream.url, redis_server.url, env=env) as replicas:
+    with SharedMirrors(tmp_path / "mirrors", upstream.url, redis_server.url, env=QUICK_COOLDOWN) as replicas:
         redis_server.restart_empty()
         image = catalog.ociimg
         url = f"/v2/{image.name}/manifests/{image.tag}"
@@ -296,3 +297,29 @@ def test_a_blob_miss_costs_a_fixed_number_of_redis_commands(
     assert {k: calls[k] for k in ("zrangebyscore", "zadd", "pexpire", "del")} == dict.fromkeys(
         ("zrangebyscore", "zadd", "pexpire", "del"), 1
     )
+
+
+def test_replicas_follow_a_sentinel_failover(tmp_path: Path, upstream: Registry, catalog: Catalog) -> None:
+    """Through Sentinel: the master killed, pulls go on; after the failover, one tag asked of three
+    replicas is one upstream request again (on the promoted master)."""
+    with (
+        RedisServer(tmp_path / "master") as master,
+        RedisServer(tmp_path / "replica", replica_of=master.port) as standby,
+        Sentinel(tmp_path / "sentinel", master.port) as sentinel,
+        SharedMirrors(
+            tmp_path / "mirrors", upstream.url, sentinel.url(), env={"MIRROR_REDIS_COOLDOWN": "0.5"}
+        ) as replicas,
+    ):
+        master.kill()
+        _pull(replicas[0], catalog.v2img)  # alone while Redis fails over
+        wait_until(lambda: sentinel.master_port() == standby.port, deadline_s=30, what="failover")
+        for mirror in replicas:
+            wait_until(lambda m=mirror: _coordinating(m), deadline_s=15, what="the new master")  # type: ignore[misc]
+        image = catalog.ociimg
+        mark = upstream.mark()
+        for mirror in replicas:
+            url = f"{mirror.url}/v2/{image.name}/manifests/{image.tag}"
+            assert (
+                raw_request("GET", url, headers={"Accept": image.manifest_media_type}).body == image.manifest
+            )
+        assert _manifest_requests(upstream, mark, image.name) == 1

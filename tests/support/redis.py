@@ -20,8 +20,9 @@ _live: set[RedisServer] = set()
 class RedisServer:
     """redis-server without persistence (`--save "" --appendonly no`): a restart is an empty Redis."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, replica_of: int | None = None) -> None:
         self.workdir = workdir
+        self.replica_of = replica_of  # the port of a master to replicate
         self.port = free_port()
         self.log_path = workdir / "redis.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -38,6 +39,8 @@ class RedisServer:
     def start(self, deadline_s: float = 10.0) -> RedisServer:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
         args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        if self.replica_of is not None:
+            args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         _live.add(self)
@@ -103,6 +106,63 @@ class RedisServer:
             client.config_resetstat()
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Sentinel:
+    """One Redis Sentinel (`redis-server --sentinel`) watching `master_port` as MASTER; quick to
+    declare it down (1 s) and to fail over, for tests."""
+
+    MASTER = "mymaster"
+
+    def __init__(self, workdir: Path, master_port: int) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "sentinel.conf"
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {workdir}\n"
+            f"sentinel monitor {self.MASTER} 127.0.0.1 {master_port} 1\n"
+            f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+            f"sentinel failover-timeout {self.MASTER} 10000\n"
+        )
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.MASTER}/{db}"
+
+    def master_port(self) -> int:
+        """The port of the master the Sentinel names now."""
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2) as client:
+            _, port = client.sentinel_get_master_addr_by_name(self.MASTER)
+        return int(port)
+
+    def start(self, deadline_s: float = 10.0) -> Sentinel:
+        with (self.workdir / "sentinel.log").open("ab") as log:
+            self._proc = subprocess.Popen(
+                ["redis-server", str(self.config), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + deadline_s
+        while True:
+            try:
+                self.master_port()
+            except (redis.RedisError, TypeError):
+                if time.monotonic() >= deadline:
+                    raise
+            else:
+                return self
+            time.sleep(0.01)  # polling interval between readiness probes
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+    def __enter__(self) -> Sentinel:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
