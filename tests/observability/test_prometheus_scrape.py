@@ -29,6 +29,7 @@ REQUEST_RATIO = (
 EXPECTED_ALERTS = {
     "MirrorHitRatioCollapsed",
     "MirrorUpstreamDown",
+    "MirrorRedisUnreachable",
     "MirrorRateLimitBudgetLow",
     "MirrorCacheNearLimitHighEviction",
     "MirrorFillFailures",
