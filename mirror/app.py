@@ -15,11 +15,15 @@ from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
 from mirror.proxy import RegistryProxy
+from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.eviction import Evictor
 from mirror.storage.hot import HotBlobs
+from mirror.storage.integrity import check_store
+from mirror.storage.listings import ListingCache
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
+from mirror.tag_lists import TagLists
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.health import UpstreamHealth
@@ -56,7 +60,6 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
     store = await asyncio.to_thread(BlobStore, settings.cache_dir)
     removed = await asyncio.to_thread(store.recover)
-    report = await asyncio.to_thread(store.check)
     metrics.cache_limit.set(settings.cache_max_bytes)
     pins = PinRecord(settings.pins, settings.cache_dir)
     await asyncio.to_thread(pins.load)
@@ -68,10 +71,11 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         int(limit * settings.cache_low_watermark),
         pins.digests,
     )
-    await evictor.evict_if_needed()
+    evictor.poke()  # in the background: a store far over its limit serves while it shrinks
     shared = SharedMode(settings, metrics, store) if settings.shared else None
     manifest_disk = await asyncio.to_thread(ManifestDisk, settings.cache_dir / "manifests")
     manifests = ManifestCache(disk=manifest_disk, shared=shared.coordinator if shared else None)
+    listings = ListingCache(manifest_disk)
 
     def committed(digest: str) -> None:
         evictor.poke()
@@ -86,6 +90,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             await shared.open(stack, fills)
             app[keys.COORDINATOR] = shared.coordinator
         proxies: dict[str, RegistryProxy] = {}
+        referrers: dict[str, ReferrerProxy] = {}
+        tag_lists: dict[str, TagLists] = {}
         for upstream_settings in registries:
             breaker = Breaker(
                 settings.breaker_failures, settings.breaker_cooldown, forced_open=settings.offline
@@ -93,8 +99,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             health = UpstreamHealth(upstream_settings.registry, breaker, metrics, settings.ratelimit_reserve)
             client = UpstreamClient(upstream_settings, metrics, health)
             upstream = await stack.enter_async_context(client)
-            ttl = upstream_settings.tag_ttl
+            ttl, referrers_ttl = upstream_settings.tag_ttl, upstream_settings.referrers_ttl
             assert ttl is not None, "registries() fills in inherited values"
+            assert referrers_ttl is not None, "registries() fills in inherited values"
             proxies[upstream.label] = RegistryProxy(
                 upstream,
                 manifests,
@@ -106,9 +113,12 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                 settings.prefetch,
                 blobs=shared.source(upstream) if shared else None,
             )
+            referrers[upstream.label] = ReferrerProxy(upstream, listings, referrers_ttl)
+            tag_lists[upstream.label] = TagLists(upstream, listings, manifests, ttl)
         router = Router(registries)
         app[keys.PROXIES], app[keys.ROUTER], app[keys.STORE] = proxies, router, store
         app[keys.FILLS], app[keys.PINS] = fills, pins
+        app[keys.REFERRERS], app[keys.TAG_LISTS] = referrers, tag_lists
         platforms = oci.platform_filter(settings.platforms)
         warming = (
             asyncio.create_task(warm_pins(pins, router, proxies, platforms), name="pin warm-up")
@@ -116,14 +126,13 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             else None
         )
         flushing = asyncio.create_task(_flush_access_times(store), name="access-time flush")
+        checking = asyncio.create_task(check_store(store), name="integrity pass")
         log.info(
             "mirror_started",
             listen=str(settings.listen),
             upstreams={u.registry: u.url for u in registries},
             cache_dir=str(settings.cache_dir),
             temp_files_removed=removed,
-            index_rows_dropped=report.missing + report.wrong_size,
-            orphans_removed=report.orphans,
             pins=len(pins.refs),
             offline=settings.offline,
             redis=str(settings.redis_url) if settings.redis_url else None,
@@ -132,14 +141,19 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            for task in (warming, flushing):
+            for task in (warming, flushing, checking):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             for proxy in proxies.values():
                 await proxy.close()
+            for referrer_proxy in referrers.values():
+                await referrer_proxy.close()
+            for tag_list in tag_lists.values():
+                await tag_list.close()
             await fills.close(settings.shutdown_grace)
             await evictor.close()
+            await listings.close()
             await manifests.close()
     await asyncio.to_thread(store.close)
     log.info("mirror_stopped")

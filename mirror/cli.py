@@ -6,14 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from mirror import __version__, log
 from mirror.commands import cache, warm
 from mirror.commands.common import EXIT_OK, EXIT_USAGE
-from mirror.config import ConfigError, Settings, load
+from mirror.config import ConfigError, Listen, Settings, load
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,6 +36,18 @@ def parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
     flags = {"listen": args.listen, "cache_dir": args.cache_dir, "upstream": args.upstream}
     return load(flags, environ, args.config)
+
+
+def listen_on(listen: Listen) -> dict[str, Any]:
+    """`run_app` arguments for `listen`. `::` means every address, IPv4 included (a dual-stack socket,
+    as `[::]:80` means to nginx with `ipv6only=off`): asyncio would make it IPv6-only."""
+    if listen.host != "::":
+        return {"host": listen.host, "port": listen.port}
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", listen.port))
+    return {"sock": sock}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,8 +78,7 @@ def serve(settings: Settings) -> None:
 
     web.run_app(
         create_app(settings),
-        host=settings.listen.host,
-        port=settings.listen.port,
+        **listen_on(settings.listen),
         access_log=None,
         print=None,
         shutdown_timeout=settings.shutdown_grace,

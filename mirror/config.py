@@ -44,6 +44,7 @@ class UpstreamSettings:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     tag_ttl: float | None = None
+    referrers_ttl: float | None = None
     connect_timeout: float | None = None
     read_timeout: float | None = None
     auth_realms: tuple[str, ...] = ()
@@ -73,6 +74,7 @@ class Settings:
     pins: tuple[str, ...] = ()
     platforms: tuple[str, ...] = field(default_factory=lambda: (host_platform(),))
     tag_ttl: float = 300.0
+    referrers_ttl: float | None = None  # None: each upstream's tag TTL
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
     auth_realms: tuple[str, ...] = ()
@@ -114,6 +116,7 @@ class Settings:
             dataclasses.replace(
                 u,
                 tag_ttl=self.tag_ttl if u.tag_ttl is None else u.tag_ttl,
+                referrers_ttl=_first(u.referrers_ttl, self.referrers_ttl, u.tag_ttl, self.tag_ttl),
                 connect_timeout=self.connect_timeout if u.connect_timeout is None else u.connect_timeout,
                 read_timeout=self.read_timeout if u.read_timeout is None else u.read_timeout,
             )
@@ -141,6 +144,11 @@ class Settings:
         return found
 
 
+def _first(*found: float | None) -> float | None:
+    """The first value that is set."""
+    return next((f for f in found if f is not None), None)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "listen": values.listen_address,
     "cache_dir": lambda v: Path(values.nonempty(v)),
@@ -154,6 +162,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "pins": values.image_list,
     "platforms": values.platform_list,
     "tag_ttl": values.seconds,
+    "referrers_ttl": values.seconds,
     "connect_timeout": values.positive_seconds,
     "read_timeout": values.positive_seconds,
     "auth_realms": values.host_list,
@@ -184,6 +193,7 @@ _UPSTREAM_PARSERS: dict[str, Callable[[Any], Any]] = {
     "password_env": values.nonempty,
     "password_file": lambda v: Path(values.nonempty(v)),
     "tag_ttl": values.seconds,
+    "referrers_ttl": values.seconds,
     "connect_timeout": values.positive_seconds,
     "read_timeout": values.positive_seconds,
     "auth_realms": values.host_list,

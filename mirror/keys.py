@@ -14,14 +14,19 @@ from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
 from mirror.proxy import RegistryProxy
+from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.pins import PinRecord
+from mirror.tag_lists import TagLists
 from mirror.upstream.router import Router
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 #: The proxy of each upstream, by its label (registry host).
 PROXIES: web.AppKey[dict[str, RegistryProxy]] = web.AppKey("proxies")
+#: The referrers-list and tag-list services of each upstream, by its label.
+REFERRERS: web.AppKey[dict[str, ReferrerProxy]] = web.AppKey("referrers")
+TAG_LISTS: web.AppKey[dict[str, TagLists]] = web.AppKey("tag_lists")
 ROUTER = web.AppKey("router", Router)
 STORE = web.AppKey("store", BlobStore)
 FILLS = web.AppKey("fills", Fills)

@@ -8,7 +8,6 @@ its digest changed; when revalidation fails the cached manifest is served stale.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 
 import structlog
 
@@ -189,13 +188,6 @@ class RegistryProxy:
         if fill is not None and fill.size is not None:
             return fill.size, "coalesced"
         return await self.upstream.head_blob(name, digest), "miss"
-
-    # -- tags ---------------------------------------------------------------------------------
-
-    async def tags(self, name: str, query: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
-        """The upstream's tag list (always live: tags are what changes)."""
-        passed = {k: v for k, v in query.items() if k in ("n", "last")}
-        return await self.upstream.tags(name, passed)
 
     async def close(self) -> None:
         for task in list(self._background):

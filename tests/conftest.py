@@ -1,4 +1,5 @@
-"""Fixtures shared by every tier of tests."""
+"""Fixtures for every tier: no test may block the event loop of a mirror running in-process; a real
+Redis for the shared mode's tests."""
 
 from __future__ import annotations
 
@@ -6,8 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 
 from tests.support.redis import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Fail any test in which the mirror blocks the event loop."""
+    with blockbuster_ctx() as bb:
+        # The one non-blocking os.sendfile the mirror tries before loop.sendfile, which makes the same
+        # call on the same socket from asyncio's code (allowed there).
+        bb.functions["os.sendfile"].can_block_in("mirror/transfer.py", "_sendfile_now")
+        yield bb
 
 
 @pytest.fixture

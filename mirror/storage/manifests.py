@@ -98,6 +98,7 @@ class ManifestCache:
         self._shared = shared
         # Only with a disk copy to read back from: otherwise expiry would lose what serves outages.
         self._memory_ttl = memory_ttl if disk is not None else None
+        self._known_lock = asyncio.Lock()  # one read-modify-write of a repository's known tags at a time
 
     async def _hold(self, key: str, value: Any) -> None:
         """Put `value` in memory (for `memory_ttl` seconds when a disk copy backs it)."""
@@ -196,10 +197,32 @@ class ManifestCache:
     async def put_tag(self, upstream: str, name: str, tag: str, manifest: Manifest) -> None:
         entry = TagEntry(manifest.digest, manifest.media_type, time.time())
         await self._set_tag(self._tag_key(upstream, name, tag), entry)
+        await self._note_tag(upstream, name, tag, known=True)
 
     async def confirm_tag(self, upstream: str, name: str, tag: str, entry: TagEntry) -> None:
         """Record that the upstream still maps the tag to the same digest."""
         await self._set_tag(self._tag_key(upstream, name, tag), replace(entry, checked_at=time.time()))
+        await self._note_tag(upstream, name, tag, known=True)
+
+    async def known_tags(self, upstream: str, name: str) -> tuple[str, ...]:
+        """The tags of a repository whose manifest this cache holds (what offline mode lists)."""
+        key = f"tags:{upstream}:{name}"
+        found = await self._cache.get(key)
+        if found is None:
+            kept = await self._remembered(key)
+            found = tuple(str(t) for t in kept) if isinstance(kept, tuple) else ()
+            await self._hold(key, found)
+        return tuple(found)
+
+    async def _note_tag(self, upstream: str, name: str, tag: str, *, known: bool) -> None:
+        async with self._known_lock:
+            tags = await self.known_tags(upstream, name)
+            if (tag in tags) == known:
+                return
+            updated = tuple(sorted({*tags, tag})) if known else tuple(t for t in tags if t != tag)
+            key = f"tags:{upstream}:{name}"
+            await self._hold(key, updated)
+            await self._keep(key, updated)
 
     async def put_missing(self, upstream: str, name: str, tag: str, code: str, ttl: float) -> None:
         """Remember for `ttl` seconds that the upstream answered 404 (with `code`) for this tag."""
@@ -216,6 +239,7 @@ class ManifestCache:
         await self._cache.delete(key)
         if self._disk is not None:
             await asyncio.to_thread(self._disk.delete, key)
+        await self._note_tag(upstream, name, tag, known=False)
 
     async def close(self) -> None:
         await self._cache.close()

@@ -34,6 +34,8 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TAGS_HEADERS = ("Link", "Content-Type")
 #: A tags list bigger than this is refused rather than held in memory.
 MAX_TAGS_BYTES = 16 * 1024 * 1024
+#: What a registry without the referrers API (Docker Hub, distribution 2.8) answers for its route.
+_NO_REFERRERS_API = frozenset({404, 405})
 #: A token response bigger than this is refused (real ones are a few KiB).
 MAX_TOKEN_BYTES = 1024 * 1024
 #: Bytes of an upstream error document read to find its code.
@@ -46,6 +48,14 @@ class ManifestHead:
 
     digest: str
     media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReferrersPage:
+    """One page of an upstream referrers list and its `Link` header (naming the next page, if any)."""
+
+    body: bytes
+    link: str | None
 
 
 def error_for_status(status: int, kind: str, body: bytes, headers: Mapping[str, str]) -> errors.RegistryError:
@@ -168,6 +178,28 @@ class UpstreamClient:
         finally:
             resp.release()
         return body, relay
+
+    async def referrers_page(self, name: str, digest: str, page: str | None = None) -> ReferrersPage | None:
+        """One page of the upstream's referrers list for `digest` (`page`: a next-page URL from the
+        `Link` of the one before), or None when the upstream has no referrers API (404 or 405)."""
+        url = URL(f"{self._settings.url}/v2/{name}/referrers/{digest}")
+        if page is not None:
+            url = url.join(URL(page, encoded=True))
+            if url.origin() != self._base.origin():
+                raise errors.UpstreamBadGateway("the upstream's referrers Link leaves its origin")
+        accept = {"Accept": oci.OCI_INDEX}
+        resp = await self._authorized(
+            self.session, "GET", url, accept, f"repository:{name}:pull", "referrers"
+        )
+        try:
+            if resp.status in _NO_REFERRERS_API:
+                return None
+            if not 200 <= resp.status < 300:
+                raise error_for_status(resp.status, "referrers", await _error_body(resp), resp.headers)
+            body = await _read_capped(resp, oci.MAX_MANIFEST_BYTES, "referrers list")
+            return ReferrersPage(body, resp.headers.get("Link"))
+        finally:
+            resp.release()
 
     # -- transport ----------------------------------------------------------------------------
 

@@ -48,8 +48,8 @@ class ThreadedTransport:
 
     @staticmethod
     def warm() -> None:
-        """Load the resolver (glibc reads its NSS configuration on the first `getaddrinfo` of a process,
-        2.6 ms here) before the first blob, not during it. Blocking, but no network: a numeric address."""
+        """Load the resolver (glibc reads its NSS configuration on the first `getaddrinfo` of a process)
+        before the first blob, not during it. Blocking, but no network: a numeric address."""
         socket.getaddrinfo("127.0.0.1", None)
 
     def _take(self, key: tuple[str, str, int]) -> http.client.HTTPConnection | None:

@@ -3,7 +3,6 @@ replayed with their recorded headers (DESIGN.md §1.1) against the mirror and a 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import socket
@@ -15,8 +14,10 @@ import pytest
 
 from tests.support.catalog import Catalog
 from tests.support.cdn import start_redirecting_registry
+from tests.support.digests import sha256
 from tests.support.mirrorproc import MirrorProcess
-from tests.support.net import raw_request, wait_until
+from tests.support.net import raw_request
+from tests.support.polling import wait_until
 from tests.support.registry import Registry
 from tests.support.tokenserver import TokenServer
 
@@ -45,10 +46,6 @@ CONTAINERD_ACCEPT = ", ".join(
 def mirror(tmp_path: Path, upstream: Registry) -> Iterator[MirrorProcess]:
     with MirrorProcess(tmp_path / "mirror", upstream.url) as proc:
         yield proc
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_docker_daemon_sequence(catalog: Catalog, mirror: MirrorProcess) -> None:

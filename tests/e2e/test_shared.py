@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import functools
 import http.client
 import signal
 import time
@@ -18,9 +18,11 @@ from mirror.cluster.coordinator import BREAKER_FAILURES
 from mirror.config import Settings
 from tests.support.catalog import MIB, Catalog, ImageSpec, seed_image
 from tests.support.cluster import SharedMirrors
+from tests.support.digests import sha256
 from tests.support.images import Blob, ImageInfo, LayerSpec
 from tests.support.mirrorproc import MirrorProcess
-from tests.support.net import BackgroundServer, raw_request, wait_until
+from tests.support.net import BackgroundServer, raw_request
+from tests.support.polling import wait_until
 from tests.support.redis import RedisServer, Sentinel
 from tests.support.registry import Registry
 from tests.support.throttle import ThrottledProxy
@@ -70,10 +72,6 @@ def _get(url: str) -> bytes:
     return resp.body
 
 
-def _digest_of(body: bytes) -> str:
-    return "sha256:" + hashlib.sha256(body).hexdigest()
-
-
 def test_thirty_cold_requests_over_three_replicas_cost_one_upstream_get(
     layer_upstream: tuple[Registry, Blob], redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -84,7 +82,7 @@ def test_thirty_cold_requests_over_three_replicas_cost_one_upstream_get(
         urls = [f"{replicas[i % 3].url}/v2/library/shared/blobs/{layer.digest}" for i in range(30)]
         with ThreadPoolExecutor(30) as pool:
             bodies = list(pool.map(_get, urls))
-        assert {_digest_of(b) for b in bodies} == {layer.digest}
+        assert {sha256(b) for b in bodies} == {layer.digest}
         assert len([r for r in registry.blob_gets(mark) if r.route.endswith(layer.digest)]) == 1
         assert replicas.metric("mirror_upstream_bytes_received_total") == layer.size
         assert replicas.metric("mirror_cluster_fills_total", source="upstream") == 1
@@ -99,9 +97,9 @@ def test_a_blob_held_by_one_replica_is_served_to_the_others_from_it(
     with SharedMirrors(tmp_path / "mirrors", registry.url, redis_server.url) as replicas:
         mark = registry.mark()
         path = f"/v2/library/shared/blobs/{layer.digest}"
-        assert _digest_of(_get(replicas[0].url + path)) == layer.digest
+        assert sha256(_get(replicas[0].url + path)) == layer.digest
         for mirror in replicas.mirrors[1:]:
-            assert _digest_of(_get(mirror.url + path)) == layer.digest
+            assert sha256(_get(mirror.url + path)) == layer.digest
             assert mirror.metric("mirror_peer_requests_total", source="held") == 1
             assert mirror.metric("mirror_upstream_bytes_received_total") == 0
         assert len([r for r in registry.blob_gets(mark) if r.route.endswith(layer.digest)]) == 1
@@ -129,7 +127,7 @@ def test_killing_the_filling_replica_leaves_its_readers_on_other_replicas_whole(
             what="both readers streaming from replica 0",
         )
         replicas[0].stop(signal.SIGKILL)
-        assert [_digest_of(r.result()) for r in readers] == [layer.digest, layer.digest]
+        assert [sha256(r.result()) for r in readers] == [layer.digest, layer.digest]
         with contextlib.suppress(OSError, http.client.HTTPException):
             filler.result()  # cut off with its replica: nothing to check
         resumed = replicas.metric("mirror_upstream_bytes_received_total")
@@ -169,7 +167,7 @@ def test_a_peer_sending_wrong_bytes_is_dropped_and_the_retry_gets_right_bytes(
             client.zadd(held, {liar_url: int((time.time() + 3600) * 1000)})
         with pytest.raises(http.client.IncompleteRead):  # cut short: never the whole wrong body
             raw_request("GET", replicas[0].url + path, timeout=60)
-        assert _digest_of(_get(replicas[0].url + path)) == layer.digest
+        assert sha256(_get(replicas[0].url + path)) == layer.digest
         assert replicas.metric("mirror_peer_failures_total", reason="digest_mismatch") == 1
         with redis_server.client() as client:
             assert client.zscore(held, liar_url) is None
@@ -188,7 +186,7 @@ def _pull(mirror: MirrorProcess, image: ImageInfo) -> None:
     url = f"{mirror.url}/v2/{image.name}/manifests/{image.tag}"
     assert raw_request("GET", url, headers={"Accept": image.manifest_media_type}).body == image.manifest
     for blob in (image.config, *image.layers):
-        assert _digest_of(_get(f"{mirror.url}/v2/{image.name}/blobs/{blob.digest}")) == blob.digest
+        assert sha256(_get(f"{mirror.url}/v2/{image.name}/blobs/{blob.digest}")) == blob.digest
 
 
 def test_every_pull_succeeds_with_redis_killed(
@@ -244,7 +242,7 @@ def test_coordination_resumes_after_redis_restarts_empty(
         image = catalog.ociimg
         url = f"/v2/{image.name}/manifests/{image.tag}"
         for mirror in replicas:  # each finds its connections to Redis broken, then a new Redis
-            wait_until(lambda m=mirror: _coordinating(m), what="Redis answering again")  # type: ignore[misc]
+            wait_until(functools.partial(_coordinating, mirror), what="Redis answering again")
         mark = upstream.mark()
         for mirror in replicas:
             resp = raw_request("GET", mirror.url + url, headers={"Accept": image.manifest_media_type})
@@ -285,7 +283,7 @@ def test_a_blob_miss_costs_a_fixed_number_of_redis_commands(
     wait_until(lambda: "del" in redis_server.command_calls(), what="the first release")
     redis_server.reset_stats()
     layer = image.layers[1]
-    assert _digest_of(_get(blobs + layer.digest)) == layer.digest
+    assert sha256(_get(blobs + layer.digest)) == layer.digest
     wait_until(lambda: "del" in redis_server.command_calls(), what="the lease released")
     calls = redis_server.command_calls()
     calls.pop("config|resetstat", None)
@@ -314,7 +312,7 @@ def test_replicas_follow_a_sentinel_failover(tmp_path: Path, upstream: Registry,
         _pull(replicas[0], catalog.v2img)  # alone while Redis fails over
         wait_until(lambda: sentinel.master_port() == standby.port, deadline_s=30, what="failover")
         for mirror in replicas:
-            wait_until(lambda m=mirror: _coordinating(m), deadline_s=15, what="the new master")  # type: ignore[misc]
+            wait_until(functools.partial(_coordinating, mirror), deadline_s=15, what="the new master")
         image = catalog.ociimg
         mark = upstream.mark()
         for mirror in replicas:

@@ -11,7 +11,8 @@ import pytest
 
 from tests.support.catalog import SPECS, Catalog
 from tests.support.cdn import start_redirecting_registry
-from tests.support.images import ACCEPT_ALL, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, build_layout, sha256
+from tests.support.digests import sha256
+from tests.support.images import ACCEPT_ALL, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, build_layout
 from tests.support.net import basic_auth, fetch_token, parse_challenge, raw_request
 from tests.support.registry import Registry
 from tests.support.skopeo import (

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from blockbuster import BlockBuster, blockbuster_ctx
 
 from mirror import keys
 from mirror.app import create_app
@@ -64,29 +61,6 @@ async def make_mirror(
 @pytest.fixture
 async def mirror(make_mirror: MirrorFactory) -> TestClient[web.Request, web.Application]:
     return await make_mirror()
-
-
-@pytest.fixture(autouse=True)
-def blockbuster() -> Iterator[BlockBuster]:
-    """Fail any test in which the mirror blocks the event loop."""
-    with blockbuster_ctx() as bb:
-        # The one non-blocking os.sendfile the mirror tries before loop.sendfile, which makes the same
-        # call on the same socket from asyncio's code (allowed there).
-        bb.functions["os.sendfile"].can_block_in("mirror/transfer.py", "_sendfile_now")
-        yield bb
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
-    """Poll `check` (sync or async) until it holds; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await _holds(check()):
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-async def _holds(value: Awaitable[bool] | bool) -> bool:
-    return await value if inspect.isawaitable(value) else value
 
 
 async def stored(client: TestClient[web.Request, web.Application], digest: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import random
 
 import aiohttp
@@ -15,8 +14,10 @@ from structlog.testing import capture_logs
 
 from mirror import keys
 from mirror.upstream.threaded import BUFFER as CHUNK  # one receive of a blob download
-from tests.integration.conftest import MirrorFactory, eventually, stored
+from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
+from tests.support.digests import sha256
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 
@@ -209,7 +210,7 @@ async def test_blob_head_has_size_and_digest_without_download(fake: FakeUpstream
 
 async def test_unknown_blob_answers_blob_unknown(fake: FakeUpstream, mirror: Client) -> None:
     """A blob the upstream does not have answers 404 BLOB_UNKNOWN."""
-    digest = "sha256:" + hashlib.sha256(b"nothing").hexdigest()
+    digest = sha256(b"nothing")
     resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
     assert resp.status == 404
     assert (await resp.json())["errors"][0]["code"] == "BLOB_UNKNOWN"

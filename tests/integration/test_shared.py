@@ -14,8 +14,9 @@ from mirror.cluster import peerauth
 from mirror.cluster.coordinator import BREAKER_FAILURES, Coordinator
 from mirror.cluster.redisurl import parse
 from mirror.metrics import Metrics
-from tests.integration.conftest import MirrorFactory, eventually, stored
+from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
+from tests.support.polling import eventually
 from tests.support.redis import RedisServer
 
 Client = TestClient[web.Request, web.Application]

@@ -11,24 +11,37 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.net import free_port, raw_request, wait_http
+from tests.support.net import free_port, host_port, raw_request, wait_http
+from tests.support.procs import stop_process
 
 
 class MirrorProcess:
     """One mirror process; `stop()` ends it by PID (SIGTERM, then SIGKILL after a grace period)."""
 
-    def __init__(self, workdir: Path, upstream: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        upstream: str,
+        env: Mapping[str, str] | None = None,
+        *,
+        ip: str = "127.0.0.1",
+        listen: str | None = None,
+    ) -> None:
+        """`ip` is the loopback address clients use (127.0.0.1 or ::1); `listen` the address to listen
+        on when it is another (`::` for all IPv6 addresses), default `ip`."""
         self.workdir = workdir
         self.upstream = upstream
         self.cache_dir = workdir / "cache"
         self.log_path = workdir / "mirror.log"
-        self.port = free_port()
+        self.ip = ip
+        self.port = free_port(ip)
+        self.listen = host_port(listen or ip, self.port)
         self.extra_env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return host_port(self.ip, self.port)
 
     @property
     def url(self) -> str:
@@ -44,7 +57,7 @@ class MirrorProcess:
             "mirror",
             "serve",
             "--listen",
-            self.host,
+            self.listen,
             "--upstream",
             self.upstream,
             "--cache-dir",
@@ -57,17 +70,8 @@ class MirrorProcess:
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         """Stop the process with `sig` (SIGKILL to simulate a crash); returns its exit status."""
-        if self.proc is None:
-            return None
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return stop_process(proc, sig, grace_s=15)
 
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         """Every sample of /metrics by (name, labels)."""

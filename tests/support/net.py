@@ -24,12 +24,18 @@ USER_AGENT = "mirror-test-support"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on `host` (127.0.0.1, or ::1) that was free a moment ago (the OS picks it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (`[::1]:5000`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -173,15 +179,6 @@ def wait_http(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{url} not ready after {deadline_s}s: {last_error}")
         time.sleep(0.01)  # polling interval between readiness probes, not a wait for a fixed delay
-
-
-def wait_until(check: Callable[[], bool], deadline_s: float = 10.0, what: str = "condition") -> None:
-    """Poll `check` until it holds; raise TimeoutError at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} not reached after {deadline_s}s")
-        time.sleep(0.01)  # polling interval, not a wait for a fixed delay
 
 
 class BackgroundServer:

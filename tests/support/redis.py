@@ -7,12 +7,13 @@ import atexit
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import redis
 
 from tests.support.net import free_port
+from tests.support.polling import poll
+from tests.support.procs import stop_process
 
 _live: set[RedisServer] = set()
 
@@ -44,26 +45,23 @@ class RedisServer:
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         _live.add(self)
-        deadline = time.monotonic() + deadline_s
-        while True:  # ready when PING answers
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self._proc.returncode}: see {self.log_path}")
-            try:
-                with self.client() as client:
-                    if client.ping():
-                        return self
-            except redis.RedisError:
-                pass
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"redis-server on port {self.port} not ready after {deadline_s}s")
-            time.sleep(0.01)  # polling interval between readiness probes
+        poll(self._answers, bool, deadline_s, f"redis-server on port {self.port} answering PING")
+        return self
+
+    def _answers(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {self._proc.returncode}: see {self.log_path}")
+        try:
+            with self.client() as client:
+                return bool(client.ping())
+        except redis.RedisError:
+            return False
 
     def kill(self) -> None:
         """kill -9, as a crash."""
-        self._signal(signal.SIGKILL)
-        if self._proc is not None:
-            self._proc.wait(timeout=10)
-            self._proc = None
+        stop_process(self._proc, signal.SIGKILL)
+        self._proc = None
         _live.discard(self)
 
     def pause(self) -> None:
@@ -79,15 +77,8 @@ class RedisServer:
         self.start()
 
     def stop(self) -> None:
-        if self._proc is None:
-            return
-        self.resume()
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        self.resume()  # a stopped process would not act on SIGTERM
+        stop_process(self._proc)
         self._proc = None
         _live.discard(self)
 
@@ -145,22 +136,19 @@ class Sentinel:
             self._proc = subprocess.Popen(
                 ["redis-server", str(self.config), "--sentinel"], stdout=log, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + deadline_s
-        while True:
-            try:
-                self.master_port()
-            except (redis.RedisError, TypeError):
-                if time.monotonic() >= deadline:
-                    raise
-            else:
-                return self
-            time.sleep(0.01)  # polling interval between readiness probes
+        poll(self._answers, bool, deadline_s, f"redis sentinel on port {self.port} naming its master")
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            self.master_port()
+        except (redis.RedisError, TypeError):
+            return False
+        return True
 
     def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(timeout=10)
-            self._proc = None
+        stop_process(self._proc)
+        self._proc = None
 
     def __enter__(self) -> Sentinel:
         return self.start()

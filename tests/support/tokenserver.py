@@ -14,13 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.support.net import BackgroundServer, basic_auth
-from tests.support.tls import TlsFiles
+from tests.support.tls import TlsFiles, certificate
 
 DEFAULT_SERVICE = "mirror-test-registry"
 DEFAULT_ISSUER = "mirror-test-token-issuer"
@@ -67,32 +65,6 @@ class TokenAuth:
         }
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: str,
-    signer: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(signer, hashes.SHA256())
-    )
-
-
 def parse_scope(scope: str) -> dict[str, Any] | None:
     """Turn "repository:NAME:pull,push" into a JWT access entry (None if malformed)."""
     kind, sep, rest = scope.partition(":")
@@ -134,8 +106,8 @@ class TokenServer(BackgroundServer):
         self._lock = threading.Lock()
         ca_key = ec.generate_private_key(ec.SECP256R1())
         self._key = ec.generate_private_key(ec.SECP256R1())
-        ca_cert = _cert("mirror-test-ca", ca_key, "mirror-test-ca", ca_key, ca=True)
-        leaf = _cert("mirror-test-token-signer", self._key, "mirror-test-ca", ca_key, ca=False)
+        ca_cert = certificate("mirror-test-ca", ca_key, "mirror-test-ca", ca_key, ca=True)
+        leaf = certificate("mirror-test-token-signer", self._key, "mirror-test-ca", ca_key)
         self._x5c = [base64.b64encode(leaf.public_bytes(serialization.Encoding.DER)).decode("ascii")]
         workdir.mkdir(parents=True, exist_ok=True)
         self.rootcertbundle = workdir / "token-ca.pem"

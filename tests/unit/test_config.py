@@ -138,6 +138,19 @@ def test_empty_mirror_config_means_no_file() -> None:
     assert load({}, {"MIRROR_CONFIG": ""}, None) == Settings()
 
 
+@pytest.mark.parametrize(
+    ("listen", "shown"),
+    [
+        (Listen("0.0.0.0", 5000), "0.0.0.0:5000"),
+        (Listen("::", 5000), "[::]:5000"),
+        (Listen("::1", 80), "[::1]:80"),
+    ],
+)
+def test_listen_address_prints_ipv6_in_brackets(listen: Listen, shown: str) -> None:
+    """An IPv6 listen address is shown as `[host]:port`, as it is written in the config."""
+    assert str(listen) == shown
+
+
 # --- values parsed from every source ------------------------------------------------------------
 
 
@@ -147,10 +160,13 @@ def test_empty_mirror_config_means_no_file() -> None:
         ("listen", "127.0.0.1:8080", Listen("127.0.0.1", 8080)),
         ("listen", ":8080", Listen("0.0.0.0", 8080)),
         ("listen", "[::1]:8080", Listen("::1", 8080)),
+        ("listen", "[::]:5000", Listen("::", 5000)),
         ("listen", "localhost:65535", Listen("localhost", 65535)),
         ("listen", "h:1", Listen("h", 1)),
         ("upstream", "https://registry.example/", "https://registry.example"),
         ("upstream", "http://localhost:5001", "http://localhost:5001"),
+        ("upstream", "http://[::1]:5001/", "http://[::1]:5001"),
+        ("referrers_ttl", "45", 45.0),
         ("upstream_username", "bob", "bob"),
         ("upstream_password", SECRET, SECRET),
         ("tag_ttl", "0", 0.0),
@@ -442,6 +458,24 @@ def test_upstream_tables_add_registries_inheriting_defaults(tmp_path: Path) -> N
         10,
         ("q",),
     )
+
+
+@pytest.mark.parametrize(
+    ("top", "table", "expected"),
+    [
+        ("", "", (60.0, 60.0)),
+        ("", "tag_ttl = 10\n", (60.0, 10.0)),
+        ("referrers_ttl = 30\n", "tag_ttl = 10\n", (30.0, 30.0)),
+        ("referrers_ttl = 30\n", "referrers_ttl = 5\n", (30.0, 5.0)),
+    ],
+)
+def test_referrers_ttl_defaults_to_the_tag_ttl(
+    tmp_path: Path, top: str, table: str, expected: tuple[float, float]
+) -> None:
+    """referrers_ttl: the upstream's own, else the top-level one, else the upstream's tag TTL."""
+    path = _file(tmp_path, f'tag_ttl = 60\n{top}[[upstreams]]\nregistry = "ghcr.io"\n{table}')
+    docker, ghcr = load({}, {}, path).registries()
+    assert (docker.referrers_ttl, ghcr.referrers_ttl) == expected
 
 
 @pytest.mark.parametrize(
