@@ -46,7 +46,7 @@ class Cluster:
         self._metrics = metrics
         self._tokens: dict[str, str] = {}  # digest → token of the lease this replica holds
         self._failed: dict[str, set[str]] = {}  # digest → peers that failed during this fill
-        self._last_peer: dict[str, str] = {}  # digest → peer the current body comes from
+        self._last_peer: dict[str, tuple[str, str]] = {}  # digest → (peer, source) of the current body
         self._watches: dict[str, asyncio.Task[None]] = {}
 
     def leased(self, digest: str) -> bool:
@@ -59,6 +59,8 @@ class Cluster:
     async def open_blob(self, upstream: BlobSource, name: str, digest: str, offset: int) -> BlobBody:
         """A body for the fill of `digest` from `offset`, from the best source there is now."""
         self._watch(digest)
+        if (previous := self._last_peer.pop(digest, None)) is not None:  # its body broke off
+            await self._failed_peer(digest, *previous, reason="broken")
         started = time.monotonic()
         deadline = started + LEASE_PATIENCE * self._coordinator.lease_ttl
         try:
@@ -102,15 +104,19 @@ class Cluster:
         try:
             body = await self._peers.open_blob(peer, digest, offset, source)
         except PeerFailed as exc:
-            self._metrics.peer_failures.labels(exc.reason).inc()
-            log.warning("peer_failed", digest=digest, peer=peer, reason=exc.reason, detail=str(exc))
-            self._failed.setdefault(digest, set()).add(peer)
-            if source == "held":
-                await self._coordinator.drop(digest, peer)
+            await self._failed_peer(digest, peer, source, exc.reason, str(exc))
             return None
-        self._last_peer[digest] = peer
+        self._last_peer[digest] = (peer, source)
         self._metrics.cluster_fills.labels(source).inc()
         return body
+
+    async def _failed_peer(self, digest: str, peer: str, source: str, reason: str, detail: str = "") -> None:
+        """Count the failure, never ask `peer` again during this fill, and if it was a hint, drop it."""
+        self._metrics.peer_failures.labels(reason).inc()
+        log.warning("peer_failed", digest=digest, peer=peer, reason=reason, detail=detail)
+        self._failed.setdefault(digest, set()).add(peer)
+        if source == "held":
+            await self._coordinator.drop(digest, peer)
 
     def _watch(self, digest: str) -> None:
         fill = self._fills.get(digest)
@@ -132,13 +138,11 @@ class Cluster:
             token = self._tokens.pop(digest, None)
             if token is not None:
                 await self._coordinator.release(digest, token, held=fill.error is None)
-            peer = self._last_peer.pop(digest, None)
+            last = self._last_peer.pop(digest, None)
             reason = reason_of(fill.error) if fill.error is not None else None
-            if peer is not None and reason in ("digest_mismatch", "size_mismatch"):
+            if last is not None and reason in ("digest_mismatch", "size_mismatch"):
                 assert reason is not None
-                self._metrics.peer_failures.labels(reason).inc()
-                log.warning("peer_failed", digest=digest, peer=peer, reason=reason)
-                await self._coordinator.drop(digest, peer)
+                await self._failed_peer(digest, last[0], "held", reason)  # wrong bytes: never a hint again
         finally:
             self._tokens.pop(digest, None)
             self._failed.pop(digest, None)

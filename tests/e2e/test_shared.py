@@ -133,6 +133,7 @@ def test_killing_the_filling_replica_leaves_its_readers_on_other_replicas_whole(
         resumed = replicas.metric("mirror_upstream_bytes_received_total")
         assert 0 < resumed < layer.size  # the survivors resumed with Range, not from byte 0
         assert replicas.metric("mirror_cluster_fills_total", source="upstream") == 1
+        assert replicas.metric("mirror_peer_failures_total", reason="broken") == 2  # both cut off
 
 
 class _LyingPeer(BaseHTTPRequestHandler):
