@@ -112,6 +112,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                 settings.negative_ttl,
                 settings.prefetch,
                 blobs=shared.source(upstream) if shared else None,
+                shared=shared.fetches if shared else None,
             )
             referrers[upstream.label] = ReferrerProxy(upstream, listings, referrers_ttl)
             tag_lists[upstream.label] = TagLists(upstream, listings, manifests, ttl)

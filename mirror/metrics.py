@@ -188,6 +188,11 @@ class Metrics:
         self.peer_served_bytes = Counter(
             "mirror_peer_served_bytes", "Blob bytes sent to peer replicas", registry=r
         )
+        self.manifests_from_replicas = Counter(
+            "mirror_manifests_from_replicas",
+            "Manifest fetches another replica made for this one (it waited for the result in Redis)",
+            registry=r,
+        )
         self.lease_waits = Histogram(
             "mirror_lease_wait_seconds",
             "Time a fill waited for the lease of a filling replica that did not answer",

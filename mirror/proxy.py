@@ -13,6 +13,7 @@ import structlog
 
 from mirror import errors, oci
 from mirror.answers import BlobAnswer, Filling, InMemory, ManifestAnswer, Stored
+from mirror.cluster.once import SharedFetches
 from mirror.fills import Fills
 from mirror.oci import Manifest
 from mirror.singleflight import SingleFlight
@@ -42,10 +43,12 @@ class RegistryProxy:
         negative_ttl: float = 0.0,
         prefetch: bool = False,
         blobs: BlobSource | None = None,
+        shared: SharedFetches | None = None,
     ) -> None:
         self.upstream = upstream
         #: Where fills get blob bytes: the upstream, or in the shared mode peers before it.
         self._blobs: BlobSource = blobs if blobs is not None else upstream
+        self._shared = shared  # the shared mode: one upstream manifest request across replicas
         self._manifests = manifests
         self._store = store
         self._fills = fills
@@ -97,13 +100,31 @@ class RegistryProxy:
                 await self._manifests.put_tag(self.label, name, reference, manifest)
             return manifest
 
-        manifest, joined = await self._flights.run(("get", name, reference, tuple(accept)), fetch)
+        async def fetch_once() -> Manifest:  # in the shared mode, one replica asks the upstream
+            if self._shared is None:
+                return await fetch()
+            key = f"{self.label}:{name}:{reference}:{','.join(accept)}"
+            found, _ = await self._shared.run(key, fetch, lambda: self._stored(name, reference, accept))
+            return found
+
+        manifest, joined = await self._flights.run(("get", name, reference, tuple(accept)), fetch_once)
         assert isinstance(manifest, Manifest)
         if self._prefetch and not joined and manifest.media_type in oci.IMAGE_TYPES:
             task = asyncio.create_task(self._prefetch_blobs(name, manifest))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return ManifestAnswer(manifest, "coalesced" if joined else "miss")
+
+    async def _stored(self, name: str, reference: str, accept: list[str]) -> Manifest | None:
+        """What another replica stored for this request meanwhile: the manifest, for a tag only if
+        confirmed within the TTL, and only if the client accepts its media type."""
+        if not oci.is_digest(reference):
+            entry = await self._manifests.tag(self.label, name, reference)
+            if entry is None or not entry.fresh(self._tag_ttl):
+                return None
+            reference = entry.digest
+        found = await self._manifests.manifest(self.label, name, reference)
+        return found if found is not None and found.media_type in accept else None
 
     async def _prefetch_blobs(self, name: str, manifest: Manifest) -> None:
         """Start fills for an image's config and layers, so the client's blob requests join them."""

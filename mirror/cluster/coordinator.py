@@ -63,6 +63,11 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+# KEYS: lock. ARGV: token.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 # KEYS: lease, held set. ARGV: token, my URL, hint expiry (ms since epoch), hint TTL (ms), held (0/1).
 _RELEASE = """
 if ARGV[5] == '1' then
@@ -145,7 +150,12 @@ class Coordinator:
         self._redis = await asyncio.to_thread(_client, self.url, self._timeout)
         self._scripts = {
             name: self._redis.register_script(body)
-            for name, body in (("claim", _CLAIM), ("renew", _RENEW), ("release", _RELEASE))
+            for name, body in (
+                ("claim", _CLAIM),
+                ("renew", _RENEW),
+                ("release", _RELEASE),
+                ("unlock", _UNLOCK),
+            )
         }
         return self
 
@@ -212,6 +222,23 @@ class Coordinator:
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await self._op("set", lambda r: r.set(PREFIX + key, value, px=int(ttl * 1000)), None)
+
+    async def lock(self, key: str, ttl: float) -> tuple[str | None, bool]:
+        """A short lock on `key`: (its token, False) when taken, (None, True) when another replica
+        holds it, (None, False) when Redis could not be asked."""
+        token = secrets.token_hex(8)
+
+        async def take(r: aioredis.Redis) -> bool | None:
+            return bool(await r.set(f"{PREFIX}lock:{key}", token, nx=True, px=int(ttl * 1000)))
+
+        found = await self._op("lock", take, None)
+        if found is None:
+            return None, False
+        return (token, False) if found else (None, True)
+
+    async def unlock(self, key: str, token: str) -> None:
+        keys = [f"{PREFIX}lock:{key}"]
+        await self._op("unlock", lambda r: self._scripts["unlock"](keys=keys, args=[token]), 0)
 
     # -- fills: leases and hints ----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import contextlib
 
 from mirror.cluster.coordinator import Coordinator
 from mirror.cluster.hints import Registrar
+from mirror.cluster.once import SharedFetches
 from mirror.cluster.peers import PeerClient
 from mirror.cluster.source import Cluster
 from mirror.config import Settings
@@ -34,6 +35,7 @@ class SharedMode:
             hint_ttl=settings.peer_hint_ttl,
         )
         self._registrar = Registrar(self.coordinator, store.digests)
+        self.fetches = SharedFetches(self.coordinator, metrics)
         self._cluster: Cluster | None = None
 
     def committed(self, digest: str) -> None:

@@ -322,3 +322,18 @@ def test_replicas_follow_a_sentinel_failover(tmp_path: Path, upstream: Registry,
                 raw_request("GET", url, headers={"Accept": image.manifest_media_type}).body == image.manifest
             )
         assert _manifest_requests(upstream, mark, image.name) == 1
+
+
+def test_a_tag_asked_of_three_replicas_at_once_costs_one_upstream_request(
+    replicas: SharedMirrors, upstream: Registry, catalog: Catalog
+) -> None:
+    """The same cold tag asked of three replicas at the same moment: one upstream manifest GET."""
+    image = catalog.app
+    mark = upstream.mark()
+    urls = [f"{m.url}/v2/{image.name}/manifests/{image.tag}" for m in replicas for _ in range(4)]
+    accept = {"Accept": image.manifest_media_type}
+    with ThreadPoolExecutor(len(urls)) as pool:
+        bodies = list(pool.map(lambda url: raw_request("GET", url, headers=accept).body, urls))
+    assert bodies == [image.manifest] * len(urls)
+    assert _manifest_requests(upstream, mark, image.name) == 1
+    assert replicas.metric("mirror_manifests_from_replicas_total") == 2
