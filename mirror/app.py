@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
 from mirror import keys, middlewares, oci, routes
+from mirror.access import middleware as access
 from mirror.cluster.mode import SharedMode
 from mirror.config import Settings
 from mirror.fills import Fills
@@ -24,8 +26,10 @@ from mirror.storage.listings import ListingCache
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
 from mirror.tag_lists import TagLists
+from mirror.tls import ServerTls
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
+from mirror.upstream.clientauth import ClientGate
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.router import Router
 from mirror.warmup import warm_pins
@@ -39,13 +43,25 @@ HOT_BYTES = 32 * 1024 * 1024
 
 def create_app(settings: Settings) -> web.Application:
     """The mirror as an aiohttp application; nothing is opened until it starts."""
-    app = web.Application(middlewares=[middlewares.observe], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[middlewares.observe, access.authenticate], client_max_size=64 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
     app.on_response_prepare.append(middlewares.add_headers)
+    app.cleanup_ctx.append(access.guarding)
     app.cleanup_ctx.append(_components)
     routes.setup(app)
     return app
+
+
+def serving(settings: Settings) -> tuple[web.Application, ssl.SSLContext | None]:
+    """The app as `mirror serve` runs it, and its listener's TLS context (None for plain HTTP), which
+    is reloaded while the app runs when its files change. Blocking: reads the TLS files."""
+    tls = ServerTls.from_settings(settings)
+    app = create_app(settings)
+    if tls is None:
+        return app, None
+    app.cleanup_ctx.append(tls.watching)
+    return app, tls.context
 
 
 async def _flush_access_times(store: BlobStore) -> None:
@@ -90,6 +106,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             await shared.open(stack, fills)
             app[keys.COORDINATOR] = shared.coordinator
         proxies: dict[str, RegistryProxy] = {}
+        gates: dict[str, ClientGate] = {}
         referrers: dict[str, ReferrerProxy] = {}
         tag_lists: dict[str, TagLists] = {}
         for upstream_settings in registries:
@@ -114,11 +131,19 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                 blobs=shared.source(upstream) if shared else None,
                 shared=shared.fetches if shared else None,
             )
+            if upstream_settings.upstream_auth == "client":
+                gates[upstream.label] = ClientGate(
+                    upstream.label,
+                    upstream.auth_for,
+                    metrics,
+                    settings.upstream_auth_ttl,
+                    settings.upstream_auth_denied_ttl,
+                )
             referrers[upstream.label] = ReferrerProxy(upstream, listings, referrers_ttl)
             tag_lists[upstream.label] = TagLists(upstream, listings, manifests, ttl)
         router = Router(registries)
         app[keys.PROXIES], app[keys.ROUTER], app[keys.STORE] = proxies, router, store
-        app[keys.FILLS], app[keys.PINS] = fills, pins
+        app[keys.FILLS], app[keys.PINS], app[keys.GATES] = fills, pins, gates
         app[keys.REFERRERS], app[keys.TAG_LISTS] = referrers, tag_lists
         platforms = oci.platform_filter(settings.platforms)
         warming = (
@@ -132,6 +157,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             "mirror_started",
             listen=str(settings.listen),
             upstreams={u.registry: u.url for u in registries},
+            egress={u.registry: u.egress.redacted() for u in registries if u.egress.http or u.egress.https},
             cache_dir=str(settings.cache_dir),
             temp_files_removed=removed,
             pins=len(pins.refs),
@@ -148,6 +174,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                     await asyncio.gather(task, return_exceptions=True)
             for proxy in proxies.values():
                 await proxy.close()
+            for gate in gates.values():
+                await gate.close()
             for referrer_proxy in referrers.values():
                 await referrer_proxy.close()
             for tag_list in tag_lists.values():

@@ -27,6 +27,11 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT to listen on (default 0.0.0.0:5000)")
     serve.add_argument("--cache-dir", help="cache directory (default ./cache)")
     serve.add_argument("--upstream", help="upstream registry URL, standing for docker.io")
+    serve.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS with (env MIRROR_TLS_CERT)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert (env MIRROR_TLS_KEY)")
+    serve.add_argument(
+        "--tls-client-ca", help="PEM CA bundle client certificates must chain to (env MIRROR_TLS_CLIENT_CA)"
+    )
     serve.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     cache.add_parser(sub)
     warm.add_parser(sub)
@@ -34,7 +39,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def settings_from(args: argparse.Namespace, environ: dict[str, str]) -> Settings:
-    flags = {"listen": args.listen, "cache_dir": args.cache_dir, "upstream": args.upstream}
+    flags = {
+        "listen": args.listen,
+        "cache_dir": args.cache_dir,
+        "upstream": args.upstream,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
+    }
     return load(flags, environ, args.config)
 
 
@@ -65,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(settings.redacted(), indent=2))
         return EXIT_OK
     log.configure(settings.log_format, settings.log_level)
-    serve(settings)
+    try:
+        serve(settings)
+    except ConfigError as exc:  # a TLS or credentials file that cannot be used
+        print(f"mirror: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -74,10 +90,12 @@ def serve(settings: Settings) -> None:
     # Imported here, not at the top: the operator commands must not load the server (see mirror.commands).
     from aiohttp import web
 
-    from mirror.app import create_app
+    from mirror.app import serving
 
+    app, tls = serving(settings)  # before the loop runs: reading the TLS files blocks
     web.run_app(
-        create_app(settings),
+        app,
+        ssl_context=tls,
         **listen_on(settings.listen),
         access_log=None,
         print=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from mirror.access.guard import Guard
 from mirror.cluster.coordinator import Coordinator
 from mirror.config import Settings
 from mirror.fills import Fills
@@ -18,6 +19,7 @@ from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.pins import PinRecord
 from mirror.tag_lists import TagLists
+from mirror.upstream.clientauth import ClientGate
 from mirror.upstream.router import Router
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -33,3 +35,7 @@ FILLS = web.AppKey("fills", Fills)
 PINS = web.AppKey("pins", PinRecord)
 #: Set only in the shared mode (redis_url).
 COORDINATOR = web.AppKey("coordinator", Coordinator)
+#: The client-credentials guard; absent when neither auth_htpasswd nor auth_tokens is set.
+GUARD = web.AppKey("guard", Guard)
+#: The authorization gate of each upstream in client mode (`upstream_auth = "client"`), by its label.
+GATES: web.AppKey[dict[str, ClientGate]] = web.AppKey("gates")

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from mirror import __version__
 
 FILL_FAILURE_REASONS = ("digest_mismatch", "size_mismatch", "upstream_error", "disk", "shutdown")
+AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
 REDIS_OUTCOMES = ("ok", "error", "skipped")
 #: Where a shared-mode fill got its bytes: a peer holding the blob, the peer filling it, or upstream.
@@ -68,6 +69,19 @@ class Metrics:
             "mirror_upstream_bytes_received",
             "Blob body bytes received from upstream",
             ["upstream"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "mirror_refused_requests",
+            "Client requests for a repository the allow and deny lists refuse (no upstream request)",
+            ["upstream", "kind"],
+            registry=r,
+        )
+        self.client_authorizations = Counter(
+            "mirror_client_authorizations",
+            "Decisions whether a client may pull a repository of an upstream in client mode, by decision "
+            "(allowed, or the error code) and source (cache: remembered; upstream: a HEAD asked)",
+            ["upstream", "decision", "source"],
             registry=r,
         )
         self.token_fetches = Counter(
@@ -132,6 +146,32 @@ class Metrics:
             "mirror_cache_pinned_bytes", "Bytes of blobs held by pinned images (never evicted)", registry=r
         )
         self._cluster(r)
+        self.tls_reloads = Counter(
+            "mirror_tls_reloads",
+            "Reloads of the listener's certificate after its files changed, by outcome (ok, error)",
+            ["outcome"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "mirror_auth_failures",
+            "Client requests refused for credentials: missing, malformed, or wrong (bad user or password)",
+            ["reason"],
+            registry=r,
+        )
+        self.auth_checks = Counter(
+            "mirror_auth_checks",
+            "Credential checks by how they were answered: cached (no hashing), verified (bcrypt ran), token",
+            ["outcome"],
+            registry=r,
+        )
+        self.auth_reloads = Counter(
+            "mirror_auth_reloads",
+            "Reloads of the htpasswd or tokens file after it changed, by outcome (ok, error)",
+            ["outcome"],
+            registry=r,
+        )
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
         for reason in FILL_FAILURE_REASONS:  # present at 0, so increase() sees the first failure
             self.fill_failures.labels(reason)
         Info("mirror_build", "Version of the mirror and of Python", registry=r).info(

@@ -33,6 +33,10 @@ class RequestContext:
     started: float = 0.0  # time.monotonic() when the request arrived
     upstream: str = "none"  # the registry host serving the request, once routed
     namespace: str | None = None  # containerd's ?ns=, echoed as OCI-Namespace
+    image: str | None = None  # registry/name:tag or registry/name@digest asked for, once routed
+    identity: str | None = None  # Basic user, token name or client certificate subject
+    auth: str = "none"  # how the identity was proved: basic | token | cert | none
+    client_cert: str | None = None  # the verified client certificate's subject (mTLS)
 
 
 CONTEXT = web.RequestKey("context", RequestContext)
@@ -137,4 +141,9 @@ def _record(request: web.Request, ctx: RequestContext, status: int, seconds: flo
         bytes=ctx.bytes_sent,
         seconds=round(seconds, 4),
         remote=request.remote,
+        user_agent=request.headers.get("User-Agent", "")[:200],
+        identity=ctx.identity,
+        auth=ctx.auth,
+        client_cert=ctx.client_cert,
+        image=ctx.image,
     )

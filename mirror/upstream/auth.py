@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from mirror import oci
+from mirror import errors, oci
 from mirror.singleflight import SingleFlight
 
 #: Token lifetime when the token server does not say (the distribution token spec's default).
@@ -68,6 +68,14 @@ def realm_trusted(upstream_url: str, realm: str, extra: frozenset[str]) -> bool:
     host = rl.hostname.lower()
     allowed = {up.hostname or ""} | extra | BUILTIN_TRUSTED_REALMS.get(up.hostname or "", frozenset())
     return host in allowed
+
+
+def mirror_refused() -> errors.Unauthorized:
+    """401 for a client when the upstream refused the mirror's own credentials (or their absence)."""
+    return errors.Unauthorized(
+        "the upstream registry refused the mirror's credentials",
+        headers={"WWW-Authenticate": 'Basic realm="mirror"'},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +158,11 @@ class UpstreamAuth:
         trusted = realm_trusted(self._upstream_url, challenge.realm, self._trusted)
         value, expires_in = await self._fetch_token(challenge, scope, self._basic if trusted else None)
         return Token(value, token_validity(expires_in, time.monotonic()))
+
+    def refused(self, challenge: str) -> errors.RegistryError:
+        """The error for a client when the upstream refused what this sent (its `challenge` is not for
+        the client: the client's own credentials are never what the mirror sends here)."""
+        return mirror_refused()
 
     @staticmethod
     def _token_key(challenge: Challenge, scope: str) -> tuple[str, str, str]:

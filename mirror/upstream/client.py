@@ -20,7 +20,8 @@ from yarl import URL
 from mirror import __version__, errors, oci
 from mirror.config import UpstreamSettings
 from mirror.metrics import Metrics
-from mirror.upstream.auth import Challenge, UpstreamAuth
+from mirror.upstream import clientauth
+from mirror.upstream.auth import Challenge, UpstreamAuth, mirror_refused
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.session import SessionResponse, SessionTransport
 from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport
@@ -62,10 +63,7 @@ def error_for_status(status: int, kind: str, body: bytes, headers: Mapping[str, 
     """The registry error a client gets for an upstream answer with `status`."""
     code = errors.upstream_error_code(body)
     if status == 401:
-        return errors.Unauthorized(
-            "the upstream registry refused the mirror's credentials",
-            headers={"WWW-Authenticate": 'Basic realm="mirror"'},
-        )
+        return mirror_refused()
     if status == 403:
         return errors.Denied("the upstream registry denied access")
     if status == 404:
@@ -89,18 +87,18 @@ class UpstreamClient:
         self._metrics = metrics
         self._session: SessionTransport | None = None
         self._bodies: ThreadedTransport | None = None
-        self.auth = UpstreamAuth(
-            settings.url,
-            self._fetch_token,
-            settings.username,
-            settings.password,
-            frozenset(settings.auth_realms),
-        )
+        self.auth = self.auth_for(settings.username, settings.password)
+
+    def auth_for(self, username: str | None, password: str | None) -> UpstreamAuth:
+        """Auth state for these credentials against this upstream (the mirror's own, or a client's)."""
+        realms = frozenset(self._settings.auth_realms)
+        return UpstreamAuth(self._settings.url, self._fetch_token, username, password, realms)
 
     async def __aenter__(self) -> UpstreamClient:
         connect, read = self._settings.connect_timeout, self._settings.read_timeout
-        self._session = SessionTransport(connect, read, USER_AGENT)
-        self._bodies = ThreadedTransport(connect, read)
+        egress = self._settings.egress
+        self._session = SessionTransport(connect, read, USER_AGENT, egress)
+        self._bodies = ThreadedTransport(connect, read, egress)
         await asyncio.to_thread(ThreadedTransport.warm)
         return self
 
@@ -167,6 +165,14 @@ class UpstreamClient:
         resp = await self._ok("HEAD", name, f"blobs/{digest}", "blob")
         resp.release()
         return resp.content_length
+
+    async def challenge(self) -> str | None:
+        """The upstream's anonymous `GET /v2/` challenge (relayed to clients in client mode), if any."""
+        resp = await self._send(self.session, "GET", URL(f"{self._settings.url}/v2/"), {}, "base")
+        if resp.status == 401:
+            return _challenge_of(resp)
+        resp.release()
+        return None
 
     async def tags(self, name: str, query: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
         """The upstream's tag list body and the headers worth relaying (pagination `Link`)."""
@@ -246,17 +252,20 @@ class UpstreamClient:
     async def _authorized(
         self, transport: Transport[R], method: str, url: URL, headers: dict[str, str], scope: str, kind: str
     ) -> R:
-        """Send with the known credentials; on a 401, answer its challenge and retry once."""
-        authorization = await self.auth.authorization(scope)
+        """Send with the known credentials (the client's own, for an upstream in client mode); on a 401,
+        answer its challenge and retry once."""
+        auth: clientauth.Authorizer = clientauth.current(self.label) or self.auth
+        authorization = await auth.authorization(scope)
         resp = await self._follow(transport, method, url, headers, authorization, kind)
-        if resp.status != 401:
-            return resp
-        challenge = resp.headers.get("WWW-Authenticate", "")
-        resp.release()
-        retry = await self.auth.answer(challenge, scope, authorization)
-        if retry is None:
-            raise error_for_status(401, kind, b"", {})
-        return await self._follow(transport, method, url, headers, retry, kind)
+        if resp.status == 401:
+            challenge = _challenge_of(resp)
+            retry = await auth.answer(challenge, scope, authorization)
+            if retry is None:
+                raise auth.refused(challenge)
+            resp = await self._follow(transport, method, url, headers, retry, kind)
+            if resp.status == 401:
+                raise auth.refused(_challenge_of(resp))
+        return resp
 
     async def _follow(
         self,
@@ -335,6 +344,12 @@ class UpstreamClient:
             raise errors.UpstreamUnavailable(f"token request failed: {errors.describe(exc)}") from None
         finally:
             self._metrics.token_fetches.labels(self.label, outcome).inc()
+
+
+def _challenge_of(resp: Response) -> str:
+    """The `WWW-Authenticate` of a 401, whose body is not needed: the response is released."""
+    resp.release()
+    return resp.headers.get("WWW-Authenticate", "")
 
 
 async def _read_capped(resp: Response, limit: int, what: str) -> bytes:

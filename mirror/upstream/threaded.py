@@ -2,8 +2,10 @@
 
 One transfer thread receives a body (one receive of up to `BUFFER` bytes at a time), writes it and hashes
 it, releasing the GIL for each step, instead of moving every chunk through the event loop (why, with
-figures: the README's "Design"). Connections are pooled per origin; `close` shuts busy ones down so
-that no thread outlives the mirror. Only blob GETs take this path.
+figures: the README's "Design"). Connections are pooled per origin and proxy; `close` shuts busy ones
+down so that no thread outlives the mirror. Only blob GETs take this path. Through a forward proxy
+(chosen per request by the upstream's `ProxyRules`), https targets are reached with `CONNECT`
+(`set_tunnel`) and plain http ones with absolute URIs.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import ssl
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from mirror.errors import describe
+from mirror.upstream.egress import DIRECT, Proxy, ProxyRules
 from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, TransportError
 
 #: Bytes per `readinto`: the reused buffer of one download.
@@ -34,14 +38,27 @@ class Stopped(Exception):
     """The transfer was stopped from the event loop (its pump was cancelled)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a pooled connection leads: the target origin, and the proxy it goes through (None: direct)."""
+
+    scheme: str
+    host: str
+    port: int
+    proxy: Proxy | None = None
+
+
 class ThreadedTransport:
     """Idle keep-alive connections by origin, and the transfer threads blocking exchanges run on."""
 
-    def __init__(self, connect_timeout: float | None, read_timeout: float | None) -> None:
+    def __init__(
+        self, connect_timeout: float | None, read_timeout: float | None, egress: ProxyRules = DIRECT
+    ) -> None:
+        self._egress = egress
         self.executor = ThreadPoolExecutor(MAX_TRANSFERS, thread_name_prefix="mirror-transfer")
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
         self._busy: set[http.client.HTTPConnection] = set()  # shut down on close(), unblocking threads
         self._lock = threading.Lock()
         self._tls = ssl.create_default_context()
@@ -52,7 +69,7 @@ class ThreadedTransport:
         before the first blob, not during it. Blocking, but no network: a numeric address."""
         socket.getaddrinfo("127.0.0.1", None)
 
-    def _take(self, key: tuple[str, str, int]) -> http.client.HTTPConnection | None:
+    def _take(self, key: Origin) -> http.client.HTTPConnection | None:
         with self._lock:
             idle = self._idle.get(key)
             conn = idle.pop() if idle else None
@@ -60,7 +77,7 @@ class ThreadedTransport:
                 self._busy.add(conn)
             return conn
 
-    def give_back(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
+    def give_back(self, key: Origin, conn: http.client.HTTPConnection) -> None:
         with self._lock:
             self._busy.discard(conn)
             self._idle.setdefault(key, []).append(conn)
@@ -71,11 +88,16 @@ class ThreadedTransport:
             self._busy.discard(conn)
         conn.close()
 
-    def _new(self, key: tuple[str, str, int]) -> http.client.HTTPConnection:
-        scheme, host, port = key
+    def _new(self, key: Origin) -> http.client.HTTPConnection:
+        host, port, proxy = key.host, key.port, key.proxy
+        if proxy is not None:
+            host, port = proxy.host, proxy.port
         conn: http.client.HTTPConnection
-        if scheme == "https":
+        if key.scheme == "https":
             conn = http.client.HTTPSConnection(host, port, timeout=self._connect_timeout, context=self._tls)
+            if proxy is not None:
+                auth = proxy.authorization
+                conn.set_tunnel(key.host, key.port, {"Proxy-Authorization": auth} if auth else None)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
         with self._lock:
@@ -99,7 +121,8 @@ class ThreadedTransport:
 
     def request(self, method: str, url: URL, headers: Mapping[str, str]) -> ThreadedResponse:
         """Send the request and read the response headers (blocking: call it in `executor`)."""
-        key = (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
+        port = url.port or (443 if url.scheme == "https" else 80)
+        key = Origin(url.scheme, url.raw_host or "", port, self._egress.proxy_for(url))
         conn = self._take(key)
         if conn is not None:
             try:
@@ -110,14 +133,19 @@ class ThreadedTransport:
 
     def _exchange(
         self,
-        key: tuple[str, str, int],
+        key: Origin,
         conn: http.client.HTTPConnection,
         method: str,
         url: URL,
         headers: Mapping[str, str],
     ) -> ThreadedResponse:
+        target, send = url.raw_path_qs, dict(headers)
+        if key.proxy is not None and key.scheme == "http":  # no tunnel: the proxy is asked for the URL
+            target = str(url.with_fragment(None))
+            if key.proxy.authorization is not None:
+                send["Proxy-Authorization"] = key.proxy.authorization
         try:
-            conn.request(method, url.raw_path_qs, headers=dict(headers))
+            conn.request(method, target, headers=send)
             resp = conn.getresponse()
         except BaseException:
             self.discard(conn)
@@ -146,7 +174,7 @@ class ThreadedResponse:
     def __init__(
         self,
         pool: ThreadedTransport,
-        key: tuple[str, str, int],
+        key: Origin,
         conn: http.client.HTTPConnection,
         resp: http.client.HTTPResponse,
     ) -> None:

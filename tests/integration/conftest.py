@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mirror import keys
 from mirror.app import create_app
-from mirror.config import load
+from mirror.config import Settings, load
 from tests.integration.fake_upstream import FakeUpstream
 
 MirrorFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -34,14 +34,10 @@ async def upstream(
 
 
 @pytest.fixture
-async def make_mirror(
-    tmp_path: Path,
-    upstream: TestServer,
-    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
-) -> MirrorFactory:
-    """Start a mirror app on a free port whose upstream is the fake; overrides are setting values."""
+def make_settings(tmp_path: Path, upstream: TestServer) -> Callable[..., Awaitable[Settings]]:
+    """Settings of a mirror whose upstream is the fake; overrides are setting values."""
 
-    async def start(config: str | None = None, **overrides: Any) -> TestClient[web.Request, web.Application]:
+    async def build(config: str | None = None, **overrides: Any) -> Settings:
         flags: dict[str, Any] = {
             "upstream": str(upstream.make_url("")).rstrip("/"),
             "cache_dir": str(tmp_path / "cache"),
@@ -52,8 +48,20 @@ async def make_mirror(
         if config is not None:
             config_file = tmp_path / "mirror.toml"
             await asyncio.to_thread(config_file.write_text, config)
-        settings = await asyncio.to_thread(load, flags, {}, config_file)
-        return await aiohttp_client(create_app(settings))
+        return await asyncio.to_thread(load, flags, {}, config_file)
+
+    return build
+
+
+@pytest.fixture
+async def make_mirror(
+    make_settings: Callable[..., Awaitable[Settings]],
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> MirrorFactory:
+    """Start a mirror app on a free port whose upstream is the fake; overrides are setting values."""
+
+    async def start(config: str | None = None, **overrides: Any) -> TestClient[web.Request, web.Application]:
+        return await aiohttp_client(create_app(await make_settings(config, **overrides)))
 
     return start
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from pathlib import Path
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -162,3 +163,17 @@ async def test_a_dead_redis_costs_a_few_timeouts_then_nothing(redis_server: Redi
         skipped = metrics.redis_operations.labels("claim", "skipped")._value.get()
         assert (errors, skipped) == (BREAKER_FAILURES, 3)
         assert a.status()["status"] == "degraded"
+
+
+async def test_peer_requests_pass_client_auth_on_their_own_credential(
+    make_mirror: MirrorFactory, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """With client auth on, a signed peer request needs no client credentials, an unsigned one still
+    gets 401, and the registry API still asks clients for theirs."""
+    tokens = tmp_path / "tokens"
+    await asyncio.to_thread(tokens.write_text, "ci:a-client-token-0123456789\n")
+    mirror = await make_mirror(**_shared(redis_server), auth_tokens=str(tokens))
+    path = "/_mirror/peer/blobs/sha256:" + "d" * 64
+    assert (await mirror.get(path, headers=_signed(path))).status == 404  # signed: passed, not held
+    assert (await mirror.get(path)).status == 401
+    assert (await mirror.get("/v2/")).status == 401

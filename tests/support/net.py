@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.support.tls import TlsFiles
+from tests.support.tls import KeyPair, TlsFiles
 
 DEFAULT_OK_STATUSES: frozenset[int] = frozenset({200, 401})
 USER_AGENT = "mirror-test-support"
@@ -72,15 +72,18 @@ def raw_request(
     body: bytes | None = None,
     timeout: float = 10.0,
     cafile: Path | None = None,
+    client_cert: KeyPair | None = None,
 ) -> HttpResponse:
     """Send one request (no redirects followed, no auth retry) and read the whole response; an https
-    URL is verified against `cafile` (else the system's CAs)."""
+    URL is verified against `cafile` (else the system's CAs), presenting `client_cert` if given."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or parts.hostname is None:
         raise ValueError(f"only http and https URLs are supported: {url}")
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
         context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        if client_cert is not None:
+            context.load_cert_chain(client_cert.cert, client_cert.key)
         conn = http.client.HTTPSConnection(
             parts.hostname, parts.port or 443, timeout=timeout, context=context
         )
@@ -159,6 +162,7 @@ def wait_http(
     *,
     proc: subprocess.Popen[bytes] | None = None,
     cafile: Path | None = None,
+    client_cert: KeyPair | None = None,
 ) -> HttpResponse:
     """Poll `url` with GET until it answers one of `ok_statuses`; fail at the deadline or if `proc` exits."""
     deadline = time.monotonic() + deadline_s
@@ -168,7 +172,11 @@ def wait_http(
             raise RuntimeError(f"process {proc.pid} exited with {proc.returncode} before {url} was ready")
         try:
             resp = raw_request(
-                "GET", url, timeout=max(0.1, min(2.0, deadline - time.monotonic())), cafile=cafile
+                "GET",
+                url,
+                timeout=max(0.1, min(2.0, deadline - time.monotonic())),
+                cafile=cafile,
+                client_cert=client_cert,
             )
         except OSError as exc:
             last_error = repr(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import fnmatch
 import json
 import threading
 import urllib.parse
@@ -82,7 +83,10 @@ class TokenServer(BackgroundServer):
     `credentials`: if set, token requests must carry that Basic auth, else 401.
     Mutable at any time: `fail_with` (an HTTP status every token request then fails with),
     `lifetime_s` (real JWT lifetime when it should differ from the advertised `expires_in`),
-    `denied_repositories` (names granted no actions, like Docker Hub does for a private repository).
+    `denied_repositories` (names granted no actions, like Docker Hub does for a private repository),
+    `users` (more accounts, name -> password, accepted besides `credentials`) and `grants` (for each of
+    those users the fnmatch patterns of the repositories it may pull; anything else is granted nothing,
+    so a user whose grants are emptied is revoked).
     """
 
     def __init__(
@@ -102,6 +106,8 @@ class TokenServer(BackgroundServer):
         self.fail_with: int | None = None
         self.lifetime_s: int | None = None
         self.denied_repositories: set[str] = set()
+        self.users: dict[str, str] = {}
+        self.grants: dict[str, list[str]] = {}
         self.seen: list[TokenRequest] = []
         self._lock = threading.Lock()
         ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -131,6 +137,9 @@ class TokenServer(BackgroundServer):
         for entry in access:
             if entry["name"] in self.denied_repositories:
                 entry["actions"] = []
+            if subject in self.users:
+                granted = any(fnmatch.fnmatchcase(entry["name"], p) for p in self.grants.get(subject, []))
+                entry["actions"] = [a for a in entry["actions"] if a == "pull"] if granted else []
         claims = {
             "iss": self.issuer,
             "sub": subject,
@@ -151,6 +160,16 @@ class TokenServer(BackgroundServer):
             body["expires_in"] = self.expires_in
         body["issued_at"] = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
         return body
+
+    def subject_of(self, authorization: str | None) -> str | None:
+        """Who sent the token request: "" for anyone when no account is set up, None if refused."""
+        if self.credentials is None and not self.users:
+            return ""
+        accounts = {**self.users, **(dict([self.credentials]) if self.credentials else {})}
+        for name, password in accounts.items():
+            if authorization == basic_auth(name, password):
+                return name
+        return None
 
     def requests_since(self, mark: int) -> list[TokenRequest]:
         """Requests received after `len(seen)` was `mark`."""
@@ -189,13 +208,11 @@ def _make_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             if parts.path != "/token":
                 self._send(404, {"errors": [{"code": "NOT_FOUND", "message": parts.path}]})
                 return
-            subject = ""
-            if server.credentials is not None:
-                if auth_header != basic_auth(*server.credentials):
-                    challenge = {"WWW-Authenticate": 'Basic realm="mirror-test-token"'}
-                    self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad creds"}]}, challenge)
-                    return
-                subject = server.credentials[0]
+            subject = server.subject_of(auth_header)
+            if subject is None:
+                challenge = {"WWW-Authenticate": 'Basic realm="mirror-test-token"'}
+                self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad creds"}]}, challenge)
+                return
             query = urllib.parse.parse_qs(parts.query)
             if query.get("service", [server.service]) != [server.service]:
                 self._send(400, {"errors": [{"code": "INVALID", "message": "unknown service"}]})

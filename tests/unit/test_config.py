@@ -600,3 +600,53 @@ def test_redis_timeouts_and_lease_are_settings(tmp_path: Path) -> None:
     settings = load({}, {}, path)
     found = (settings.redis_timeout, settings.redis_cooldown, settings.lease_ttl, settings.peer_hint_ttl)
     assert found == (0.1, 2.0, 3.0, 60.0)
+
+
+# --- serving: TLS and client auth --------------------------------------------------------------------
+
+
+def test_tls_and_auth_settings_from_flags_env_and_file(tmp_path: Path) -> None:
+    """TLS files from flags, the client CA from the environment, auth files and metrics_auth from the file."""
+    config = _write(tmp_path, 'auth_htpasswd = "/etc/mirror/htpasswd"\nmetrics_auth = true\n')
+    settings = load({"tls_cert": "/c.pem", "tls_key": "/k.pem"}, {"MIRROR_TLS_CLIENT_CA": "/ca.pem"}, config)
+    assert (settings.tls_cert, settings.tls_key, settings.tls_client_ca) == (
+        Path("/c.pem"),
+        Path("/k.pem"),
+        Path("/ca.pem"),
+    )
+    assert (settings.auth_htpasswd, settings.metrics_auth) == (Path("/etc/mirror/htpasswd"), True)
+    assert settings.redacted()["tls_cert"] == "/c.pem"
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        ({"tls_cert": "/c.pem"}, "tls_key"),
+        ({"tls_key": "/k.pem"}, "tls_cert"),
+        ({"tls_client_ca": "/ca.pem"}, "tls_client_ca"),
+        ({"metrics_auth": "true"}, "metrics_auth"),
+        ({"reload_interval": "0"}, "reload_interval"),
+    ],
+)
+def test_incomplete_serving_settings_are_errors(flags: dict[str, Any], named: str) -> None:
+    """Half a TLS pair, a client CA without TLS, metrics_auth without auth, a zero reload interval."""
+    with pytest.raises(ConfigError, match=named):
+        load(flags, {}, None)
+
+
+def test_the_shared_mode_refuses_client_certificates() -> None:
+    """Peers present no client certificate, so redis_url and tls_client_ca exclude each other."""
+    env = {
+        **SHARED_ENV,
+        "MIRROR_TLS_CERT": "/c.pem",
+        "MIRROR_TLS_KEY": "/k.pem",
+        "MIRROR_TLS_CLIENT_CA": "/ca",
+    }
+    with pytest.raises(ConfigError, match="tls_client_ca"):
+        load({}, env, None)
+
+
+def test_a_replica_serving_https_advertises_an_https_url() -> None:
+    """With tls_cert, peers must be told an https:// advertise URL."""
+    with pytest.raises(ConfigError, match="advertise_url must be an https"):
+        load({}, {**SHARED_ENV, "MIRROR_TLS_CERT": "/c.pem", "MIRROR_TLS_KEY": "/k.pem"}, None)
