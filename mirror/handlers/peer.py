@@ -66,7 +66,11 @@ async def _held_or_filling(app: web.Application, digest: str) -> tuple[BlobAnswe
     fill = app[keys.FILLS].get(digest)
     if fill is not None:
         fill.acquire()
-        await fill.ready.wait()
+        try:
+            await fill.ready.wait()
+        except BaseException:  # the peer hung up before the headers: let go of the fill
+            fill.release()
+            raise
         if fill.size is not None or fill.error is None:
             return BlobAnswer("coalesced", fill.size, Filling(fill)), "fill"
         fill.release()  # it failed before headers: nothing to read
