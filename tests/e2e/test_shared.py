@@ -337,3 +337,27 @@ def test_a_tag_asked_of_three_replicas_at_once_costs_one_upstream_request(
     assert bodies == [image.manifest] * len(urls)
     assert _manifest_requests(upstream, mark, image.name) == 1
     # The others waited for it (mirror_manifests_from_replicas_total) or, arriving after it, found it.
+
+
+def test_a_fill_longer_than_its_lease_keeps_the_lease(
+    layer_upstream: tuple[Registry, Blob], redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A fill running past lease_ttl renews its lease: a replica asking then streams from the filler."""
+    registry, layer = layer_upstream
+    path = f"/v2/library/shared/blobs/{layer.digest}"
+    env = {"MIRROR_LEASE_TTL": "0.5"}
+    with (
+        ThrottledProxy(registry.port, rate=6 * MIB) as slow,
+        SharedMirrors(tmp_path / "mirrors", slow.url, redis_server.url, count=2, env=env) as replicas,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        mark = registry.mark()
+        first = pool.submit(_get, replicas[0].url + path)
+        wait_until(
+            lambda: replicas[0].metric("mirror_redis_operations_total", op="renew") >= 3, what="renewals"
+        )
+        assert replicas[0].metric("mirror_fills_in_flight") == 1  # still filling, past three lease TTLs
+        second = pool.submit(_get, replicas[1].url + path)
+        assert sha256(first.result()) == sha256(second.result()) == layer.digest
+        assert len([r for r in registry.blob_gets(mark) if r.route.endswith(layer.digest)]) == 1
+        assert replicas[1].metric("mirror_cluster_fills_total", source="filling") == 1
