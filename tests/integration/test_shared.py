@@ -8,10 +8,11 @@ import random
 import time
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from mirror.cluster import peerauth
+from mirror.cluster import hints, peerauth
 from mirror.cluster.coordinator import BREAKER_FAILURES, Coordinator
 from mirror.cluster.redisurl import parse
 from mirror.metrics import Metrics
@@ -177,3 +178,34 @@ async def test_peer_requests_pass_client_auth_on_their_own_credential(
     assert (await mirror.get(path, headers=_signed(path))).status == 404  # signed: passed, not held
     assert (await mirror.get(path)).status == 401
     assert (await mirror.get("/v2/")).status == 401
+
+
+async def test_a_redis_emptied_is_told_again_what_each_replica_holds(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registrar announces the store at start; after Redis lost everything (FLUSHALL, as an empty
+    restart), its next heartbeat notices and the store is announced again."""
+    monkeypatch.setattr(hints, "HEARTBEAT", 0.05)
+    monkeypatch.setattr(hints, "FLUSH_SECONDS", 0.01)
+    digest = "sha256:" + "e" * 64
+    key = f"mirror:held:{digest}"
+
+    def announced() -> bool:
+        with redis_server.client() as client:
+            return client.zscore(key, "http://a:5000") is not None
+
+    async with _coordinator(redis_server, "http://a:5000") as a:
+        registrar = hints.Registrar(a, lambda: [digest])
+        registrar.start()
+        try:
+            await eventually(lambda: asyncio.to_thread(announced))
+            await asyncio.to_thread(_flushall, redis_server)
+            assert not await asyncio.to_thread(announced)
+            await eventually(lambda: asyncio.to_thread(announced))
+        finally:
+            await registrar.close()
+
+
+def _flushall(redis_server: RedisServer) -> None:
+    with redis_server.client() as client:
+        client.flushall()
