@@ -26,6 +26,7 @@ from tests.support.polling import wait_until
 from tests.support.redis import RedisServer, Sentinel
 from tests.support.registry import Registry
 from tests.support.throttle import ThrottledProxy
+from tests.support.tls import make_tls
 
 REDIS_TIMEOUT = Settings().redis_timeout
 #: A Redis breaker that probes again after half a second, so tests of Redis coming back are quick.
@@ -361,3 +362,21 @@ def test_a_fill_longer_than_its_lease_keeps_the_lease(
         assert sha256(first.result()) == sha256(second.result()) == layer.digest
         assert len([r for r in registry.blob_gets(mark) if r.route.endswith(layer.digest)]) == 1
         assert replicas[1].metric("mirror_cluster_fills_total", source="filling") == 1
+
+
+def test_replicas_share_a_redis_over_tls(tmp_path: Path, upstream: Registry, catalog: Catalog) -> None:
+    """rediss://: a Redis serving TLS only, its CA trusted through SSL_CERT_FILE, coordinates as well."""
+    tls = make_tls(tmp_path / "tls")
+    trust = {"SSL_CERT_FILE": str(tls.ca)}
+    with (
+        RedisServer(tmp_path / "redis", tls=tls) as redis_tls,
+        SharedMirrors(tmp_path / "mirrors", upstream.url, redis_tls.url, count=2, env=trust) as replicas,
+    ):
+        image = catalog.v2img
+        mark = upstream.mark()
+        for mirror in replicas:
+            url = f"{mirror.url}/v2/{image.name}/manifests/{image.tag}"
+            resp = raw_request("GET", url, headers={"Accept": image.manifest_media_type})
+            assert resp.body == image.manifest
+            assert _coordinating(mirror)
+        assert _manifest_requests(upstream, mark, image.name) == 1

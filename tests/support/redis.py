@@ -14,6 +14,7 @@ import redis
 from tests.support.net import free_port
 from tests.support.polling import poll
 from tests.support.procs import stop_process
+from tests.support.tls import TlsFiles
 
 _live: set[RedisServer] = set()
 
@@ -21,9 +22,10 @@ _live: set[RedisServer] = set()
 class RedisServer:
     """redis-server without persistence (`--save "" --appendonly no`): a restart is an empty Redis."""
 
-    def __init__(self, workdir: Path, replica_of: int | None = None) -> None:
+    def __init__(self, workdir: Path, replica_of: int | None = None, tls: TlsFiles | None = None) -> None:
         self.workdir = workdir
         self.replica_of = replica_of  # the port of a master to replicate
+        self.tls = tls  # serve TLS only (rediss://), with this certificate
         self.port = free_port()
         self.log_path = workdir / "redis.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -31,14 +33,25 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
         """A synchronous client for the test's own checks (short timeouts)."""
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2, socket_connect_timeout=2)
+        return redis.Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            ssl=self.tls is not None,
+            ssl_ca_certs=str(self.tls.ca) if self.tls else None,
+        )
 
     def start(self, deadline_s: float = 10.0) -> RedisServer:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        if self.tls is not None:
+            args = ["redis-server", "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1"]
+            args += ["--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)]
+            args += ["--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "no"]
         args += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
         if self.replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(self.replica_of)]
