@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mirror import __version__, log
-from mirror.commands import cache, warm
+from mirror.commands import cache, doctor, node_config, warm
 from mirror.commands.common import EXIT_OK, EXIT_USAGE
 from mirror.config import ConfigError, Listen, Settings, load
 
@@ -35,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--print-config", action="store_true", help="print the effective config and exit")
     cache.add_parser(sub)
     warm.add_parser(sub)
+    node_config.add_parser(sub)
+    doctor.add_parser(sub)
     return top
 
 
@@ -68,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cache.run(args)
     if args.command == "warm":
         return warm.run(args)
+    if args.command == "node-config":
+        return node_config.run(args)
+    if args.command == "doctor":
+        return doctor.run(args)
     try:
         settings = settings_from(args, dict(os.environ))
     except ConfigError as exc:

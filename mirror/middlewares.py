@@ -137,6 +137,7 @@ def _record(request: web.Request, ctx: RequestContext, status: int, seconds: flo
         status=status,
         kind=ctx.kind,
         upstream=ctx.upstream,
+        ns=ctx.namespace,
         result=ctx.result,
         bytes=ctx.bytes_sent,
         seconds=round(seconds, 4),

@@ -323,9 +323,9 @@ class BlobStore:
             found.extend(sorted(p for p in top.iterdir() if p.is_dir()))
         return found
 
-    def remove_orphans(self, directory: Path) -> int:
+    def remove_orphans(self, directory: Path) -> tuple[int, int]:
         """Delete the blob files in `directory` that no index row names (left by a crash between the
-        rename into the store and the index insert); how many."""
+        rename into the store and the index insert): (files looked at, files removed)."""
         root = Path(self._cache.directory)
         removed = 0
         with os.scandir(directory) as listing:
@@ -337,7 +337,7 @@ class BlobStore:
                 with contextlib.suppress(FileNotFoundError):
                     (directory / name).unlink()
                     removed += 1
-        return removed
+        return len(names), removed
 
     def verify_all(self) -> Iterator[tuple[str, int, bool | None]]:
         """Re-hash every blob, yielding (digest, size, verdict) as it goes; corrupt ones are dropped."""

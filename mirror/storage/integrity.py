@@ -25,7 +25,7 @@ CHECK_RATE = 20_000
 async def check_store(store: BlobStore, rate: float = CHECK_RATE) -> None:
     """Check the whole store once, at most `rate` rows or files a second; logs `cache_checked`."""
     started = time.monotonic()
-    pause = BATCH / rate
+    pause = BATCH / rate  # after each batch of rows; after each directory, in proportion to its files
     await asyncio.to_thread(store.ensure_indexes)
     missing = wrong_size = 0
     after: int | None = 0
@@ -35,8 +35,9 @@ async def check_store(store: BlobStore, rate: float = CHECK_RATE) -> None:
         await asyncio.sleep(pause)
     orphans = 0
     for directory in await asyncio.to_thread(store.blob_dirs):
-        orphans += await asyncio.to_thread(store.remove_orphans, directory)
-        await asyncio.sleep(pause)
+        looked_at, removed = await asyncio.to_thread(store.remove_orphans, directory)
+        orphans += removed
+        await asyncio.sleep(looked_at / rate)
     log.info(
         "cache_checked",
         index_rows_dropped=missing + wrong_size,

@@ -1,5 +1,6 @@
-"""The request sequences of the real clients we cannot run here (no Docker engine, no containerd daemon),
-replayed with their recorded headers (DESIGN.md §1.1) against the mirror and a real upstream."""
+"""The request sequences of the Docker engine and containerd, replayed with their recorded headers
+(DESIGN.md §1.1) against the mirror and a real upstream: exact and fast, and covering what the real
+daemons (tests/e2e/test_runtimes.py) do only by chance, such as resumed ranges."""
 
 from __future__ import annotations
 

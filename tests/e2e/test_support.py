@@ -102,7 +102,9 @@ def test_requests_counts_each_completed_request(upstream: Registry, catalog: Cat
         assert sha256(resp.body) == layer.digest
     manifest_url = f"{upstream.url}/v2/{catalog.ociimg.name}/manifests/{catalog.ociimg.tag}"
     raw_request("HEAD", manifest_url, headers={"Accept": ACCEPT_ALL})
-    seen = upstream.requests(mark)
+    # distribution logs a request once its handler returns, which can be just after the client has the
+    # whole answer: the sentinel's line may come first, so wait for the four lines.
+    seen = upstream.wait_for(lambda found: len(found) >= 4, mark)
     assert [(r.method, r.status) for r in seen] == [("GET", 200)] * 3 + [("HEAD", 200)]
     assert len(upstream.blob_gets(mark)) == 3
     assert upstream.manifest_gets(mark) == []

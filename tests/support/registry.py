@@ -195,8 +195,10 @@ class Registry:
     def requests(self, since: int = 0) -> list[SeenRequest]:
         """Requests the registry answered, in completion order, from index `since` (see `mark()`).
 
-        While running, a sentinel GET is sent first and the log read until it shows up, so every
-        response a client finished reading before this call is included. Sentinels are not listed.
+        While running, a sentinel GET is sent first and the log read until it shows up, so responses a
+        client finished reading before this call are included, except one whose handler had not yet
+        written its line (distribution logs after the response): `wait_for` a count when it matters.
+        Sentinels are not listed.
         """
         if self.running:
             sentinel = f"{SENTINEL_PREFIX}{self._sentinel_tag}-{next(self._sentinels)}"

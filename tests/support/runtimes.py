@@ -23,10 +23,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from tests.support.polling import poll
+from tests.support.procs import stop_process
 
 START_DEADLINE_S = 20.0  # both start in well under a second here; a loaded 2-core machine needs slack
 STOP_GRACE_S = 10.0  # SIGTERM → SIGKILL: dockerd stops its own containerd child within this
@@ -82,6 +84,28 @@ def write_hosts_dir(
     return hosts_dir
 
 
+def _pb_field(number: int, value: bytes) -> bytes:
+    """A length-delimited protobuf field (wire type 2): tag, varint length, bytes."""
+    out, length = bytearray([number << 3 | 2]), len(value)
+    while length >= 0x80:
+        out.append(length & 0x7F | 0x80)
+        length >>= 7
+    out.append(length)
+    return bytes(out) + value
+
+
+def _pb_string(message: bytes) -> str:
+    """Field 1 of a protobuf message holding one string field."""
+    if not message or message[0] != (1 << 3 | 2):
+        raise DaemonError(f"unexpected CRI answer {message[:40]!r}")
+    length, shift, pos = 0, 0, 1
+    while message[pos] & 0x80:
+        length |= (message[pos] & 0x7F) << shift
+        shift, pos = shift + 7, pos + 1
+    length |= message[pos] << shift
+    return message[pos + 1 : pos + 1 + length].decode()
+
+
 class _Daemon:
     """One daemon process in a private mount namespace; subclasses give argv and a readiness probe."""
 
@@ -115,16 +139,19 @@ class _Daemon:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         _live.add(self)
-        deadline = time.monotonic() + START_DEADLINE_S
-        while not self._ready():
-            if self.proc.poll() is not None:
-                self._fail(f"{self.name} exited with {self.proc.returncode} before it was ready")
-            if time.monotonic() >= deadline:
-                self.stop()
-                self._fail(f"{self.name} not ready after {START_DEADLINE_S}s")
-            time.sleep(0.02)  # polling interval between readiness probes, not a wait for a fixed delay
+        proc = self.proc
 
-    def _fail(self, message: str) -> None:
+        def state() -> str:
+            return "exited" if proc.poll() is not None else "ready" if self._ready() else "starting"
+
+        try:
+            if poll(state, lambda s: s != "starting", START_DEADLINE_S, f"{self.name} ready") == "exited":
+                self._fail(f"{self.name} exited with {proc.returncode} before it was ready")
+        except TimeoutError as exc:
+            self.stop()
+            self._fail(str(exc))
+
+    def _fail(self, message: str) -> NoReturn:
         tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
         raise DaemonError(f"{message}; log {self.log_path}:\n{tail}")
 
@@ -143,30 +170,27 @@ class _Daemon:
         """SIGTERM the daemon's PID, SIGKILL it after STOP_GRACE_S; reap it; remove the socket dir."""
         proc, self.proc = self.proc, None
         _live.discard(self)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=STOP_GRACE_S)
+        stop_process(proc, grace_s=STOP_GRACE_S)
         shutil.rmtree(self.sock_dir, ignore_errors=True)
 
 
 class Containerd(_Daemon):
-    """containerd with root, state, sockets and opt under `workdir`; the CRI plugin disabled.
+    """containerd with root, state, sockets and opt under `workdir`.
 
-    Content sharing between namespaces is `isolated`, so a pull in a fresh `namespace` fetches every
-    blob again (through the mirror, now warm) without restarting the daemon.
+    The CRI plugin (kubelet's way in) is disabled unless `cri`; with it, `cri_pull` pulls as kubelet does,
+    reading the hosts.toml files under `config_path` at every pull. Content sharing between namespaces is
+    `isolated`, so a `ctr` pull in a fresh `namespace` fetches every blob again (through the mirror, now
+    warm) without restarting the daemon.
     """
 
     name = "containerd"
 
-    def __init__(self, workdir: Path, *, config_path: Path | None = None) -> None:
+    def __init__(self, workdir: Path, *, config_path: Path | None = None, cri: bool = False) -> None:
         super().__init__(workdir)
         self.address = str(self.sock_dir / "c.sock")
         self.config_file = workdir / "config.toml"
         self.config_path = config_path  # the CRI registry `config_path` a node's config.toml would carry
+        self.cri = cri
 
     def _config(self) -> str:
         root, state = self.workdir / "root", self.workdir / "state"
@@ -174,7 +198,7 @@ class Containerd(_Daemon):
             "version = 2",
             f'root = "{root}"',
             f'state = "{state}"',
-            'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
+            "disabled_plugins = []" if self.cri else 'disabled_plugins = ["io.containerd.grpc.v1.cri"]',
             "[grpc]",
             f'  address = "{self.address}"',
             "[ttrpc]",
@@ -184,8 +208,17 @@ class Containerd(_Daemon):
             '[plugins."io.containerd.metadata.v1.bolt"]',
             '  content_sharing_policy = "isolated"',
         ]
+        if self.cri:
+            # No CRI TCP port, and its streaming server (exec/attach) on loopback at a free port.
+            lines.append('[plugins."io.containerd.grpc.v1.cri"]')
+            lines += ["  disable_tcp_service = true", '  stream_server_address = "127.0.0.1"']
+            lines.append('  stream_server_port = "0"')
+            # Its CNI directories in the workdir: the host's /etc/cni is neither read nor created.
+            lines.append('[plugins."io.containerd.grpc.v1.cri".cni]')
+            lines.append(f'  bin_dir = "{self.workdir / "cni" / "bin"}"')
+            lines.append(f'  conf_dir = "{self.workdir / "cni" / "net.d"}"')
         if self.config_path is not None:
-            # Read by the CRI plugin (disabled here; ctr takes --hosts-dir) and by `mirror doctor`.
+            # Read by the CRI plugin at every pull (ctr takes --hosts-dir instead) and by `mirror doctor`.
             lines.append('[plugins."io.containerd.grpc.v1.cri".registry]')
             lines.append(f'  config_path = "{self.config_path}"')
         return "\n".join(lines) + "\n"
@@ -206,6 +239,21 @@ class Containerd(_Daemon):
         """Start containerd and wait until it answers; returns its gRPC socket address."""
         self._start()
         return self.address
+
+    def cri_pull(self, image: str) -> str:
+        """Pull `image` over the CRI API (`runtime.v1.ImageService/PullImage`), as kubelet does; returns the
+        image id (the config digest). The two messages are encoded by hand: one string field each."""
+        import grpc  # only the CRI tests need it
+
+        assert self.cri, "start containerd with cri=True"
+        request = _pb_field(1, _pb_field(1, image.encode()))  # PullImageRequest{image: ImageSpec{image}}
+        with grpc.insecure_channel(f"unix://{self.address}") as channel:
+            call = channel.unary_unary("/runtime.v1.ImageService/PullImage")
+            try:
+                answer: bytes = call(request, timeout=CLIENT_TIMEOUT_S)
+            except grpc.RpcError as exc:
+                self._fail(f"CRI PullImage {image} failed: {exc}")
+        return _pb_string(answer)  # PullImageResponse{image_ref}
 
     def ctr(self, *args: str, namespace: str = "default") -> str:
         """Run `ctr --address ... --namespace NS ARGS`; its stdout (fails the test on error)."""

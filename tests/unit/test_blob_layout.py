@@ -126,7 +126,7 @@ def test_orphan_files_are_removed_and_referenced_ones_kept(tmp_path: Path) -> No
         directory = store.blob_dirs()[0]
         orphan = directory / ("0" * 30 + ".val")
         orphan.write_bytes(b"left by a crash")
-        assert sum(store.remove_orphans(d) for d in store.blob_dirs()) == 1
+        assert sum(store.remove_orphans(d)[1] for d in store.blob_dirs()) == 1
         assert not orphan.exists()
         found = store.open(kept)
         assert found is not None
