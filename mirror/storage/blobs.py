@@ -242,6 +242,10 @@ class BlobStore:
                 return
             after = (rows[-1][0], rows[-1][1])
 
+    def digests(self) -> list[str]:
+        """Every stored digest (for the shared mode's announcements)."""
+        return [str(k) for (k,) in self._cache._sql("SELECT key FROM Cache").fetchall()]
+
     def bytes_of(self, digests: Collection[str]) -> int:
         """Total size of those of `digests` that are stored."""
         return self.held(digests)[1]

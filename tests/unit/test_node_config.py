@@ -209,7 +209,9 @@ def test_until_stopped_writes_then_removes_its_files_on_sigterm(tmp_path: Path) 
 
 def test_the_kustomize_sidecar_runs_a_valid_node_config_on_its_hostpath_mount() -> None:
     """deploy/k8s: the node-config sidecar's args parse, it removes on stop, and --certs-dir is its mount."""
-    daemonset = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "k8s" / "daemonset.yaml").read_text())
+    daemonset = yaml.safe_load(
+        (Path(__file__).parents[2] / "deploy" / "k8s" / "base" / "daemonset.yaml").read_text()
+    )
     spec = daemonset["spec"]["template"]["spec"]
     sidecar = next(c for c in spec["initContainers"] if c["name"] == "node-config")
     assert sidecar["restartPolicy"] == "Always"
