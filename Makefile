@@ -8,8 +8,7 @@ STAMP := $(VENV)/.installed
 IMAGE ?= localhost/mirror:latest
 LOCK_VENV := .venv-lock
 PIP_TOOLS := pip-tools==7.6.2
-LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
-	--all-build-deps
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
 
 .PHONY: install run test test-fast lint typecheck system-deps clean bench lock image
 
@@ -42,13 +41,13 @@ test: $(STAMP) system-deps lint typecheck
 	$(BIN)/pytest
 
 # Refresh both locks to the newest versions setup.cfg allows (pip-tools in a venv of its own, so a lock
-# that no longer matches setup.cfg can still be rebuilt).
+# that no longer matches setup.cfg can still be rebuilt); requirements.in adds what older Pythons need.
 lock:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/pip install --quiet $(PIP_TOOLS)
-	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --upgrade --output-file requirements.lock setup.cfg
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --upgrade --output-file requirements.lock setup.cfg requirements.in
 	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) --upgrade --extra test --constraint requirements.lock \
-		--output-file requirements-test.lock setup.cfg
+		--output-file requirements-test.lock setup.cfg requirements.in
 
 # The container image (deploy/docker/Dockerfile) with podman or docker, whichever is installed. From the
 # environment: BASE_IMAGE, EXTRA_CA (a CA bundle for the package index), PIP_INDEX_URL, BUILD_FLAGS.

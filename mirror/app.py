@@ -12,6 +12,7 @@ from aiohttp import web
 
 from mirror import __version__, build, keys, middlewares, oci, routes
 from mirror.access import middleware as access
+from mirror.cluster.mode import SharedMode
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
@@ -89,13 +90,23 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         pins.digests,
     )
     evictor.poke()  # in the background: a store far over its limit serves while it shrinks
+    shared = SharedMode(settings, metrics, store) if settings.shared else None
     manifest_disk = await asyncio.to_thread(ManifestDisk, settings.cache_dir / "manifests")
-    manifests = ManifestCache(disk=manifest_disk)
+    manifests = ManifestCache(disk=manifest_disk, shared=shared.coordinator if shared else None)
     listings = ListingCache(manifest_disk)
-    fills = Fills(store, metrics, on_commit=evictor.poke)
+
+    def committed(digest: str) -> None:
+        evictor.poke()
+        if shared is not None:
+            shared.committed(digest)
+
+    fills = Fills(store, metrics, on_commit=committed)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
+        if shared is not None:
+            await shared.open(stack, fills)
+            app[keys.COORDINATOR] = shared.coordinator
         proxies: dict[str, RegistryProxy] = {}
         gates: dict[str, ClientGate] = {}
         referrers: dict[str, ReferrerProxy] = {}
@@ -111,7 +122,16 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             assert ttl is not None, "registries() fills in inherited values"
             assert referrers_ttl is not None, "registries() fills in inherited values"
             proxies[upstream.label] = RegistryProxy(
-                upstream, manifests, store, fills, hot, ttl, settings.negative_ttl, settings.prefetch
+                upstream,
+                manifests,
+                store,
+                fills,
+                hot,
+                ttl,
+                settings.negative_ttl,
+                settings.prefetch,
+                blobs=shared.source(upstream) if shared else None,
+                shared=shared.fetches if shared else None,
             )
             if upstream_settings.upstream_auth == "client":
                 gates[upstream.label] = ClientGate(
@@ -146,6 +166,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             temp_files_removed=removed,
             pins=len(pins.refs),
             offline=settings.offline,
+            redis=str(settings.redis_url) if settings.redis_url else None,
+            advertise_url=settings.advertise_url,
         )
         try:
             yield

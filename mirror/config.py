@@ -19,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from mirror import values
+from mirror.cluster import redisurl
+from mirror.cluster.redisurl import RedisUrl
 from mirror.oci import DOCKER_HUB, DOCKER_IO, DOCKER_IO_NAMES
 from mirror.upstream import egress
 from mirror.upstream.egress import DIRECT, ProxyRules
 from mirror.values import Listen
 
 ENV_PREFIX = "MIRROR_"
-SECRET_KEYS = frozenset({"upstream_password", "password"})
+SECRET_KEYS = frozenset({"upstream_password", "password", "peer_secret"})
 REDACTED = "***"
+#: Keys whose values may carry credentials in the URL (user:password@).
+URL_KEYS = frozenset({"upstream", "url", "proxy", "redis_url"})
 
 __all__ = ["DOCKER_HUB", "ConfigError", "Listen", "Settings", "UpstreamSettings", "load"]
 
@@ -122,6 +126,19 @@ class Settings:
     reload_interval: float = 2.0
     upstreams: tuple[UpstreamSettings, ...] = ()
     egress: ProxyRules = DIRECT  # from http_proxy, https_proxy, no_proxy: read by load()
+    # Shared mode (several replicas on one Redis): on when redis_url is set.
+    redis_url: RedisUrl | None = None
+    advertise_url: str | None = None
+    peer_secret: str | None = field(default=None, repr=False)
+    redis_timeout: float = 0.25
+    redis_cooldown: float = 5.0
+    lease_ttl: float = 5.0
+    peer_hint_ttl: float = 3600.0
+
+    @property
+    def shared(self) -> bool:
+        """Whether replicas coordinate through Redis."""
+        return self.redis_url is not None
 
     def registries(self) -> tuple[UpstreamSettings, ...]:
         """Every upstream, Docker Hub first, with inherited values filled in."""
@@ -170,6 +187,10 @@ class Settings:
                 found[key] = str(found[key])
         if self.upstream_password is not None:
             found["upstream_password"] = REDACTED
+        if self.redis_url is not None:
+            found["redis_url"] = str(self.redis_url)  # password as ***
+        if self.peer_secret is not None:
+            found["peer_secret"] = REDACTED
         return found
 
 
@@ -212,6 +233,14 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "log_format": values.choice("auto", "json", "console"),
     "log_level": values.choice("debug", "info", "warning", "error"),
     "log_probes": values.flag,
+    "redis_url": redisurl.parse,
+    "advertise_url": values.http_url,
+    "peer_secret": values.secret,
+    "peer_secret_file": lambda v: Path(values.nonempty(v)),
+    "redis_timeout": values.positive_seconds,
+    "redis_cooldown": values.positive_seconds,
+    "lease_ttl": values.positive_seconds,
+    "peer_hint_ttl": values.positive_seconds,
     "tls_cert": lambda v: Path(values.nonempty(v)),
     "tls_key": lambda v: Path(values.nonempty(v)),
     "tls_client_ca": lambda v: Path(values.nonempty(v)),
@@ -247,7 +276,9 @@ def _parse(parsers: Mapping[str, Callable[[Any], Any]], key: str, value: Any, so
     try:
         return parsers[key](value)
     except (ValueError, TypeError) as exc:
-        secret = key in SECRET_KEYS or (key in ("upstream", "url", "proxy") and "@" in str(value))
+        secret = key in SECRET_KEYS or (
+            key in ("upstream", "url", "proxy", "redis_url") and "@" in str(value)
+        )
         shown = REDACTED if secret else repr(value)
         raise ConfigError(f"{source}: bad value {shown} for {key}: {exc}") from None
 
@@ -329,6 +360,36 @@ def _check_cache(settings: Settings) -> None:
             raise ConfigError(f"pin {pin}: its registry has no [[upstreams]] table")
 
 
+def _peer_secret(merged: dict[str, Any]) -> None:
+    """Replace `peer_secret_file` by the secret it holds."""
+    path = merged.pop("peer_secret_file", None)
+    if path is None:
+        return
+    if "peer_secret" in merged:
+        raise ConfigError("give only one of peer_secret and peer_secret_file")
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read peer_secret_file {path}: {exc.strerror}") from None
+    merged["peer_secret"] = _parse(_PARSERS, "peer_secret", text, f"peer_secret_file {path}")
+
+
+def _check_shared(settings: Settings) -> None:
+    if settings.redis_url is None:
+        return
+    if settings.advertise_url is None or settings.peer_secret is None:
+        raise ConfigError(
+            "redis_url needs advertise_url (how peers reach this replica)"
+            " and peer_secret (or peer_secret_file)"
+        )
+    if settings.tls_client_ca is not None:
+        raise ConfigError(
+            "redis_url cannot be combined with tls_client_ca: peers present no client certificate"
+        )
+    if settings.tls_cert is not None and not settings.advertise_url.startswith("https://"):
+        raise ConfigError("advertise_url must be an https:// URL when the mirror serves HTTPS (tls_cert)")
+
+
 def _check_serving(settings: Settings) -> None:
     """TLS needs both halves of the pair; client certificates and metrics auth need what they build on."""
     if (settings.tls_cert is None) != (settings.tls_key is None):
@@ -395,12 +456,14 @@ def load(
     merged.update(
         {k: _parse(_PARSERS, k, v, f"--{k.replace('_', '-')}") for k, v in flags.items() if v is not None}
     )
+    _peer_secret(merged)
     try:
         merged["egress"] = egress.from_environ(environ)
     except ValueError as exc:
         raise ConfigError(f"environment: {exc}") from None
     _read_password_file(merged)
     settings = Settings(**merged)
+    _check_shared(settings)
     _check_names(settings)
     _check_access(settings)
     _check_client_mode(settings)

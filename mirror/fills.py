@@ -128,7 +128,7 @@ class Fills:
     """The fills under way, by digest; every fill task is tracked and cancelled on `close()`."""
 
     def __init__(
-        self, store: BlobStore, metrics: Metrics, on_commit: Callable[[], None] = lambda: None
+        self, store: BlobStore, metrics: Metrics, on_commit: Callable[[str], None] = lambda digest: None
     ) -> None:
         self._store = store
         self._metrics = metrics
@@ -189,7 +189,7 @@ class Fills:
             await asyncio.to_thread(opened.close)
             await asyncio.to_thread(self._store.commit, fill.digest, path, fill.written)
             temp = None
-            self._on_commit()
+            self._on_commit(fill.digest)
             log.info(
                 "blob_fill_committed",
                 digest=fill.digest,
@@ -226,12 +226,7 @@ class Fills:
     async def _download(self, upstream: BlobSource, fill: Fill, file: IO[bytes], resp: BlobBody) -> None:
         """Stream the upstream body into `file`, resuming with Range; raise unless size and digest match."""
         hasher = oci.Digest.parse(fill.digest).hasher()
-        counter = self._metrics.upstream_bytes.labels(upstream.label)
-
-        def written(count: int) -> None:
-            counter.inc(count)
-            fill.wrote(count)
-
+        written = fill.wrote  # the source counts its own bytes (upstream's, or a peer's)
         resumes = 0
         while True:
             try:

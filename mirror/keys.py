@@ -10,6 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from mirror.access.guard import Guard
+from mirror.cluster.coordinator import Coordinator
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
@@ -32,6 +33,8 @@ ROUTER = web.AppKey("router", Router)
 STORE = web.AppKey("store", BlobStore)
 FILLS = web.AppKey("fills", Fills)
 PINS = web.AppKey("pins", PinRecord)
+#: Set only in the shared mode (redis_url).
+COORDINATOR = web.AppKey("coordinator", Coordinator)
 #: The client-credentials guard; absent when neither auth_htpasswd nor auth_tokens is set.
 GUARD = web.AppKey("guard", Guard)
 #: The authorization gate of each upstream in client mode (`upstream_auth = "client"`), by its label.

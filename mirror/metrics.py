@@ -12,6 +12,11 @@ from mirror import __version__
 FILL_FAILURE_REASONS = ("digest_mismatch", "size_mismatch", "upstream_error", "disk", "shutdown")
 AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
+REDIS_OUTCOMES = ("ok", "error", "skipped")
+#: Where a shared-mode fill got its bytes: a peer holding the blob, the peer filling it, or upstream.
+CLUSTER_SOURCES = ("held", "filling", "upstream")
+PEER_FAILURE_REASONS = ("unreachable", "refused", "broken", "digest_mismatch", "size_mismatch")
+PEER_SERVED_RESULTS = ("store", "fill", "missing", "unauthorized")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -140,6 +145,7 @@ class Metrics:
         self.pinned_bytes = Gauge(
             "mirror_cache_pinned_bytes", "Bytes of blobs held by pinned images (never evicted)", registry=r
         )
+        self._cluster(r)
         self.tls_reloads = Counter(
             "mirror_tls_reloads",
             "Reloads of the listener's certificate after its files changed, by outcome (ok, error)",
@@ -175,3 +181,73 @@ class Metrics:
     def set_build(self, revision: str) -> None:
         """Fill `mirror_build_info` (the revision comes from git or a file: read off the event loop)."""
         self.build.info({"version": __version__, "revision": revision, "python": platform.python_version()})
+
+    def _cluster(self, r: CollectorRegistry) -> None:
+        """The shared mode's metrics (Redis, peers, leases); at 0 on a replica without Redis."""
+        self.redis_operations = Counter(
+            "mirror_redis_operations",
+            "Redis operations by name and outcome (skipped: the Redis breaker was open)",
+            ["op", "outcome"],
+            registry=r,
+        )
+        self.redis_duration = Histogram(
+            "mirror_redis_operation_duration_seconds",
+            "Time of successful Redis operations",
+            ["op"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.redis_breaker_state = Gauge(
+            "mirror_redis_breaker_state",
+            "Circuit breaker on Redis: 0 closed, 1 half-open (probing), 2 open (Redis unreachable)",
+            registry=r,
+        )
+        self.cluster_fills = Counter(
+            "mirror_cluster_fills",
+            "Shared-mode blob fills by where their bytes came from (filling: coalesced with another replica)",
+            ["source"],
+            registry=r,
+        )
+        self.peer_requests = Counter(
+            "mirror_peer_requests",
+            "Blob requests sent to peer replicas, by whether the peer held the blob or was filling it",
+            ["source"],
+            registry=r,
+        )
+        self.peer_bytes = Counter(
+            "mirror_peer_bytes_received", "Blob bytes received from peer replicas", registry=r
+        )
+        self.peer_failures = Counter(
+            "mirror_peer_failures",
+            "Peer blob requests that failed, by reason (the peer is dropped from the hints)",
+            ["reason"],
+            registry=r,
+        )
+        self.peer_served = Counter(
+            "mirror_peer_served",
+            "Blob requests from peer replicas answered, by result",
+            ["result"],
+            registry=r,
+        )
+        self.peer_served_bytes = Counter(
+            "mirror_peer_served_bytes", "Blob bytes sent to peer replicas", registry=r
+        )
+        self.manifests_from_replicas = Counter(
+            "mirror_manifests_from_replicas",
+            "Manifest fetches another replica made for this one (it waited for the result in Redis)",
+            registry=r,
+        )
+        self.lease_waits = Histogram(
+            "mirror_lease_wait_seconds",
+            "Time a fill waited for the lease of a filling replica that did not answer",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        for source in CLUSTER_SOURCES:
+            self.cluster_fills.labels(source)
+        for source in ("held", "filling"):
+            self.peer_requests.labels(source)
+        for reason in PEER_FAILURE_REASONS:
+            self.peer_failures.labels(reason)
+        for result in PEER_SERVED_RESULTS:
+            self.peer_served.labels(result)

@@ -44,6 +44,18 @@ def http_url(value: Any) -> str:
     return text
 
 
+#: Shortest peer secret accepted: an HMAC key must not be guessable.
+MIN_SECRET = 16
+
+
+def secret(value: Any) -> str:
+    """A shared secret of at least MIN_SECRET characters."""
+    text = str(value).strip()
+    if len(text) < MIN_SECRET:
+        raise ValueError(f"expected a secret of at least {MIN_SECRET} characters")
+    return text
+
+
 def size(value: Any) -> int:
     """An integer number of bytes, or a string like "500M", "50G", "2TiB" (binary units)."""
     if isinstance(value, int) and not isinstance(value, bool):

@@ -1,11 +1,26 @@
-"""Fixtures for every tier: no test may block the event loop of a mirror running in-process."""
+"""Fixtures for every tier: no test may block the event loop of a mirror running in-process; the log
+lines of an in-process mirror go to stderr (as `mirror serve` sends them), never into the stdout a
+command test reads; a real Redis for the shared mode's tests."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import structlog
 from blockbuster import BlockBuster, blockbuster_ctx
+
+from tests.support.redis import RedisServer
+
+
+@pytest.fixture(autouse=True)
+def logs_to_stderr() -> Iterator[None]:
+    """structlog's default output (stdout) moved to this test's stderr."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +31,10 @@ def blockbuster() -> Iterator[BlockBuster]:
         # call on the same socket from asyncio's code (allowed there).
         bb.functions["os.sendfile"].can_block_in("mirror/transfer.py", "_sendfile_now")
         yield bb
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, empty real Redis for one test (it may kill, stop or restart it)."""
+    with RedisServer(tmp_path / "redis") as server:
+        yield server

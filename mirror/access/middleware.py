@@ -29,6 +29,8 @@ log = structlog.get_logger("mirror.access")
 
 #: Probes must work without credentials; /metrics joins them unless `metrics_auth` is set.
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+#: Peer requests of the shared mode carry their own credential (an HMAC), checked by their handler.
+PEER_PREFIX = "/_mirror/peer/"
 CHALLENGE = {"WWW-Authenticate": 'Basic realm="mirror"'}
 #: The client's Authorization when it is meant for client-mode upstreams (never logged).
 UPSTREAM_AUTHORIZATION = web.RequestKey("upstream_authorization", str)
@@ -78,7 +80,7 @@ def upstream_authorization(request: web.Request) -> str | None:
 
 
 def _protected(request: web.Request) -> bool:
-    if request.path in OPEN_PATHS:
+    if request.path in OPEN_PATHS or request.path.startswith(PEER_PREFIX):
         return False
     return request.path != "/metrics" or request.app[keys.SETTINGS].metrics_auth
 

@@ -26,10 +26,12 @@ async def readyz(request: web.Request) -> web.Response:
     # Upstream health is reported, never a reason to be unready: a mirror that can serve its cache is ready.
     proxies = request.app.get(keys.PROXIES, {})
     upstreams = {label: proxy.upstream.health.status() for label, proxy in proxies.items()}
-    return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks, "upstreams": upstreams},
-        status=200 if ready else 503,
-    )
+    found: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": checks}
+    found["upstreams"] = upstreams
+    # Redis too: without it each replica serves alone, so it is "degraded", never a reason to fail.
+    if keys.COORDINATOR in request.app:
+        found["redis"] = request.app[keys.COORDINATOR].status()
+    return web.json_response(found, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -242,6 +242,10 @@ class BlobStore:
                 return
             after = (rows[-1][0], rows[-1][1])
 
+    def digests(self) -> list[str]:
+        """Every stored digest (for the shared mode's announcements)."""
+        return [str(k) for (k,) in self._cache._sql("SELECT key FROM Cache").fetchall()]
+
     def bytes_of(self, digests: Collection[str]) -> int:
         """Total size of those of `digests` that are stored."""
         return self.held(digests)[1]
@@ -267,8 +271,14 @@ class BlobStore:
         return plan_eviction(self.entries(), self.blob_bytes(), target, spared)
 
     def evict(self, target: int, protected: Collection[str]) -> list[BlobEntry]:
-        """Delete what `plan_eviction` names; returns what was deleted."""
-        return [entry for entry in self.plan_eviction(target, protected) if self.remove(entry.digest)]
+        """Delete what `plan_eviction` names, `BATCH` blobs per index transaction; returns what was
+        deleted."""
+        planned = self.plan_eviction(target, protected)
+        evicted: list[BlobEntry] = []
+        for start in range(0, len(planned), BATCH):
+            with self._cache.transact():
+                evicted += [e for e in planned[start : start + BATCH] if self.remove(e.digest)]
+        return evicted
 
     def _files(self, after: int = 0, limit: int = BATCH) -> list[tuple[int, str, int, Path]]:
         """(rowid, digest, recorded size, path) of up to `limit` rows past `after`, without touching

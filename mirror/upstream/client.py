@@ -25,7 +25,7 @@ from mirror.upstream.auth import Challenge, UpstreamAuth, mirror_refused
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.session import SessionResponse, SessionTransport
 from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport
-from mirror.upstream.transport import BlobBody, Response, Transport, TransportError
+from mirror.upstream.transport import BlobBody, CountedBody, Response, Transport, TransportError
 
 R = TypeVar("R", bound=Response)
 MAX_REDIRECTS = 5
@@ -158,7 +158,7 @@ class UpstreamClient:
         resp: ThreadedResponse = await self._checked(
             self.bodies, "GET", name, f"blobs/{digest}", "blob", headers=headers
         )
-        return resp
+        return CountedBody(resp, self._metrics.upstream_bytes.labels(self.label).inc)
 
     async def head_blob(self, name: str, digest: str) -> int | None:
         """The blob's size as the upstream announces it."""

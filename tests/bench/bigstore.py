@@ -52,9 +52,9 @@ def rss_mib(pid: int) -> dict[str, float]:
     fields = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file"}
     found: dict[str, float] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(" ")
+        key, *rest = line.split()
         if key in fields:
-            found[fields[key]] = round(int(rest.split()[0]) / 1024, 1)
+            found[fields[key]] = round(int(rest[0]) / 1024, 1)
     return found
 
 

@@ -102,7 +102,10 @@ def test_rendered_config_loads_in_the_mirror(helm: Path, values: Path | None, tm
     config.write_text(one(found, "ConfigMap", "m-mirror")["data"]["config.toml"])
     env = {k: v for k, v in env_of(found).items() if isinstance(v, str) and k.startswith("MIRROR_")}
     env.pop("MIRROR_CONFIG")
-    env.pop("MIRROR_UPSTREAM_PASSWORD_FILE", None)  # the Secret is mounted in a pod only
+    env.pop("MIRROR_UPSTREAM_PASSWORD_FILE", None)  # the Secrets are mounted in a pod only
+    if env.pop("MIRROR_PEER_SECRET_FILE", None):
+        env["MIRROR_PEER_SECRET"] = "a-peer-secret-of-32-characters!!"
+    env = {k: v.replace("$(POD_IP)", "10.1.2.3") for k, v in env.items()}
     env["MIRROR_CACHE_DIR"] = str(tmp_path / "cache")
     table = tomllib.loads(config.read_text())
     for upstream in table.get("upstreams", []):  # likewise: stand-in files for the mounted Secrets
@@ -161,16 +164,43 @@ def test_every_toggle_renders_its_objects_and_settings(helm: Path) -> None:
     assert env["MIRROR_TLS_CLIENT_CA"] == "/etc/mirror/client-ca/ca.crt"
     assert env["MIRROR_AUTH_HTPASSWD"] == "/etc/mirror/auth/htpasswd/htpasswd"
     assert env["MIRROR_AUTH_TOKENS"] == "/etc/mirror/auth/tokens/tokens"
-    assert env["MIRROR_REDIS_URL"] == "redis://redis.mirror.svc:6379/0"
-    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
-    assert env["MIRROR_ADVERTISE_URL"] == "https://$(POD_IP):5000"
-    assert env["MIRROR_PEER_SECRET"] == {"secretKeyRef": {"name": "mirror-peer", "key": "peer-secret"}}
     (node_config,) = [c for c in pod_spec(found)["initContainers"] if c["name"] == "node-config"]
     assert node_config["args"][0] == "node-config"
     assert node_config["args"][-3:] == ["docker.io", "ghcr.io", "registry.k8s.io"]
     assert one(found, "Certificate")["spec"]["secretName"] == "m-mirror-tls"
     relabel = one(found, "ServiceMonitor")["spec"]["endpoints"][0]["relabelings"]
     assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in relabel
+
+
+def test_shared_mode_settings_come_from_secrets_and_the_downward_api(helm: Path) -> None:
+    """With Redis: the URL from its Secret, the advertise URL from the pod IP, the peer secret as a file."""
+    found = render(helm, values=CHART / "ci" / "deployment-values.yaml")
+    env = env_of(found)
+    assert env["MIRROR_REDIS_URL"] == {"secretKeyRef": {"name": "mirror-redis", "key": "url"}}
+    assert env["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["MIRROR_ADVERTISE_URL"] == "https://$(POD_IP):5000"
+    assert env["MIRROR_PEER_SECRET_FILE"] == "/etc/mirror/peer/secret"
+    assert "MIRROR_PEER_SECRET" not in env
+    volumes = {v["name"]: v for v in pod_spec(found)["volumes"]}
+    assert volumes["peer-secret"]["secret"]["secretName"] == "mirror-peer"
+
+
+def test_shared_mode_with_client_certificates_fails_the_render(helm: Path) -> None:
+    """Redis with tls.clientCA is refused at render time, as the mirror refuses it at start-up."""
+    values = CHART / "ci" / "daemonset-all-values.yaml"
+    done = run(
+        helm,
+        "template",
+        "m",
+        CHART,
+        "-f",
+        values,
+        "--set",
+        "redis.url=redis://r:6379/0,redis.peerSecret.existingSecret=p",
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "peers present no client certificate" in done.stderr
 
 
 def test_prometheus_rule_holds_the_shipped_alert_rules(helm: Path) -> None:

@@ -30,6 +30,7 @@ REQUEST_RATIO = (
 EXPECTED_ALERTS = {
     "MirrorHitRatioCollapsed",
     "MirrorUpstreamDown",
+    "MirrorRedisUnreachable",
     "MirrorRateLimitBudgetLow",
     "MirrorCacheNearLimitHighEviction",
     "MirrorFillFailures",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,14 @@ def test_test_lock_agrees_with_the_image_lock() -> None:
 
     image, test = pins("requirements.lock"), pins("requirements-test.lock")
     assert {name: test.get(name) for name in image} == image
+
+
+def test_lock_input_names_the_build_backend_of_pyproject() -> None:
+    """requirements.in lists pyproject.toml's build-system.requires, so the locks pin the build backend."""
+    build_requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    listed = {
+        re.split(r"[<>=!~ ]", line.strip(), maxsplit=1)[0].lower()
+        for line in (ROOT / "requirements.in").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {re.split(r"[<>=!~ ]", r, maxsplit=1)[0].lower() for r in build_requires} <= listed

@@ -95,7 +95,7 @@ flight, the manifest index of at most 1 GiB, SQLite), so the kubelet never evict
 {{- end -}}
 
 {{- define "mirror.configToml" -}}
-{{- $managed := list "listen" "cache_dir" "cache_max_bytes" "upstream_username" "upstream_password" "upstream_password_file" "tls_cert" "tls_key" "tls_client_ca" "auth_htpasswd" "auth_tokens" "redis_url" "advertise_url" "peer_secret" "upstreams" -}}
+{{- $managed := list "listen" "cache_dir" "cache_max_bytes" "upstream_username" "upstream_password" "upstream_password_file" "tls_cert" "tls_key" "tls_client_ca" "auth_htpasswd" "auth_tokens" "redis_url" "advertise_url" "peer_secret" "peer_secret_file" "upstreams" -}}
 # Rendered by the mirror Helm chart from .Values.config and .Values.upstreams.
 cache_max_bytes = {{ .Values.cache.maxBytes | toString | toJson }}
 {{- range $key, $value := .Values.config }}
