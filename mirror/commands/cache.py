@@ -180,7 +180,7 @@ def prune(args: argparse.Namespace, settings: Settings, store: BlobStore) -> int
     """Evict least recently used, unpinned blobs down to the target (or say which would go)."""
     target = args.to if args.to is not None else int(settings.cache_max_bytes * settings.cache_low_watermark)
     before, pinned = store.blob_bytes(), pinned_digests(settings)
-    evicted = store.plan_eviction(target, pinned) if args.dry_run else store.evict(target, pinned)
+    evicted = store.plan_eviction(target, pinned) if args.dry_run else list(store.evict(target, pinned))
     freed = sum(e.size for e in evicted)
     after = before - freed if args.dry_run else store.blob_bytes()
     if args.json:

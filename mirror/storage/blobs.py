@@ -9,6 +9,7 @@ written to disk exactly once. All methods are synchronous: callers run them in a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -267,18 +268,20 @@ class BlobStore:
     def plan_eviction(self, target: int, protected: Collection[str]) -> list[BlobEntry]:
         """What `evict` would delete now: least recently used first, until the blobs left add up to at
         most `target` bytes; never a protected (pinned) blob or one being read."""
-        spared = set(protected) | self.being_read()
-        return plan_eviction(self.entries(), self.blob_bytes(), target, spared)
+        return list(self._eviction_order(target, protected))
 
-    def evict(self, target: int, protected: Collection[str]) -> list[BlobEntry]:
-        """Delete what `plan_eviction` names, `BATCH` blobs per index transaction; returns what was
-        deleted."""
-        planned = self.plan_eviction(target, protected)
-        evicted: list[BlobEntry] = []
-        for start in range(0, len(planned), BATCH):
+    def _eviction_order(self, target: int, protected: Collection[str]) -> Iterator[BlobEntry]:
+        spared = set(protected) | self.being_read()
+        return eviction_order(self.entries(), self.blob_bytes(), target, spared)
+
+    def evict(self, target: int, protected: Collection[str]) -> Iterator[BlobEntry]:
+        """Delete what `plan_eviction` names as the caller iterates, `BATCH` blobs per index
+        transaction, yielding each deleted blob: memory stays bounded however many go."""
+        order = self._eviction_order(target, protected)
+        while batch := list(itertools.islice(order, BATCH)):
             with self._cache.transact():
-                evicted += [e for e in planned[start : start + BATCH] if self.remove(e.digest)]
-        return evicted
+                deleted = [entry for entry in batch if self.remove(entry.digest)]
+            yield from deleted
 
     def _files(self, after: int = 0, limit: int = BATCH) -> list[tuple[int, str, int, Path]]:
         """(rowid, digest, recorded size, path) of up to `limit` rows past `after`, without touching
@@ -370,17 +373,15 @@ class BlobStore:
         self._cache.close()
 
 
-def plan_eviction(
+def eviction_order(
     entries: Iterable[BlobEntry], volume: int, target: int, spared: Collection[str]
-) -> list[BlobEntry]:
+) -> Iterator[BlobEntry]:
     """The entries to evict from a store of `volume` bytes, taken in the order given (least recently
-    used first), until the rest add up to at most `target` bytes; never one in `spared`. Reads only as
-    many entries as it needs."""
-    planned: list[BlobEntry] = []
+    used first), until the rest add up to at most `target` bytes; never one in `spared`. Lazy: reads
+    only as many entries as it needs."""
     for entry in entries:
         if volume <= target:
-            break
+            return
         if entry.digest not in spared:
-            planned.append(entry)
+            yield entry
             volume -= entry.size
-    return planned

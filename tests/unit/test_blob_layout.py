@@ -90,6 +90,7 @@ def test_the_eviction_plan_spares_a_blob_being_read_as_evict_does(tmp_path: Path
         planned = store.plan_eviction(0, protected=())
         assert [e.digest for e in planned] == [idle]
         assert [e.digest for e in store.evict(0, protected=())] == [idle]
+        assert read in store
         reader.close()
     finally:
         store.close()

@@ -25,7 +25,7 @@ from mirror.commands.warm import (
 )
 from mirror.config import Settings
 from mirror.oci import OCI_INDEX, parse_image_ref
-from mirror.storage.blobs import BlobEntry, StoreStats, plan_eviction
+from mirror.storage.blobs import BlobEntry, StoreStats, eviction_order
 
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
 
@@ -79,17 +79,17 @@ def test_target_size_accepts_units_and_zero(text: str, expected: int) -> None:
     assert target_size(text) == expected
 
 
-def test_plan_eviction_takes_least_recently_used_first_and_skips_spared() -> None:
+def test_eviction_order_takes_least_recently_used_first_and_skips_spared() -> None:
     """The plan evicts in the order given (least recently used first), passes over a spared blob, and
     stops once under the target."""
     entries = [entry(A, 10, 1.0), entry(B, 10, 2.0), entry(C, 10, 3.0), entry("sha256:" + "d" * 64, 10, 4.0)]
-    planned = plan_eviction(iter(entries), volume=40, target=20, spared={A})
+    planned = list(eviction_order(iter(entries), volume=40, target=20, spared={A}))
     assert [e.digest for e in planned] == [B, C]
 
 
-def test_plan_eviction_under_the_target_evicts_nothing() -> None:
+def test_eviction_order_under_the_target_evicts_nothing() -> None:
     """A store already at or under the target is left alone."""
-    assert plan_eviction([entry(A, 10, 1.0)], volume=10, target=10, spared=()) == []
+    assert list(eviction_order([entry(A, 10, 1.0)], volume=10, target=10, spared=())) == []
 
 
 def test_sort_entries_by_access_or_size_with_limit() -> None:
