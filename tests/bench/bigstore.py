@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from mirror.storage.blobs import BlobStore
-from tests.support.digests import sha256
 from tests.support.net import free_port, raw_request, wait_http
 from tests.support.polling import poll
 from tests.support.procs import stop_process
+from tests.support.store import put_blob
 
 BLOB = 256  # bytes per blob: small, so the index and not the bytes is what grows
 SEED_BATCH = 1000  # blobs committed per SQLite transaction while seeding
@@ -36,13 +36,7 @@ def seed(cache_dir: Path, count: int) -> None:
         for start in range(0, count, SEED_BATCH):
             with store._cache.transact():  # one SQLite transaction per batch, not per blob
                 for n in range(start, min(start + SEED_BATCH, count)):
-                    data = n.to_bytes(8, "big") * (BLOB // 8)
-                    digest = sha256(data)
-                    file, path, read_fd = store.open_temp(digest)
-                    with file:
-                        file.write(data)
-                    os.close(read_fd)
-                    store.commit(digest, path, len(data))
+                    put_blob(store, n.to_bytes(8, "big") * (BLOB // 8))
     finally:
         store.close()
 

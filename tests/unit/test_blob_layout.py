@@ -4,23 +4,13 @@ eviction plan for `evict` and `prune --dry-run`."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import diskcache
 
 from mirror.storage.blobs import BlobStore
 from tests.support.digests import sha256
-
-
-def commit(store: BlobStore, data: bytes) -> str:
-    digest = sha256(data)
-    file, path, read_fd = store.open_temp(digest)
-    with file:
-        file.write(data)
-    os.close(read_fd)
-    store.commit(digest, path, len(data))
-    return digest
+from tests.support.store import put_blob
 
 
 def path_of(store: BlobStore, digest: str) -> Path:
@@ -34,7 +24,7 @@ def test_blob_files_sit_one_directory_deep_in_at_most_256_directories(tmp_path: 
     store = BlobStore(tmp_path)
     try:
         store.recover()
-        digests = [commit(store, b"blob %d" % n) for n in range(600)]
+        digests = [put_blob(store, b"blob %d" % n) for n in range(600)]
         blobs = tmp_path / "blobs"
         files = list(blobs.rglob("*.val"))
         assert len(files) == len(digests)
@@ -70,7 +60,7 @@ def test_bytes_of_sums_only_the_stored_digests_asked_for(tmp_path: Path) -> None
     store = BlobStore(tmp_path)
     try:
         store.recover()
-        a, b, _ = commit(store, b"a" * 10), commit(store, b"b" * 200), commit(store, b"c" * 3000)
+        a, b, _ = put_blob(store, b"a" * 10), put_blob(store, b"b" * 200), put_blob(store, b"c" * 3000)
         missing = "sha256:" + "0" * 64
         assert store.bytes_of({a, b, missing}) == 210
         assert store.bytes_of(set()) == 0
@@ -84,7 +74,7 @@ def test_the_eviction_plan_spares_a_blob_being_read_as_evict_does(tmp_path: Path
     store = BlobStore(tmp_path)
     try:
         store.recover()
-        read, idle = commit(store, b"r" * 10), commit(store, b"i" * 10)
+        read, idle = put_blob(store, b"r" * 10), put_blob(store, b"i" * 10)
         reader = store.open(read)
         assert reader is not None
         planned = store.plan_eviction(0, protected=())
@@ -101,7 +91,7 @@ def test_check_rows_drops_rows_whose_file_is_gone_or_resized_in_batches(tmp_path
     store = BlobStore(tmp_path)
     try:
         store.recover()
-        digests = [commit(store, b"blob %d" % n) for n in range(2500)]
+        digests = [put_blob(store, b"blob %d" % n) for n in range(2500)]
         path_of(store, digests[0]).unlink()
         path_of(store, digests[1]).write_bytes(b"other length")
         after: int | None = 0
@@ -123,7 +113,7 @@ def test_orphan_files_are_removed_and_referenced_ones_kept(tmp_path: Path) -> No
     store = BlobStore(tmp_path)
     try:
         store.recover()
-        kept = commit(store, b"kept")
+        kept = put_blob(store, b"kept")
         directory = store.blob_dirs()[0]
         orphan = directory / ("0" * 30 + ".val")
         orphan.write_bytes(b"left by a crash")
