@@ -23,6 +23,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from mirror.errors import describe
+from mirror.upstream.fields import content_length
 
 #: Bytes per `readinto`: the reused buffer of one download.
 BUFFER = 1024 * 1024
@@ -149,9 +150,8 @@ class BlockingResponse:
         self._resp = resp
         self.status = resp.status
         self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(resp.getheaders()))
-        length = self.headers.get("Content-Length")
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        self.content_length = int(length) if length and length.isdigit() and not chunked else None
+        self.content_length = None if chunked else content_length(self.headers.get("Content-Length"))
         self._stop = threading.Event()
         self._complete = False  # the body was read to its announced end: the connection is reusable
 

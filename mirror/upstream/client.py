@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,11 +17,13 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+import structlog
 from yarl import URL
 
 from mirror import __version__, errors, oci
 from mirror.config import UpstreamSettings
 from mirror.metrics import Metrics
+from mirror.upstream import fields
 from mirror.upstream.auth import Challenge, UpstreamAuth
 from mirror.upstream.blocking import BlockingResponse, Pool
 from mirror.upstream.health import UpstreamHealth
@@ -33,6 +36,10 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TAGS_HEADERS = ("Link", "Content-Type")
 #: A tags list bigger than this is refused rather than held in memory.
 MAX_TAGS_BYTES = 16 * 1024 * 1024
+#: A token document bigger than this is refused: real ones are a few KB (a JWT and two numbers).
+MAX_TOKEN_BYTES = 1024 * 1024
+
+log = structlog.get_logger("mirror.upstream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,23 +127,25 @@ class UpstreamClient:
         """The manifest's exact bytes, checked against the requested or announced digest."""
         async with await self._ok("GET", name, f"manifests/{reference}", "manifest", accept) as resp:
             body = await _read_capped(resp, oci.MAX_MANIFEST_BYTES, "manifest")
-            announced = resp.headers.get("Docker-Content-Digest")
+            announced = fields.digest(resp.headers.get("Docker-Content-Digest"))
+            length = fields.content_length(resp.headers.get("Content-Length"))
             content_type = resp.headers.get("Content-Type")
         expected = reference if oci.is_digest(reference) else announced
         algorithm = oci.Digest.parse(expected).algorithm if expected else "sha256"
         digest = str(oci.Digest.of(body, algorithm))
         if expected and digest != expected:
             raise errors.UpstreamBadGateway(f"upstream manifest bytes hash to {digest}, not {expected}")
+        _check_manifest_body(body, length)
         return oci.Manifest(body, digest, oci.sniff_media_type(body, content_type))
 
     async def head_manifest(self, name: str, reference: str, accept: list[str]) -> ManifestHead | None:
         """The digest the upstream gives for a manifest, or None when its answer lacks one."""
         async with await self._ok("HEAD", name, f"manifests/{reference}", "manifest", accept) as resp:
-            digest = resp.headers.get("Docker-Content-Digest")
+            digest = fields.digest(resp.headers.get("Docker-Content-Digest"))
             media_type = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip()
         if not digest:
             return None
-        return ManifestHead(str(oci.Digest.parse(digest)), media_type)
+        return ManifestHead(digest, media_type)
 
     async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlockingResponse:
         """A blob response (200, or 206 from `offset`) with its headers read; its body is read with
@@ -245,9 +254,7 @@ class UpstreamClient:
             if resp.status not in _REDIRECTS or not location:
                 return resp
             resp.release()
-            url = url.join(URL(location, encoded=True))
-            if url.scheme not in ("http", "https"):
-                raise errors.UpstreamBadGateway(f"upstream redirected to a {url.scheme!r} URL")
+            url = fields.redirect_target(url, location)
         raise errors.UpstreamBadGateway(f"more than {MAX_REDIRECTS} redirects")
 
     async def _send(
@@ -273,6 +280,13 @@ class UpstreamClient:
             raise errors.UpstreamUnavailable(
                 f"upstream {kind} request failed: {errors.describe(exc)}"
             ) from None
+        except Exception as exc:  # anything else the exchange raised: the upstream's fault, never a 500
+            self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
+            self.health.failed("connect")
+            log.exception("upstream_exchange_failed", upstream=self.label, endpoint=kind)
+            raise errors.UpstreamBadGateway(
+                f"upstream {kind} answer unusable: {errors.describe(exc)}"
+            ) from None
         except BaseException:
             self.health.abandon()
             raise
@@ -285,9 +299,7 @@ class UpstreamClient:
 
     async def _fetch_token(self, challenge: Challenge, scope: str, basic: str | None) -> tuple[str, object]:
         """GET a bearer token from the challenge's realm; returns (token, expires_in)."""
-        realm = URL(challenge.realm)
-        if realm.scheme not in ("http", "https") or not realm.host:
-            raise errors.UpstreamBadGateway(f"unusable token realm {challenge.realm[:200]!r}")
+        realm = fields.http_url(challenge.realm, "token realm")
         query = {**realm.query, "scope": scope}
         if "service" in challenge.params:
             query["service"] = challenge.params["service"]
@@ -302,16 +314,32 @@ class UpstreamClient:
                     raise error_for_status(
                         resp.status if resp.status in (401, 403) else 502, "token", b"", {}
                     )
-                doc: Any = await resp.json(content_type=None)
+                doc: Any = json.loads(await _read_capped(resp, MAX_TOKEN_BYTES, "token response"))
             token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
             if not isinstance(token, str) or not token:
                 raise errors.UpstreamBadGateway("token server answered without a token")
             outcome = "ok"
             return token, doc.get("expires_in")
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise errors.UpstreamUnavailable(f"token request failed: {errors.describe(exc)}") from None
+        except ValueError:
+            raise errors.UpstreamBadGateway("token server answered with a body that is not JSON") from None
         finally:
             self._metrics.token_fetches.labels(self.label, outcome).inc()
+
+
+def _check_manifest_body(body: bytes, length: int | None) -> None:
+    """A manifest fetched by tag without a digest header has nothing to be checked against but its own
+    length and form: a body shorter or longer than announced, or one that is not a JSON document, is
+    refused (and so never cached)."""
+    if length is not None and len(body) != length:
+        raise errors.UpstreamBadGateway(f"upstream manifest is {len(body)} bytes, announced {length}")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise errors.UpstreamBadGateway("upstream manifest is not a JSON document") from None
+    if not isinstance(doc, dict):
+        raise errors.UpstreamBadGateway("upstream manifest is not a JSON object")
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
