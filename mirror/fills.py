@@ -22,8 +22,7 @@ import structlog
 from mirror import errors, oci
 from mirror.metrics import Metrics
 from mirror.storage.blobs import BlobStore
-from mirror.upstream.blocking import BlockingResponse, BodyBroken, Stopped
-from mirror.upstream.client import UpstreamClient
+from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken
 
 MAX_RESUMES = 5
 RESUME_BACKOFF = 0.2
@@ -85,19 +84,39 @@ class Fill:
             raise FillFailed(str(self.error))
         return self._releasable()
 
-    # -- fill side ----------------------------------------------------------------------------
+    # -- writer side --------------------------------------------------------------------------
 
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
-        changed.set_result(None)
+    def answered(self, size: int | None) -> None:
+        """The source answered with the blob's headers: readers may send theirs."""
+        self.size = size
+        self.ready.set()
 
-    def _finish(self, error: errors.RegistryError | None) -> None:
+    def attach(self, fd: int) -> None:
+        """The temp file the bytes go to; closed once the fill ended and no reader holds it."""
+        self._fd = fd
+
+    def wrote(self, count: int) -> None:
+        """`count` more bytes are in the file."""
+        self.written += count
+        self._notify()
+
+    def verify(self) -> None:
+        """Size and digest matched: every byte may go out, before the commit."""
+        self.verified = True
+        self._notify()
+
+    def finish(self, error: errors.RegistryError | None) -> None:
+        """The fill ended: committed (`error` None) or failed; readers see it at once."""
         self.error = error
         self.finished = True
         self.ready.set()
         self.done.set()
         self._notify()
         self._close_if_unused()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
+        changed.set_result(None)
 
     def _close_if_unused(self) -> None:
         if self.finished and self._readers <= 0 and self._fd is not None:
@@ -120,7 +139,7 @@ class Fills:
     def get(self, digest: str) -> Fill | None:
         return self._fills.get(digest)
 
-    def start(self, upstream: UpstreamClient, name: str, digest: str) -> Fill:
+    def start(self, upstream: BlobSource, name: str, digest: str) -> Fill:
         """The fill for `digest`, started now unless one is under way (no reader is attached)."""
         fill = self._fills.get(digest)
         if fill is None:
@@ -131,7 +150,7 @@ class Fills:
             task.add_done_callback(self._tasks.discard)
         return fill
 
-    async def join(self, upstream: UpstreamClient, name: str, digest: str) -> tuple[Fill, bool]:
+    async def join(self, upstream: BlobSource, name: str, digest: str) -> tuple[Fill, bool]:
         """The fill for `digest` with its headers known, started if none is under way, acquired for reading.
 
         Returns (fill, joined). Raises the upstream's registry error if the fill failed before headers.
@@ -149,7 +168,7 @@ class Fills:
             raise fill.error
         return fill, joined
 
-    async def _run(self, upstream: UpstreamClient, fill: Fill) -> None:
+    async def _run(self, upstream: BlobSource, fill: Fill) -> None:
         self._metrics.fills_in_flight.inc()
         started = time.monotonic()
         file: IO[bytes] | None = None
@@ -158,13 +177,13 @@ class Fills:
             # Ask upstream first: clients get their headers as soon as it answers, while the temp
             # file is being set up (they read nothing before the first bytes are written anyway).
             resp = await upstream.open_blob(fill.name, fill.digest)
-            fill.size = resp.content_length
-            fill.ready.set()
+            fill.answered(resp.content_length)
             try:
-                opened, path, fill._fd = await asyncio.to_thread(self._store.open_temp, fill.digest)
+                opened, path, fd = await asyncio.to_thread(self._store.open_temp, fill.digest)
             except BaseException:
                 resp.release()
                 raise
+            fill.attach(fd)
             file, temp = opened, path
             await self._download(upstream, fill, opened, resp)
             await asyncio.to_thread(opened.close)
@@ -177,12 +196,12 @@ class Fills:
                 bytes=fill.written,
                 seconds=round(time.monotonic() - started, 3),
             )
-            fill._finish(None)
+            fill.finish(None)
         except errors.RegistryError as exc:
             if fill.ready.is_set():
                 self._fail(fill, exc, reason_of(exc))
             else:  # the upstream refused (404, 401, ...): an answer, not a failed download
-                fill._finish(exc)
+                fill.finish(exc)
         except asyncio.CancelledError:
             self._fail(fill, errors.UpstreamUnavailable("the mirror is shutting down"), "shutdown")
             raise
@@ -202,18 +221,22 @@ class Fills:
         log.warning(
             "blob_fill_failed", digest=fill.digest, reason=reason, detail=str(exc), bytes=fill.written
         )
-        fill._finish(exc)
+        fill.finish(exc)
 
-    async def _download(
-        self, upstream: UpstreamClient, fill: Fill, file: IO[bytes], resp: BlockingResponse
-    ) -> None:
+    async def _download(self, upstream: BlobSource, fill: Fill, file: IO[bytes], resp: BlobBody) -> None:
         """Stream the upstream body into `file`, resuming with Range; raise unless size and digest match."""
         hasher = oci.Digest.parse(fill.digest).hasher()
+        counter = self._metrics.upstream_bytes.labels(upstream.label)
+
+        def written(count: int) -> None:
+            counter.inc(count)
+            fill.wrote(count)
+
         resumes = 0
         while True:
             try:
                 try:
-                    await self._copy(upstream, resp, fill, file, hasher.update, _skip_for(resp, fill.written))
+                    await resp.pump_into(file.fileno(), hasher.update, written, _skip_for(resp, fill.written))
                 finally:
                     resp.release()
             except BodyBroken as exc:
@@ -234,47 +257,7 @@ class Fills:
         if hasher.hexdigest() != oci.Digest.parse(fill.digest).hex:
             raise DigestMismatch(f"upstream bytes do not hash to {fill.digest}")
         # Readers need not wait for the file to be closed and committed: the bytes are right.
-        fill.verified = True
-        fill._notify()
-
-    async def _copy(
-        self,
-        upstream: UpstreamClient,
-        resp: BlockingResponse,
-        fill: Fill,
-        file: IO[bytes],
-        hash_update: Callable[[memoryview], object],
-        skip: int,
-    ) -> None:
-        """Run the body's `pump` in a transfer thread; each chunk it writes is announced to readers.
-
-        If this is cancelled, the pump is stopped and waited for (its socket is shut down, so that is
-        quick): the thread must be done with the file before the fill closes it."""
-        loop = asyncio.get_running_loop()
-        label = upstream.label
-
-        def written(count: int) -> None:
-            fill.written += count
-            self._metrics.upstream_bytes.labels(label).inc(count)
-            fill._notify()
-
-        def on_chunk(count: int) -> None:  # in the transfer thread
-            loop.call_soon_threadsafe(written, count)
-
-        job = upstream.transfers.executor.submit(resp.pump, file.fileno(), hash_update, on_chunk, skip)
-        cancelled = False
-        while True:
-            try:
-                await asyncio.wrap_future(job)
-                break
-            except asyncio.CancelledError:
-                cancelled = True
-                resp.stop()
-            except Stopped:
-                break
-        if cancelled:
-            raise asyncio.CancelledError
-        # Every `written` the pump queued has run by now: the job's completion was queued after them.
+        fill.verify()
 
     async def close(self, grace: float = 0.0) -> None:
         """Let fills under way finish for up to `grace` seconds, then cancel the rest and wait for them.
@@ -307,6 +290,6 @@ def reason_of(exc: errors.RegistryError) -> str:
     return "upstream_error"
 
 
-def _skip_for(resp: BlockingResponse, written: int) -> int:
+def _skip_for(resp: BlobBody, written: int) -> int:
     """Bytes to drop from a resumed response: all we have when the upstream ignored our Range."""
     return written if written and resp.status == 200 else 0

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import structlog
 
 from mirror import errors, oci
-from mirror.fills import Fill, Fills
+from mirror.answers import BlobAnswer, Filling, InMemory, ManifestAnswer, Stored
+from mirror.fills import Fills
 from mirror.oci import Manifest
 from mirror.singleflight import SingleFlight
-from mirror.storage.blobs import BlobStore, StoredBlob
+from mirror.storage.blobs import BlobStore
 from mirror.storage.hot import HotBlobs
 from mirror.storage.manifests import ManifestCache, TagEntry
 from mirror.upstream.client import UpstreamClient
@@ -26,29 +26,6 @@ log = structlog.get_logger("mirror.proxy")
 
 #: Upstream failures after which a cached tag is served stale rather than failing the pull.
 STALE_ON = (errors.UpstreamUnavailable, errors.UpstreamBadGateway, errors.TooManyRequests)
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestAnswer:
-    manifest: Manifest
-    result: str  # hit | miss | coalesced | revalidated | stale
-
-
-@dataclass(slots=True)
-class BlobAnswer:
-    """Where a blob's bytes come from: a stored file or a fill under way (acquired for reading)."""
-
-    result: str  # hit | miss | coalesced
-    size: int | None
-    stored: StoredBlob | None = None
-    fill: Fill | None = None
-    data: bytes | None = None  # a small blob's bytes, from memory
-
-    def close(self) -> None:
-        if self.stored is not None:
-            self.stored.close()
-        if self.fill is not None:
-            self.fill.release()
 
 
 class RegistryProxy:
@@ -175,19 +152,19 @@ class RegistryProxy:
         """The blob's bytes: the stored file on a hit, else the (new or joined) fill for it."""
         if (data := self._hot.get(digest)) is not None:
             self._store.touch(digest)
-            return BlobAnswer("hit", len(data), data=data)
+            return BlobAnswer("hit", len(data), InMemory(data))
         if self._fills.get(digest) is None:  # a fill under way is joined, even if it just committed
             stored = await asyncio.to_thread(self._store.open, digest, self._hot.max_blob)
             if stored is not None:
                 if stored.data is not None:
                     self._hot.put(digest, stored.data)
                     stored.close()
-                    return BlobAnswer("hit", stored.size, data=stored.data)
-                return BlobAnswer("hit", stored.size, stored=stored)
+                    return BlobAnswer("hit", stored.size, InMemory(stored.data))
+                return BlobAnswer("hit", stored.size, Stored(stored))
         fill, joined = await self._fills.join(self.upstream, name, digest)
         if fill.finished and fill.error is None:  # verified and being committed: as good as stored
-            return BlobAnswer("hit", fill.size, fill=fill)
-        return BlobAnswer("coalesced" if joined else "miss", fill.size, fill=fill)
+            return BlobAnswer("hit", fill.size, Filling(fill))
+        return BlobAnswer("coalesced" if joined else "miss", fill.size, Filling(fill))
 
     async def ensure_blob(self, name: str, digest: str) -> None:
         """Make sure a blob is stored, downloading it if needed."""

@@ -1,18 +1,82 @@
-"""Sending blob bytes to a client: zero-copy `sendfile` from a stored file or from the growing temp
-file of a fill, with a copying fallback for event loops without native sendfile."""
+"""Sending a blob answer to a client: its headers and Range, zero-copy `sendfile` from a stored file or
+from the growing temp file of a fill (with a copying fallback), and cutting the connection when a fill
+fails so that the client sees a short body instead of corrupt bytes."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from typing import IO
 
 from aiohttp import web
 
-from mirror.fills import Fill
+from mirror.answers import BlobAnswer, Filling, InMemory, Stored
+from mirror.fills import Fill, FillFailed
+from mirror.ranges import parse_range
 
 #: Bytes per step of the copying fallback.
 STEP = 1024 * 1024
+BLOB_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """How a blob answer went: the response, the body bytes sent, and whether the body is whole."""
+
+    response: web.StreamResponse
+    count: int
+    complete: bool
+
+
+def blob_headers(digest: str, size: int | None) -> dict[str, str]:
+    """The headers of a blob GET or HEAD."""
+    headers = {
+        "Docker-Content-Digest": digest,
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": BLOB_TYPE,
+        "Cache-Control": "max-age=31536000",
+    }
+    if size is not None:
+        headers["Content-Length"] = str(size)
+    return headers
+
+
+async def send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> Sent:
+    """Send `answer` (200, or 206 for a satisfiable single Range); a failing fill aborts the connection."""
+    size = answer.size
+    wanted = parse_range(request.headers.get("Range"), size) if size is not None else None
+    response = web.StreamResponse(status=206 if wanted else 200, headers=blob_headers(digest, size))
+    if wanted is not None:
+        response.headers["Content-Range"] = wanted.content_range()
+        response.content_length = wanted.length
+    elif size is not None:
+        response.content_length = size
+    start, end = (wanted.start, wanted.end + 1) if wanted else (0, size)
+    await response.prepare(request)
+    match answer.body:
+        case InMemory(data):
+            await response.write(data[start:end])
+            sent = len(data[start:end])
+        case Stored(blob):
+            stop = blob.size if end is None else end
+            await send_file(request, response, blob.file, start, stop - start)
+            sent = stop - start
+        case Filling(fill):
+            try:
+                sent = await send_fill(request, response, fill, start, end)
+            except FillFailed:
+                _abort(request)
+                return Sent(response, 0, complete=False)
+    await response.write_eof()
+    return Sent(response, sent, complete=True)
+
+
+def _abort(request: web.Request) -> None:
+    """Cut the client's connection so it sees a short body and retries, instead of waiting forever."""
+    if request.transport is not None:
+        request.transport.abort()
 
 
 async def send_file(

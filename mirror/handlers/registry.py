@@ -7,13 +7,9 @@ import json
 from aiohttp import web
 
 from mirror import errors, keys, oci
-from mirror.fills import FillFailed
 from mirror.middlewares import context
-from mirror.proxy import BlobAnswer, RegistryProxy
-from mirror.ranges import parse_range
-from mirror.transfer import send_file, send_fill
-
-BLOB_TYPE = "application/octet-stream"
+from mirror.proxy import RegistryProxy
+from mirror.transfer import blob_headers, send_blob
 
 
 async def base(request: web.Request) -> web.Response:
@@ -50,15 +46,18 @@ async def blob(request: web.Request) -> web.StreamResponse:
     proxy, name = _route(request)
     if request.method == "HEAD":
         size, ctx.result = await proxy.blob_size(name, digest)
-        headers = _blob_headers(digest, size)
-        return web.Response(headers=headers)
+        return web.Response(headers=blob_headers(digest, size))
     answer = await proxy.blob(name, digest)
     ctx.result = answer.result
     ctx.source = "cache" if answer.result == "hit" else "upstream"
     try:
-        return await _send_blob(request, answer, digest)
+        sent = await send_blob(request, answer, digest)
     finally:
         answer.close()
+    ctx.bytes_sent = sent.count
+    if not sent.complete:
+        ctx.result = "error"
+    return sent.response
 
 
 async def tags(request: web.Request) -> web.Response:
@@ -91,54 +90,3 @@ def _route(request: web.Request) -> tuple[RegistryProxy, str]:
     ctx = context(request)
     ctx.upstream, ctx.namespace = target.upstream, ns
     return request.app[keys.PROXIES][target.upstream], target.name
-
-
-def _blob_headers(digest: str, size: int | None) -> dict[str, str]:
-    headers = {
-        "Docker-Content-Digest": digest,
-        "ETag": f'"{digest}"',
-        "Accept-Ranges": "bytes",
-        "Content-Type": BLOB_TYPE,
-        "Cache-Control": "max-age=31536000",
-    }
-    if size is not None:
-        headers["Content-Length"] = str(size)
-    return headers
-
-
-async def _send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> web.StreamResponse:
-    size = answer.size
-    wanted = parse_range(request.headers.get("Range"), size) if size is not None else None
-    response = web.StreamResponse(status=206 if wanted else 200, headers=_blob_headers(digest, size))
-    if wanted is not None:
-        response.headers["Content-Range"] = wanted.content_range()
-        response.content_length = wanted.length
-    elif size is not None:
-        response.content_length = size
-    start, end = (wanted.start, wanted.end + 1) if wanted else (0, size)
-    await response.prepare(request)
-    ctx = context(request)
-    if answer.data is not None:
-        assert end is not None
-        await response.write(answer.data[start:end])
-        ctx.bytes_sent = end - start
-    elif answer.stored is not None:
-        assert end is not None
-        await send_file(request, response, answer.stored.file, start, end - start)
-        ctx.bytes_sent = end - start
-    else:
-        assert answer.fill is not None
-        try:
-            ctx.bytes_sent = await send_fill(request, response, answer.fill, start, end)
-        except FillFailed:
-            ctx.result = "error"
-            _abort(request)
-            return response
-    await response.write_eof()
-    return response
-
-
-def _abort(request: web.Request) -> None:
-    """Cut the client's connection so it sees a short body and retries, instead of waiting forever."""
-    if request.transport is not None:
-        request.transport.abort()

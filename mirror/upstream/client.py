@@ -1,22 +1,20 @@
-"""The client of one upstream registry: session, timeouts, auth retries, redirects, error translation.
+"""The client of one upstream registry: auth retries, redirects, error translation, accounting.
 
-It owns its `ClientSession`. Every aiohttp or timeout exception and every unusable upstream status is
-translated here into a `RegistryError`; nothing from aiohttp leaks to the proxy except the open blob
-response it asks for.
+It owns its two transports (`transport.py`): an aiohttp session for manifests, tokens and tag lists,
+and blocking connections in transfer threads for blob bodies. Every transport failure and every
+unusable upstream status is translated here into a `RegistryError`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
-import aiohttp
 import structlog
 from yarl import URL
 
@@ -25,10 +23,12 @@ from mirror.config import UpstreamSettings
 from mirror.metrics import Metrics
 from mirror.upstream import fields
 from mirror.upstream.auth import Challenge, UpstreamAuth
-from mirror.upstream.blocking import BlockingResponse, Pool
 from mirror.upstream.health import UpstreamHealth
+from mirror.upstream.session import SessionResponse, SessionTransport
+from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport
+from mirror.upstream.transport import BlobBody, Response, Transport, TransportError
 
-Response = aiohttp.ClientResponse | BlockingResponse
+R = TypeVar("R", bound=Response)
 MAX_REDIRECTS = 5
 USER_AGENT = f"mirror/{__version__}"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -36,8 +36,10 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TAGS_HEADERS = ("Link", "Content-Type")
 #: A tags list bigger than this is refused rather than held in memory.
 MAX_TAGS_BYTES = 16 * 1024 * 1024
-#: A token document bigger than this is refused: real ones are a few KB (a JWT and two numbers).
+#: A token response bigger than this is refused (real ones are a few KiB).
 MAX_TOKEN_BYTES = 1024 * 1024
+#: Bytes of an upstream error document read to find its code.
+MAX_ERROR_BYTES = 64 * 1024
 
 log = structlog.get_logger("mirror.upstream")
 
@@ -79,8 +81,8 @@ class UpstreamClient:
         self._base = URL(settings.url)
         self._settings = settings
         self._metrics = metrics
-        self._session: aiohttp.ClientSession | None = None
-        self._transfers: Pool | None = None
+        self._session: SessionTransport | None = None
+        self._bodies: ThreadedTransport | None = None
         self.auth = UpstreamAuth(
             settings.url,
             self._fetch_token,
@@ -90,17 +92,10 @@ class UpstreamClient:
         )
 
     async def __aenter__(self) -> UpstreamClient:
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=self._settings.connect_timeout, sock_read=self._settings.read_timeout
-            ),
-            auto_decompress=False,
-            trust_env=False,
-            headers={"User-Agent": USER_AGENT},
-            connector=aiohttp.TCPConnector(limit=256, ttl_dns_cache=60),
-        )
-        self._transfers = Pool(self._settings.connect_timeout, self._settings.read_timeout)
-        await asyncio.to_thread(Pool.warm)
+        connect, read = self._settings.connect_timeout, self._settings.read_timeout
+        self._session = SessionTransport(connect, read, USER_AGENT)
+        self._bodies = ThreadedTransport(connect, read)
+        await asyncio.to_thread(ThreadedTransport.warm)
         return self
 
     async def __aexit__(
@@ -110,26 +105,32 @@ class UpstreamClient:
 
     async def close(self) -> None:
         await self.auth.close()
-        if self._session is not None:
-            await self._session.close()
-        if self._transfers is not None:
-            self._transfers.close()
+        for transport in (self._session, self._bodies):
+            if transport is not None:
+                await transport.close()
 
     @property
-    def transfers(self) -> Pool:
-        """Where blob bodies are read: blocking connections and the threads that read them."""
-        assert self._transfers is not None, "UpstreamClient used outside its context"
-        return self._transfers
+    def session(self) -> SessionTransport:
+        assert self._session is not None, "UpstreamClient used outside its context"
+        return self._session
+
+    @property
+    def bodies(self) -> ThreadedTransport:
+        assert self._bodies is not None, "UpstreamClient used outside its context"
+        return self._bodies
 
     # -- registry endpoints -------------------------------------------------------------------
 
     async def get_manifest(self, name: str, reference: str, accept: list[str]) -> oci.Manifest:
         """The manifest's exact bytes, checked against the requested or announced digest."""
-        async with await self._ok("GET", name, f"manifests/{reference}", "manifest", accept) as resp:
+        resp = await self._ok("GET", name, f"manifests/{reference}", "manifest", accept)
+        try:
             body = await _read_capped(resp, oci.MAX_MANIFEST_BYTES, "manifest")
             announced = fields.digest(resp.headers.get("Docker-Content-Digest"))
             length = fields.content_length(resp.headers.get("Content-Length"))
             content_type = resp.headers.get("Content-Type")
+        finally:
+            resp.release()
         expected = reference if oci.is_digest(reference) else announced
         algorithm = oci.Digest.parse(expected).algorithm if expected else "sha256"
         digest = str(oci.Digest.of(body, algorithm))
@@ -140,32 +141,38 @@ class UpstreamClient:
 
     async def head_manifest(self, name: str, reference: str, accept: list[str]) -> ManifestHead | None:
         """The digest the upstream gives for a manifest, or None when its answer lacks one."""
-        async with await self._ok("HEAD", name, f"manifests/{reference}", "manifest", accept) as resp:
-            digest = fields.digest(resp.headers.get("Docker-Content-Digest"))
-            media_type = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip()
+        resp = await self._ok("HEAD", name, f"manifests/{reference}", "manifest", accept)
+        resp.release()
+        digest = fields.digest(resp.headers.get("Docker-Content-Digest"))
+        media_type = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip()
         if not digest:
             return None
         return ManifestHead(digest, media_type)
 
-    async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlockingResponse:
-        """A blob response (200, or 206 from `offset`) with its headers read; its body is read with
-        `pump` in `transfers.executor`, and the caller must release it."""
+    async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlobBody:
+        """A blob response (200, or 206 from `offset`) with its headers read, received over the threaded
+        transport; the caller must release it."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        resp = await self._checked("GET", name, f"blobs/{digest}", "blob", headers=headers, blocking=True)
-        assert isinstance(resp, BlockingResponse)
+        resp: ThreadedResponse = await self._checked(
+            self.bodies, "GET", name, f"blobs/{digest}", "blob", headers=headers
+        )
         return resp
 
     async def head_blob(self, name: str, digest: str) -> int | None:
         """The blob's size as the upstream announces it."""
-        async with await self._ok("HEAD", name, f"blobs/{digest}", "blob") as resp:
-            return resp.content_length
+        resp = await self._ok("HEAD", name, f"blobs/{digest}", "blob")
+        resp.release()
+        return resp.content_length
 
     async def tags(self, name: str, query: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
         """The upstream's tag list body and the headers worth relaying (pagination `Link`)."""
         path = "tags/list"
-        async with await self._ok("GET", name, path, "tags", query=query) as resp:
+        resp = await self._ok("GET", name, path, "tags", query=query)
+        try:
             body = await _read_capped(resp, MAX_TAGS_BYTES, "tag list")
             relay = {h: resp.headers[h] for h in _TAGS_HEADERS if h in resp.headers}
+        finally:
+            resp.release()
         return body, relay
 
     # -- transport ----------------------------------------------------------------------------
@@ -179,14 +186,13 @@ class UpstreamClient:
         accept: list[str] | None = None,
         headers: Mapping[str, str] | None = None,
         query: Mapping[str, str] | None = None,
-    ) -> aiohttp.ClientResponse:
-        """A response with a 2xx status, or the registry error for what the upstream said."""
-        resp = await self._checked(method, name, path, kind, accept, headers, query, blocking=False)
-        assert isinstance(resp, aiohttp.ClientResponse)
-        return resp
+    ) -> SessionResponse:
+        """A 2xx response over the session, or the registry error for what the upstream said."""
+        return await self._checked(self.session, method, name, path, kind, accept, headers, query)
 
     async def _checked(
         self,
+        transport: Transport[R],
         method: str,
         name: str,
         path: str,
@@ -194,38 +200,29 @@ class UpstreamClient:
         accept: list[str] | None = None,
         headers: Mapping[str, str] | None = None,
         query: Mapping[str, str] | None = None,
-        *,
-        blocking: bool,
-    ) -> Response:
-        """`_ok`, over aiohttp or (with `blocking`) over a blocking connection in a transfer thread."""
+    ) -> R:
+        """A response with a 2xx status over `transport`, or the registry error for what the upstream said."""
         url = URL(f"{self._settings.url}/v2/{name}/{path}")
         if query:
             url = url.with_query(query)
         send = dict(headers or {})
         if accept:
             send["Accept"] = ", ".join(accept)
-        resp = await self._authorized(method, url, send, f"repository:{name}:pull", kind, blocking)
+        resp = await self._authorized(transport, method, url, send, f"repository:{name}:pull", kind)
         if 200 <= resp.status < 300:
             return resp
         try:
-            body = b"" if method == "HEAD" else await self._error_body(resp)
+            body = b"" if method == "HEAD" else await _error_body(resp)
         finally:
             resp.release()
         raise error_for_status(resp.status, kind, body, resp.headers)
 
-    async def _error_body(self, resp: Response) -> bytes:
-        if isinstance(resp, BlockingResponse):
-            return await asyncio.get_running_loop().run_in_executor(
-                self.transfers.executor, resp.read_some, 64 * 1024
-            )
-        return await resp.content.read(64 * 1024)
-
     async def _authorized(
-        self, method: str, url: URL, headers: dict[str, str], scope: str, kind: str, blocking: bool
-    ) -> Response:
+        self, transport: Transport[R], method: str, url: URL, headers: dict[str, str], scope: str, kind: str
+    ) -> R:
         """Send with the known credentials; on a 401, answer its challenge and retry once."""
         authorization = await self.auth.authorization(scope)
-        resp = await self._follow(method, url, headers, authorization, kind, blocking)
+        resp = await self._follow(transport, method, url, headers, authorization, kind)
         if resp.status != 401:
             return resp
         challenge = resp.headers.get("WWW-Authenticate", "")
@@ -233,23 +230,23 @@ class UpstreamClient:
         retry = await self.auth.answer(challenge, scope, authorization)
         if retry is None:
             raise error_for_status(401, kind, b"", {})
-        return await self._follow(method, url, headers, retry, kind, blocking)
+        return await self._follow(transport, method, url, headers, retry, kind)
 
     async def _follow(
         self,
+        transport: Transport[R],
         method: str,
         url: URL,
         headers: dict[str, str],
         authorization: str | None,
         kind: str,
-        blocking: bool,
-    ) -> Response:
+    ) -> R:
         """Send, following redirects by hand so `Authorization` never leaves the upstream's origin."""
         for _ in range(MAX_REDIRECTS + 1):
             send = dict(headers)
             if authorization and url.origin() == self._base.origin():
                 send["Authorization"] = authorization
-            resp = await self._send(method, url, send, kind, blocking)
+            resp = await self._send(transport, method, url, send, kind)
             location = resp.headers.get("Location")
             if resp.status not in _REDIRECTS or not location:
                 return resp
@@ -258,28 +255,20 @@ class UpstreamClient:
         raise errors.UpstreamBadGateway(f"more than {MAX_REDIRECTS} redirects")
 
     async def _send(
-        self, method: str, url: URL, headers: dict[str, str], kind: str, blocking: bool
-    ) -> Response:
-        """One request, counted for the breaker and metrics: over the aiohttp session, or (with
-        `blocking`) over a blocking connection in a transfer thread."""
+        self, transport: Transport[R], method: str, url: URL, headers: dict[str, str], kind: str
+    ) -> R:
+        """One request over `transport`, counted for the breaker and metrics."""
         self.health.admit()
         started = time.monotonic()
-        resp: Response
         try:
-            if blocking:
-                send = {"User-Agent": USER_AGENT, **headers}
-                resp = await asyncio.get_running_loop().run_in_executor(
-                    self.transfers.executor, self.transfers.request, method, url, send
-                )
-            else:
-                assert self._session is not None, "UpstreamClient used outside its context"
-                resp = await self._session.request(method, url, headers=headers, allow_redirects=False)
-        except (aiohttp.ClientError, TimeoutError, OSError, http.client.HTTPException) as exc:
+            resp = await transport.send(method, url, {"User-Agent": USER_AGENT, **headers})
+        except TransportError as exc:
             self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
-            self.health.failed("timeout" if isinstance(exc, TimeoutError) else "connect")
-            raise errors.UpstreamUnavailable(
-                f"upstream {kind} request failed: {errors.describe(exc)}"
-            ) from None
+            self.health.failed("timeout" if exc.timeout else "connect")
+            raise errors.UpstreamUnavailable(f"upstream {kind} request failed: {exc}") from None
+        except errors.RegistryError:
+            self.health.abandon()
+            raise
         except Exception as exc:  # anything else the exchange raised: the upstream's fault, never a 500
             self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
             self.health.failed("connect")
@@ -306,22 +295,22 @@ class UpstreamClient:
         headers = {"Authorization": basic} if basic else {}
         outcome = "error"
         try:
-            resp = await self._send("GET", realm.with_query(query), headers, "token", blocking=False)
-            assert isinstance(resp, aiohttp.ClientResponse)
-            async with resp:
+            resp = await self._send(self.session, "GET", realm.with_query(query), headers, "token")
+            try:
                 if resp.status != 200:
                     outcome = str(resp.status)
                     raise error_for_status(
                         resp.status if resp.status in (401, 403) else 502, "token", b"", {}
                     )
-                doc: Any = json.loads(await _read_capped(resp, MAX_TOKEN_BYTES, "token response"))
+                body = await _read_capped(resp, MAX_TOKEN_BYTES, "token response")
+            finally:
+                resp.release()
+            doc: Any = json.loads(body)
             token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
             if not isinstance(token, str) or not token:
                 raise errors.UpstreamBadGateway("token server answered without a token")
             outcome = "ok"
             return token, doc.get("expires_in")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise errors.UpstreamUnavailable(f"token request failed: {errors.describe(exc)}") from None
         except ValueError:
             raise errors.UpstreamBadGateway("token server answered with a body that is not JSON") from None
         finally:
@@ -342,18 +331,22 @@ def _check_manifest_body(body: bytes, length: int | None) -> None:
         raise errors.UpstreamBadGateway("upstream manifest is not a JSON object")
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+async def _read_capped(resp: Response, limit: int, what: str) -> bytes:
+    """The whole body, refused past `limit` bytes."""
     if resp.content_length is not None and resp.content_length > limit:
         raise errors.UpstreamBadGateway(f"upstream {what} of {resp.content_length} bytes exceeds {limit}")
     try:
-        body = await resp.content.read(limit + 1)
-        while len(body) <= limit and not resp.content.at_eof():
-            more = await resp.content.read(limit + 1 - len(body))
-            if not more:
-                break
-            body += more
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise errors.UpstreamUnavailable(f"reading upstream {what} failed: {errors.describe(exc)}") from None
+        body = await resp.read(limit + 1)
+    except TransportError as exc:
+        raise errors.UpstreamUnavailable(f"reading upstream {what} failed: {exc}") from None
     if len(body) > limit:
         raise errors.UpstreamBadGateway(f"upstream {what} exceeds {limit} bytes")
     return body
+
+
+async def _error_body(resp: Response) -> bytes:
+    """The start of an error document, or nothing when it cannot be read."""
+    try:
+        return await resp.read(MAX_ERROR_BYTES)
+    except TransportError:
+        return b""

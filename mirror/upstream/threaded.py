@@ -1,15 +1,14 @@
-"""Blob bodies over blocking sockets in worker threads.
+"""The threaded transport: blob bodies over blocking sockets in transfer threads.
 
-On a cold blob the mirror's CPU goes to moving bytes: through asyncio and aiohttp each 256 KiB read is a
-new `bytes`, a parser copy and several Python calls on the event loop, then a hand-off to the writer and
-hasher threads. Here one worker thread reads the body (one receive of up to 1 MiB at a time), writes
-it and hashes it, releasing the GIL for each step. On a cold 1 GiB blob served to one client the
-mirror spent 1.8-2.0 CPU-seconds instead of 2.7-3.3. Only blob GETs take this path; connections are
-pooled per origin, and `Pool.close` shuts down busy ones so that no thread outlives the mirror.
+One transfer thread receives a body (one receive of up to `BUFFER` bytes at a time), writes it and hashes
+it, releasing the GIL for each step, instead of moving every chunk through the event loop (why, with
+figures: the README's "Design"). Connections are pooled per origin; `close` shuts busy ones down so
+that no thread outlives the mirror. Only blob GETs take this path.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import os
@@ -24,6 +23,7 @@ from yarl import URL
 
 from mirror.errors import describe
 from mirror.upstream.fields import content_length
+from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, TransportError
 
 #: Bytes per `readinto`: the reused buffer of one download.
 BUFFER = 1024 * 1024
@@ -31,16 +31,12 @@ BUFFER = 1024 * 1024
 MAX_TRANSFERS = 64
 
 
-class BodyBroken(Exception):
-    """The upstream connection failed while sending a body (time-out, reset, cut short)."""
-
-
 class Stopped(Exception):
-    """The transfer was stopped from the event loop (the fill was cancelled)."""
+    """The transfer was stopped from the event loop (its pump was cancelled)."""
 
 
-class Pool:
-    """Idle keep-alive connections by origin, and the worker threads blocking transfers run on."""
+class ThreadedTransport:
+    """Idle keep-alive connections by origin, and the transfer threads blocking exchanges run on."""
 
     def __init__(self, connect_timeout: float | None, read_timeout: float | None) -> None:
         self.executor = ThreadPoolExecutor(MAX_TRANSFERS, thread_name_prefix="mirror-transfer")
@@ -94,7 +90,15 @@ class Pool:
         conn.sock.settimeout(self._read_timeout)
         return conn
 
-    def request(self, method: str, url: URL, headers: Mapping[str, str]) -> BlockingResponse:
+    async def send(self, method: str, url: URL, headers: Mapping[str, str]) -> ThreadedResponse:
+        """Send the request and read the response headers, in a transfer thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, self.request, method, url, headers)
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(describe(exc), timeout=isinstance(exc, TimeoutError)) from None
+
+    def request(self, method: str, url: URL, headers: Mapping[str, str]) -> ThreadedResponse:
         """Send the request and read the response headers (blocking: call it in `executor`)."""
         key = (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
         conn = self._take(key)
@@ -112,16 +116,19 @@ class Pool:
         method: str,
         url: URL,
         headers: Mapping[str, str],
-    ) -> BlockingResponse:
+    ) -> ThreadedResponse:
         try:
             conn.request(method, url.raw_path_qs, headers=dict(headers))
             resp = conn.getresponse()
         except BaseException:
             self.discard(conn)
             raise
-        return BlockingResponse(self, key, conn, resp)
+        return ThreadedResponse(self, key, conn, resp)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        self.shut_down()
+
+    def shut_down(self) -> None:
         """Close idle connections, and shut down busy ones so that threads blocked on them return."""
         with self._lock:
             idle, self._idle = self._idle, {}
@@ -134,12 +141,12 @@ class Pool:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-class BlockingResponse:
-    """An upstream response whose headers are read; its body is read by `pump` (in a worker thread)."""
+class ThreadedResponse:
+    """An upstream response whose headers are read; its body is received by `pump_into`."""
 
     def __init__(
         self,
-        pool: Pool,
+        pool: ThreadedTransport,
         key: tuple[str, str, int],
         conn: http.client.HTTPConnection,
         resp: http.client.HTTPResponse,
@@ -155,22 +162,48 @@ class BlockingResponse:
         self._stop = threading.Event()
         self._complete = False  # the body was read to its announced end: the connection is reusable
 
-    def read_some(self, limit: int) -> bytes:
-        """Up to `limit` bytes of the body (for an error document); blocking."""
+    async def read(self, limit: int) -> bytes:
+        """Up to `limit` bytes of the body (an error document), in a transfer thread."""
+        loop = asyncio.get_running_loop()
         try:
-            return self._resp.read(limit)
-        except (OSError, http.client.HTTPException):
-            return b""
+            return await loop.run_in_executor(self._pool.executor, self._resp.read, limit)
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransportError(describe(exc), timeout=isinstance(exc, TimeoutError)) from None
+
+    async def pump_into(self, fd: int, hash_update: HashUpdate, on_bytes: OnBytes, skip: int = 0) -> None:
+        """Run `pump` in a transfer thread; `on_bytes` runs on the event loop after each chunk written.
+
+        If this is cancelled, the pump is stopped and waited for (its socket is shut down, so that is
+        quick): the thread must be done with `fd` before the caller closes it."""
+        loop = asyncio.get_running_loop()
+
+        def on_chunk(count: int) -> None:  # in the transfer thread
+            loop.call_soon_threadsafe(on_bytes, count)
+
+        job = self._pool.executor.submit(self.pump, fd, hash_update, on_chunk, skip)
+        cancelled = False
+        while True:
+            try:
+                await asyncio.wrap_future(job)
+                break
+            except asyncio.CancelledError:
+                cancelled = True
+                self.stop()
+            except Stopped:
+                break
+        if cancelled:
+            raise asyncio.CancelledError
+        # Every `on_bytes` the pump queued has run by now: the job's completion was queued after them.
 
     def pump(
         self,
         fd: int,
-        hash_update: Callable[[memoryview], object],
+        hash_update: HashUpdate,
         on_chunk: Callable[[int], None],
         skip: int = 0,
     ) -> None:
         """Read the whole body into `fd` (after dropping its first `skip` bytes), hashing it; calls
-        `on_chunk(n)` after every `n` bytes written. Blocking: run it in the pool's executor.
+        `on_chunk(n)` (in this thread) after every `n` bytes written. Blocking: run it in `executor`.
 
         Raises BodyBroken when the connection fails, Stopped when `stop()` was called, and OSError
         when writing the file fails."""

@@ -1,0 +1,63 @@
+"""What the proxy answers: a manifest, or a blob whose bytes come from one of three places.
+
+A blob's bytes are in memory (a small blob), in a stored file, or in the growing temp file of a fill
+under way: a closed union that `transfer.send_blob` takes apart with `match`. Adding a place means adding
+a class here and a case there; no caller tests flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mirror.fills import Fill
+from mirror.oci import Manifest
+from mirror.storage.blobs import StoredBlob
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAnswer:
+    manifest: Manifest
+    result: str  # hit | miss | coalesced | revalidated | stale
+
+
+@dataclass(frozen=True, slots=True)
+class InMemory:
+    """A small blob's whole bytes."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored blob's open file (never evicted while open)."""
+
+    blob: StoredBlob
+
+
+@dataclass(frozen=True, slots=True)
+class Filling:
+    """A fill under way (or just verified), acquired for reading: bytes arrive as it writes them."""
+
+    fill: Fill
+
+
+BlobBytes = InMemory | Stored | Filling
+
+
+@dataclass(frozen=True, slots=True)
+class BlobAnswer:
+    """A blob's size (None while a fill's upstream announced none), its bytes, and the cache result."""
+
+    result: str  # hit | miss | coalesced
+    size: int | None
+    body: BlobBytes
+
+    def close(self) -> None:
+        """Let go of the file or fill the bytes come from."""
+        match self.body:
+            case Stored(blob):
+                blob.close()
+            case Filling(fill):
+                fill.release()
+            case InMemory():
+                pass

@@ -1,0 +1,80 @@
+"""The aiohttp transport: manifests, tokens and tag lists over one `ClientSession` per upstream.
+
+Redirects are not followed here (the client follows them by hand, so `Authorization` never leaves the
+upstream's origin), bodies are never decompressed (manifest bytes are hashed as sent), and the
+environment's proxy settings are not read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from mirror.errors import describe
+from mirror.upstream.transport import TransportError
+
+#: Connections per upstream session: manifests and tokens are short requests.
+MAX_CONNECTIONS = 256
+#: Seconds a resolved address is reused.
+DNS_CACHE_SECONDS = 60
+
+
+class SessionResponse:
+    """An aiohttp response seen through the `Response` protocol."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+
+    @property
+    def status(self) -> int:
+        return self._resp.status
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._resp.headers
+
+    @property
+    def content_length(self) -> int | None:
+        return self._resp.content_length
+
+    async def read(self, limit: int) -> bytes:
+        content = self._resp.content
+        try:
+            body = await content.read(limit)
+            while len(body) < limit and not content.at_eof():
+                more = await content.read(limit - len(body))
+                if not more:
+                    break
+                body += more
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransportError(describe(exc), timeout=isinstance(exc, TimeoutError)) from None
+        return body
+
+    def release(self) -> None:
+        self._resp.release()
+
+
+class SessionTransport:
+    """Requests over an aiohttp session with the upstream's connect and read timeouts."""
+
+    def __init__(self, connect_timeout: float | None, read_timeout: float | None, user_agent: str) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
+            auto_decompress=False,
+            trust_env=False,
+            headers={"User-Agent": user_agent},
+            connector=aiohttp.TCPConnector(limit=MAX_CONNECTIONS, ttl_dns_cache=DNS_CACHE_SECONDS),
+        )
+
+    async def send(self, method: str, url: URL, headers: Mapping[str, str]) -> SessionResponse:
+        try:
+            resp = await self._session.request(method, url, headers=headers, allow_redirects=False)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransportError(describe(exc), timeout=isinstance(exc, TimeoutError)) from None
+        return SessionResponse(resp)
+
+    async def close(self) -> None:
+        await self._session.close()
