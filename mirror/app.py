@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import structlog
@@ -37,10 +38,23 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[middlewares.observe], client_max_size=64 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
+    app[keys.STOPPING] = keys.Stopping()
+    app.on_shutdown.append(_note_shutdown)
     app.on_response_prepare.append(middlewares.add_headers)
     app.cleanup_ctx.append(_components)
     routes.setup(app)
     return app
+
+
+async def _note_shutdown(app: web.Application) -> None:
+    """Shutdown began (the server now waits up to `shutdown_grace` for requests): fills get what is
+    left of the same grace, not a second one."""
+    app[keys.STOPPING].since = time.monotonic()
+
+
+def _grace_left(app: web.Application) -> float:
+    grace, since = app[keys.SETTINGS].shutdown_grace, app[keys.STOPPING].since
+    return grace if since is None else max(0.0, grace - (time.monotonic() - since))
 
 
 async def _flush_access_times(store: BlobStore) -> None:
@@ -116,7 +130,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                     await asyncio.gather(task, return_exceptions=True)
             for proxy in proxies.values():
                 await proxy.close()
-            await fills.close(settings.shutdown_grace)
+            await fills.close(_grace_left(app))
             await evictor.close()
             await manifests.close()
     await asyncio.to_thread(store.close)

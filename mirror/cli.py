@@ -58,15 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve(settings: Settings) -> None:
     """Run the mirror until SIGINT/SIGTERM."""
     # Imported here, not at the top: the operator commands must not load the server (see mirror.commands).
-    from aiohttp import web
-
+    from mirror import server
     from mirror.app import create_app
 
-    web.run_app(
-        create_app(settings),
-        host=settings.listen.host,
-        port=settings.listen.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=settings.shutdown_grace,
-    )
+    server.serve(create_app(settings))

@@ -81,6 +81,9 @@ class Settings:
     offline: bool = False
     prefetch: bool = False
     shutdown_grace: float = 10.0
+    max_connections: int = 10000
+    idle_timeout: float = 30.0
+    header_timeout: float = 10.0
     log_format: str = "auto"
     log_level: str = "info"
     upstreams: tuple[UpstreamSettings, ...] = ()
@@ -145,6 +148,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "offline": values.flag,
     "prefetch": values.flag,
     "shutdown_grace": values.seconds,
+    "max_connections": values.positive_count,
+    "idle_timeout": values.positive_seconds,
+    "header_timeout": values.positive_seconds,
     "log_format": values.choice("auto", "json", "console"),
     "log_level": values.choice("debug", "info", "warning", "error"),
 }

@@ -7,6 +7,8 @@ them set.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from mirror.config import Settings
@@ -25,3 +27,13 @@ ROUTER = web.AppKey("router", Router)
 STORE = web.AppKey("store", BlobStore)
 FILLS = web.AppKey("fills", Fills)
 PINS = web.AppKey("pins", PinRecord)
+
+
+@dataclass
+class Stopping:
+    """When shutdown began (`time.monotonic()`): requests and fills share one `shutdown_grace`."""
+
+    since: float | None = None
+
+
+STOPPING = web.AppKey("stopping", Stopping)

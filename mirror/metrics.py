@@ -114,6 +114,17 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.connections = Gauge("mirror_connections", "Open client connections", registry=r)
+        self.connections_refused = Counter(
+            "mirror_connections_refused",
+            "Client connections answered 503 at once because max_connections were open",
+            registry=r,
+        )
+        self.open_files_exhausted = Counter(
+            "mirror_open_files_exhausted",
+            "Accepts that failed for lack of file descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM)",
+            registry=r,
+        )
         self.cache_size = Gauge("mirror_cache_size_bytes", "Bytes held by the blob store", registry=r)
         self.cache_limit = Gauge("mirror_cache_limit_bytes", "Configured bound of the blob store", registry=r)
         self.cache_entries = Gauge("mirror_cache_entries", "Blobs held by the blob store", registry=r)

@@ -273,4 +273,4 @@ def raw_response(status: int, headers: dict[str, str], body: bytes = b"", close:
     unless `close` is false; the connection is closed after it anyway)."""
     lines = [f"HTTP/1.1 {status} X", *(f"{k}: {v}" for k, v in headers.items())]
     lines += ["Connection: close"] if close else []
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

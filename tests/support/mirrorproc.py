@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -17,13 +18,20 @@ from tests.support.net import free_port, raw_request, wait_http
 class MirrorProcess:
     """One mirror process; `stop()` ends it by PID (SIGTERM, then SIGKILL after a grace period)."""
 
-    def __init__(self, workdir: Path, upstream: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        upstream: str,
+        env: Mapping[str, str] | None = None,
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.upstream = upstream
         self.cache_dir = workdir / "cache"
         self.log_path = workdir / "mirror.log"
         self.port = free_port()
         self.extra_env = dict(env or {})
+        self.open_files = open_files  # (soft, hard) RLIMIT_NOFILE the process starts with
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -51,9 +59,16 @@ class MirrorProcess:
             str(self.cache_dir),
         ]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                args, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._limit
+            )
         wait_http(f"{self.url}/readyz", ok_statuses={200}, proc=self.proc)
         return self
+
+    def _limit(self) -> None:
+        """In the child before exec: the open-file limit it is started with, if one was given."""
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         """Stop the process with `sig` (SIGKILL to simulate a crash); returns its exit status."""
