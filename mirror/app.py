@@ -12,7 +12,7 @@ from aiohttp import web
 
 from mirror import keys, middlewares, oci, routes
 from mirror.config import Settings
-from mirror.fills import Fills
+from mirror.fills import FillLimits, Fills
 from mirror.metrics import Metrics
 from mirror.proxy import RegistryProxy
 from mirror.storage.blobs import BlobStore
@@ -83,7 +83,14 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     )
     await evictor.evict_if_needed()
     manifests = ManifestCache(disk=await asyncio.to_thread(ManifestDisk, settings.cache_dir / "manifests"))
-    fills = Fills(store, metrics, on_commit=evictor.poke)
+    limits = FillLimits(
+        settings.fill_min_bytes,
+        settings.fill_min_window,
+        settings.fill_max_seconds,
+        settings.abandoned_fills,
+        settings.abandoned_fill_bytes,
+    )
+    fills = Fills(store, metrics, on_commit=evictor.poke, limits=limits)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:

@@ -46,6 +46,8 @@ class UpstreamSettings:
     read_timeout: float | None = None
     auth_realms: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
+    headers_timeout: float | None = None  # top-level only, filled in by `registries()`
+    max_transfers: int = 64  # top-level only, filled in by `registries()`
 
     def redacted(self) -> dict[str, Any]:
         found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -82,6 +84,13 @@ class Settings:
     prefetch: bool = False
     shutdown_grace: float = 10.0
     max_connections: int = 10000
+    headers_timeout: float = 20.0
+    max_transfers: int = 64
+    fill_min_bytes: int = 64 * 1024
+    fill_min_window: float = 30.0
+    fill_max_seconds: float = 6 * 3600.0
+    abandoned_fills: int = 8
+    abandoned_fill_bytes: int = 2 * 1024**3
     idle_timeout: float = 30.0
     header_timeout: float = 10.0
     log_format: str = "auto"
@@ -104,6 +113,8 @@ class Settings:
                 tag_ttl=self.tag_ttl if u.tag_ttl is None else u.tag_ttl,
                 connect_timeout=self.connect_timeout if u.connect_timeout is None else u.connect_timeout,
                 read_timeout=self.read_timeout if u.read_timeout is None else u.read_timeout,
+                headers_timeout=self.headers_timeout,
+                max_transfers=self.max_transfers,
             )
             for u in (docker, *self.upstreams)
         )
@@ -149,6 +160,13 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "prefetch": values.flag,
     "shutdown_grace": values.seconds,
     "max_connections": values.positive_count,
+    "headers_timeout": values.positive_seconds,
+    "max_transfers": values.positive_count,
+    "fill_min_bytes": values.size,
+    "fill_min_window": values.positive_seconds,
+    "fill_max_seconds": values.positive_seconds,
+    "abandoned_fills": values.count,
+    "abandoned_fill_bytes": values.size,
     "idle_timeout": values.positive_seconds,
     "header_timeout": values.positive_seconds,
     "log_format": values.choice("auto", "json", "console"),

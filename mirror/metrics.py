@@ -9,7 +9,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from mirror import __version__
 
-FILL_FAILURE_REASONS = ("digest_mismatch", "size_mismatch", "upstream_error", "disk", "shutdown")
+FILL_FAILURE_REASONS = (
+    "digest_mismatch",
+    "size_mismatch",
+    "upstream_error",
+    "disk",
+    "shutdown",
+    "abandoned",
+    "internal",
+)
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -112,6 +120,13 @@ class Metrics:
             "mirror_upstream_breaker_state",
             "Circuit breaker per upstream: 0 closed (healthy), 1 half-open (probing), 2 open (down)",
             ["upstream"],
+            registry=r,
+        )
+        self.blob_transfers = Counter(
+            "mirror_blob_transfers",
+            "Blob downloads by transport: threaded (a transfer thread each) or session (the event loop, "
+            "once max_transfers threads are busy)",
+            ["transport"],
             registry=r,
         )
         self.connections = Gauge("mirror_connections", "Open client connections", registry=r)

@@ -8,6 +8,7 @@ unusable upstream status is translated here into a `RegistryError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -25,7 +26,7 @@ from mirror.upstream import fields
 from mirror.upstream.auth import Challenge, UpstreamAuth
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.session import SessionResponse, SessionTransport
-from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport
+from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport, TransportBusy
 from mirror.upstream.transport import BlobBody, Response, Transport, TransportError
 
 R = TypeVar("R", bound=Response)
@@ -94,7 +95,7 @@ class UpstreamClient:
     async def __aenter__(self) -> UpstreamClient:
         connect, read = self._settings.connect_timeout, self._settings.read_timeout
         self._session = SessionTransport(connect, read, USER_AGENT)
-        self._bodies = ThreadedTransport(connect, read)
+        self._bodies = ThreadedTransport(connect, read, self._settings.max_transfers)
         await asyncio.to_thread(ThreadedTransport.warm)
         return self
 
@@ -150,13 +151,24 @@ class UpstreamClient:
         return ManifestHead(digest, media_type)
 
     async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlobBody:
-        """A blob response (200, or 206 from `offset`) with its headers read, received over the threaded
-        transport; the caller must release it."""
+        """A blob response (200, or 206 from `offset`) with its headers read; the caller must release it.
+
+        It is received over the threaded transport while one of its `max_transfers` threads is free,
+        else over the session: asking for headers never waits behind running bodies."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        resp: ThreadedResponse = await self._checked(
-            self.bodies, "GET", name, f"blobs/{digest}", "blob", headers=headers
+        path = f"blobs/{digest}"
+        if self.bodies.active < self.bodies.max_transfers:
+            with contextlib.suppress(TransportBusy):  # taken meanwhile (during auth)
+                threaded: ThreadedResponse = await self._checked(
+                    self.bodies, "GET", name, path, "blob", headers=headers
+                )
+                self._metrics.blob_transfers.labels("threaded").inc()
+                return threaded
+        session: SessionResponse = await self._checked(
+            self.session, "GET", name, path, "blob", headers=headers
         )
-        return resp
+        self._metrics.blob_transfers.labels("session").inc()
+        return session
 
     async def head_blob(self, name: str, digest: str) -> int | None:
         """The blob's size as the upstream announces it."""
@@ -261,12 +273,19 @@ class UpstreamClient:
         self.health.admit()
         started = time.monotonic()
         try:
-            resp = await transport.send(method, url, {"User-Agent": USER_AGENT, **headers})
+            async with asyncio.timeout(self._settings.headers_timeout):
+                resp = await transport.send(method, url, {"User-Agent": USER_AGENT, **headers})
+        except TimeoutError:
+            self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
+            self.health.failed("timeout")
+            raise errors.UpstreamUnavailable(
+                f"upstream sent no {kind} headers within {self._settings.headers_timeout:g} s"
+            ) from None
         except TransportError as exc:
             self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
             self.health.failed("timeout" if exc.timeout else "connect")
             raise errors.UpstreamUnavailable(f"upstream {kind} request failed: {exc}") from None
-        except errors.RegistryError:
+        except (errors.RegistryError, TransportBusy):
             self.health.abandon()
             raise
         except Exception as exc:  # anything else the exchange raised: the upstream's fault, never a 500

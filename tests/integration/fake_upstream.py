@@ -17,6 +17,7 @@ from aiohttp import web
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DRIBBLE = 97  # bytes per HTTP chunk of a "chunked_dribble" body
+DRIP_SECONDS = 0.05  # seconds between the bytes of a "drip" body
 
 
 def digest_of(data: bytes) -> str:
@@ -199,6 +200,14 @@ class FakeUpstream:
             await response.write(body[:half])
             assert request.transport is not None
             request.transport.close()
+            return response
+        if fault == "drip":  # one byte every DRIP_SECONDS, until released
+            for offset in range(len(body)):
+                if self.release.is_set():
+                    break
+                await response.write(body[offset : offset + 1])
+                await asyncio.sleep(DRIP_SECONDS)
+            await response.write_eof()
             return response
         if fault in ("stall_midway", "stall_late"):
             cut = half if fault == "stall_midway" else len(body) * 9 // 10
