@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -15,9 +16,10 @@ from mirror.config import Settings
 from mirror.fills import FillLimits, Fills
 from mirror.metrics import Metrics
 from mirror.proxy import RegistryProxy
-from mirror.storage.blobs import BlobStore
+from mirror.storage.blobs import BlobStore, CheckReport
 from mirror.storage.eviction import Evictor
 from mirror.storage.hot import HotBlobs
+from mirror.storage.indexes import open_index
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
 from mirror.upstream.breaker import Breaker
@@ -64,12 +66,32 @@ async def _flush_access_times(store: BlobStore) -> None:
         await asyncio.to_thread(store.flush_access)
 
 
+def _open_store(settings: Settings) -> tuple[BlobStore, int, CheckReport]:
+    """The blob store, its leftovers removed and its index checked (blocking; raises on a damaged index)."""
+    store = BlobStore(settings.cache_dir, settings.cache_max_bytes)
+    try:
+        return store, store.recover(), store.check()
+    except BaseException:
+        store.close()
+        raise
+
+
+def _open_manifests(directory: Path) -> ManifestDisk:
+    disk = ManifestDisk(directory)
+    try:
+        disk.get("-")  # a damaged index raises here, not on the first pull
+    except BaseException:
+        disk.close()
+        raise
+    return disk
+
+
 async def _components(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
-    store = await asyncio.to_thread(BlobStore, settings.cache_dir, settings.cache_max_bytes)
-    removed = await asyncio.to_thread(store.recover)
-    report = await asyncio.to_thread(store.check)
+    store, removed, report = await asyncio.to_thread(
+        open_index, settings.cache_dir / "blobs", lambda: _open_store(settings)
+    )
     metrics.cache_limit.set(settings.cache_max_bytes)
     pins = PinRecord(settings.pins, settings.cache_dir)
     await asyncio.to_thread(pins.load)
@@ -82,7 +104,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         pins.digests,
     )
     await evictor.evict_if_needed()
-    manifests = ManifestCache(disk=await asyncio.to_thread(ManifestDisk, settings.cache_dir / "manifests"))
+    manifests_dir = settings.cache_dir / "manifests"
+    disk = await asyncio.to_thread(open_index, manifests_dir, lambda: _open_manifests(manifests_dir))
+    manifests = ManifestCache(disk=disk)
     limits = FillLimits(
         settings.fill_min_bytes,
         settings.fill_min_window,

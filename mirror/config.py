@@ -84,6 +84,7 @@ class Settings:
     prefetch: bool = False
     shutdown_grace: float = 10.0
     max_connections: int = 10000
+    disk_reserve_bytes: int = 1024**3
     headers_timeout: float = 20.0
     max_transfers: int = 64
     fill_min_bytes: int = 64 * 1024
@@ -160,6 +161,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "prefetch": values.flag,
     "shutdown_grace": values.seconds,
     "max_connections": values.positive_count,
+    "disk_reserve_bytes": values.size,
     "headers_timeout": values.positive_seconds,
     "max_transfers": values.positive_count,
     "fill_min_bytes": values.size,

@@ -141,6 +141,9 @@ class Metrics:
             registry=r,
         )
         self.cache_size = Gauge("mirror_cache_size_bytes", "Bytes held by the blob store", registry=r)
+        self.cache_free = Gauge(
+            "mirror_cache_free_bytes", "Bytes free for the mirror on the cache filesystem", registry=r
+        )
         self.cache_limit = Gauge("mirror_cache_limit_bytes", "Configured bound of the blob store", registry=r)
         self.cache_entries = Gauge("mirror_cache_entries", "Blobs held by the blob store", registry=r)
         self.evictions = Counter(
