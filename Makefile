@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck system-deps clean bench
+.PHONY: install run test test-fast lint typecheck system-deps clean bench
 
 $(STAMP): setup.cfg
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ typecheck: $(STAMP)
 
 test: $(STAMP) system-deps lint typecheck
 	$(BIN)/pytest
+
+# The edit-run loop: every tier but e2e (no real registry or clients), no lint or types. `make test` is the
+# full suite.
+test-fast: $(STAMP)
+	$(BIN)/pytest --ignore=tests/e2e -q
 
 bench: $(STAMP)
 	scripts/install-bench-deps

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,18 +13,26 @@ import structlog
 from aiohttp import web
 
 from mirror import keys, middlewares, oci, routes
+from mirror.access import middleware as access
+from mirror.cluster.mode import SharedMode
 from mirror.config import Settings
 from mirror.fills import FillLimits, Fills
 from mirror.metrics import Metrics
 from mirror.proxy import RegistryProxy
-from mirror.storage.blobs import BlobStore, CheckReport
+from mirror.referrer_proxy import ReferrerProxy
+from mirror.storage.blobs import BlobStore
 from mirror.storage.eviction import Evictor
 from mirror.storage.hot import HotBlobs
 from mirror.storage.indexes import open_index
+from mirror.storage.integrity import check_store
+from mirror.storage.listings import ListingCache
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
+from mirror.tag_lists import TagLists
+from mirror.tls import ServerTls
 from mirror.upstream.breaker import Breaker
 from mirror.upstream.client import UpstreamClient
+from mirror.upstream.clientauth import ClientGate
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.router import Router
 from mirror.warmup import warm_pins
@@ -37,15 +46,27 @@ HOT_BYTES = 32 * 1024 * 1024
 
 def create_app(settings: Settings) -> web.Application:
     """The mirror as an aiohttp application; nothing is opened until it starts."""
-    app = web.Application(middlewares=[middlewares.observe], client_max_size=64 * 1024)
+    app = web.Application(middlewares=[middlewares.observe, access.authenticate], client_max_size=64 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
     app[keys.STOPPING] = keys.Stopping()
     app.on_shutdown.append(_note_shutdown)
     app.on_response_prepare.append(middlewares.add_headers)
+    app.cleanup_ctx.append(access.guarding)
     app.cleanup_ctx.append(_components)
     routes.setup(app)
     return app
+
+
+def serving(settings: Settings) -> tuple[web.Application, ssl.SSLContext | None]:
+    """The app as `mirror serve` runs it, and its listener's TLS context (None for plain HTTP), which
+    is reloaded while the app runs when its files change. Blocking: reads the TLS files."""
+    tls = ServerTls.from_settings(settings)
+    app = create_app(settings)
+    if tls is None:
+        return app, None
+    app.cleanup_ctx.append(tls.watching)
+    return app, tls.context
 
 
 async def _note_shutdown(app: web.Application) -> None:
@@ -66,11 +87,12 @@ async def _flush_access_times(store: BlobStore) -> None:
         await asyncio.to_thread(store.flush_access)
 
 
-def _open_store(settings: Settings) -> tuple[BlobStore, int, CheckReport]:
-    """The blob store, its leftovers removed and its index checked (blocking; raises on a damaged index)."""
-    store = BlobStore(settings.cache_dir, settings.cache_max_bytes)
+def _open_store(settings: Settings) -> tuple[BlobStore, int]:
+    """The blob store, its leftovers removed (blocking; raises on a damaged index)."""
+    store = BlobStore(settings.cache_dir)
     try:
-        return store, store.recover(), store.check()
+        store.usage()  # a damaged index raises here, not on the first pull
+        return store, store.recover()
     except BaseException:
         store.close()
         raise
@@ -89,7 +111,7 @@ def _open_manifests(directory: Path) -> ManifestDisk:
 async def _components(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
-    store, removed, report = await asyncio.to_thread(
+    store, removed = await asyncio.to_thread(
         open_index, settings.cache_dir / "blobs", lambda: _open_store(settings)
     )
     metrics.cache_limit.set(settings.cache_max_bytes)
@@ -103,10 +125,18 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         int(limit * settings.cache_low_watermark),
         pins.digests,
     )
-    await evictor.evict_if_needed()
+    evictor.poke()  # in the background: a store far over its limit serves while it shrinks
+    shared = SharedMode(settings, metrics, store) if settings.shared else None
     manifests_dir = settings.cache_dir / "manifests"
-    disk = await asyncio.to_thread(open_index, manifests_dir, lambda: _open_manifests(manifests_dir))
-    manifests = ManifestCache(disk=disk)
+    manifest_disk = await asyncio.to_thread(open_index, manifests_dir, lambda: _open_manifests(manifests_dir))
+    manifests = ManifestCache(disk=manifest_disk, shared=shared.coordinator if shared else None)
+    listings = ListingCache(manifest_disk)
+
+    def committed(digest: str) -> None:
+        evictor.poke()
+        if shared is not None:
+            shared.committed(digest)
+
     limits = FillLimits(
         settings.fill_min_bytes,
         settings.fill_min_window,
@@ -114,11 +144,17 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         settings.abandoned_fills,
         settings.abandoned_fill_bytes,
     )
-    fills = Fills(store, metrics, on_commit=evictor.poke, limits=limits)
+    fills = Fills(store, metrics, on_commit=committed, limits=limits)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
+        if shared is not None:
+            await shared.open(stack, fills)
+            app[keys.COORDINATOR] = shared.coordinator
         proxies: dict[str, RegistryProxy] = {}
+        gates: dict[str, ClientGate] = {}
+        referrers: dict[str, ReferrerProxy] = {}
+        tag_lists: dict[str, TagLists] = {}
         for upstream_settings in registries:
             breaker = Breaker(
                 settings.breaker_failures, settings.breaker_cooldown, forced_open=settings.offline
@@ -126,14 +162,35 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             health = UpstreamHealth(upstream_settings.registry, breaker, metrics, settings.ratelimit_reserve)
             client = UpstreamClient(upstream_settings, metrics, health)
             upstream = await stack.enter_async_context(client)
-            ttl = upstream_settings.tag_ttl
+            ttl, referrers_ttl = upstream_settings.tag_ttl, upstream_settings.referrers_ttl
             assert ttl is not None, "registries() fills in inherited values"
+            assert referrers_ttl is not None, "registries() fills in inherited values"
             proxies[upstream.label] = RegistryProxy(
-                upstream, manifests, store, fills, hot, ttl, settings.negative_ttl, settings.prefetch
+                upstream,
+                manifests,
+                store,
+                fills,
+                hot,
+                ttl,
+                settings.negative_ttl,
+                settings.prefetch,
+                blobs=shared.source(upstream) if shared else None,
+                shared=shared.fetches if shared else None,
             )
+            if upstream_settings.upstream_auth == "client":
+                gates[upstream.label] = ClientGate(
+                    upstream.label,
+                    upstream.auth_for,
+                    metrics,
+                    settings.upstream_auth_ttl,
+                    settings.upstream_auth_denied_ttl,
+                )
+            referrers[upstream.label] = ReferrerProxy(upstream, listings, referrers_ttl)
+            tag_lists[upstream.label] = TagLists(upstream, listings, manifests, ttl)
         router = Router(registries)
         app[keys.PROXIES], app[keys.ROUTER], app[keys.STORE] = proxies, router, store
-        app[keys.FILLS], app[keys.PINS] = fills, pins
+        app[keys.FILLS], app[keys.PINS], app[keys.GATES] = fills, pins, gates
+        app[keys.REFERRERS], app[keys.TAG_LISTS] = referrers, tag_lists
         platforms = oci.platform_filter(settings.platforms)
         warming = (
             asyncio.create_task(warm_pins(pins, router, proxies, platforms), name="pin warm-up")
@@ -141,28 +198,37 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             else None
         )
         flushing = asyncio.create_task(_flush_access_times(store), name="access-time flush")
+        checking = asyncio.create_task(check_store(store), name="integrity pass")
         log.info(
             "mirror_started",
             listen=str(settings.listen),
             upstreams={u.registry: u.url for u in registries},
+            egress={u.registry: u.egress.redacted() for u in registries if u.egress.http or u.egress.https},
             cache_dir=str(settings.cache_dir),
             temp_files_removed=removed,
-            index_rows_dropped=report.missing + report.wrong_size,
-            orphans_removed=report.orphans,
             pins=len(pins.refs),
             offline=settings.offline,
+            redis=str(settings.redis_url) if settings.redis_url else None,
+            advertise_url=settings.advertise_url,
         )
         try:
             yield
         finally:
-            for task in (warming, flushing):
+            for task in (warming, flushing, checking):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
             for proxy in proxies.values():
                 await proxy.close()
+            for gate in gates.values():
+                await gate.close()
+            for referrer_proxy in referrers.values():
+                await referrer_proxy.close()
+            for tag_list in tag_lists.values():
+                await tag_list.close()
             await fills.close(_grace_left(app))
             await evictor.close()
+            await listings.close()
             await manifests.close()
     await asyncio.to_thread(store.close)
     log.info("mirror_stopped")

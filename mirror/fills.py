@@ -155,7 +155,7 @@ class Fills:
         self,
         store: BlobStore,
         metrics: Metrics,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[str], None] = lambda digest: None,
         limits: FillLimits = FillLimits(),
     ) -> None:
         self._store = store
@@ -248,7 +248,7 @@ class Fills:
                 await asyncio.to_thread(opened.close)
                 await asyncio.to_thread(self._store.commit, fill.digest, path, fill.written)
                 temp = None
-                self._on_commit()
+                self._on_commit(fill.digest)
                 log.info(
                     "blob_fill_committed",
                     digest=fill.digest,
@@ -273,8 +273,8 @@ class Fills:
                 raise
             detail = f"download took longer than fill_max_seconds ({self._limits.max_seconds:g} s)"
             self._fail(fill, errors.UpstreamUnavailable(detail), "upstream_error")
-        except OSError as exc:
-            self._fail(fill, errors.UpstreamUnavailable(f"cache write failed: {exc.strerror}"), "disk")
+        except OSError as exc:  # writing the temp file, in the transfer thread
+            self._fail(fill, errors.StorageUnavailable(f"cache write failed: {exc.strerror}"), "disk")
         except Exception as exc:  # a bug or a surprise: every reader still gets an answer, and we hear of it
             log.exception("blob_fill_crashed", digest=fill.digest, bytes=fill.written)
             self._fail(fill, errors.UpstreamUnavailable(f"download failed: {type(exc).__name__}"), "internal")
@@ -298,12 +298,7 @@ class Fills:
     async def _download(self, upstream: BlobSource, fill: Fill, file: IO[bytes], resp: BlobBody) -> None:
         """Stream the upstream body into `file`, resuming with Range; raise unless size and digest match."""
         hasher = oci.Digest.parse(fill.digest).hasher()
-        counter = self._metrics.upstream_bytes.labels(upstream.label)
-
-        def written(count: int) -> None:
-            counter.inc(count)
-            fill.wrote(count)
-
+        written = fill.wrote  # the source counts its own bytes (upstream's, or a peer's)
         resumes = 0
         while True:
             try:
@@ -387,6 +382,8 @@ def reason_of(exc: errors.RegistryError) -> str:
         return "digest_mismatch"
     if isinstance(exc, SizeMismatch):
         return "size_mismatch"
+    if isinstance(exc, errors.StorageUnavailable):
+        return "disk"
     return "upstream_error"
 
 

@@ -11,18 +11,26 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from mirror.access.guard import Guard
+from mirror.cluster.coordinator import Coordinator
 from mirror.config import Settings
 from mirror.fills import Fills
 from mirror.metrics import Metrics
 from mirror.proxy import RegistryProxy
+from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.pins import PinRecord
+from mirror.tag_lists import TagLists
+from mirror.upstream.clientauth import ClientGate
 from mirror.upstream.router import Router
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 #: The proxy of each upstream, by its label (registry host).
 PROXIES: web.AppKey[dict[str, RegistryProxy]] = web.AppKey("proxies")
+#: The referrers-list and tag-list services of each upstream, by its label.
+REFERRERS: web.AppKey[dict[str, ReferrerProxy]] = web.AppKey("referrers")
+TAG_LISTS: web.AppKey[dict[str, TagLists]] = web.AppKey("tag_lists")
 ROUTER = web.AppKey("router", Router)
 STORE = web.AppKey("store", BlobStore)
 FILLS = web.AppKey("fills", Fills)
@@ -37,3 +45,9 @@ class Stopping:
 
 
 STOPPING = web.AppKey("stopping", Stopping)
+#: Set only in the shared mode (redis_url).
+COORDINATOR = web.AppKey("coordinator", Coordinator)
+#: The client-credentials guard; absent when neither auth_htpasswd nor auth_tokens is set.
+GUARD = web.AppKey("guard", Guard)
+#: The authorization gate of each upstream in client mode (`upstream_auth = "client"`), by its label.
+GATES: web.AppKey[dict[str, ClientGate]] = web.AppKey("gates")

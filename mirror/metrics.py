@@ -18,7 +18,13 @@ FILL_FAILURE_REASONS = (
     "abandoned",
     "internal",
 )
+AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
+REDIS_OUTCOMES = ("ok", "error", "skipped")
+#: Where a shared-mode fill got its bytes: a peer holding the blob, the peer filling it, or upstream.
+CLUSTER_SOURCES = ("held", "filling", "upstream")
+PEER_FAILURE_REASONS = ("unreachable", "refused", "broken", "digest_mismatch", "size_mismatch")
+PEER_SERVED_RESULTS = ("store", "fill", "missing", "unauthorized")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -71,6 +77,19 @@ class Metrics:
             "mirror_upstream_bytes_received",
             "Blob body bytes received from upstream",
             ["upstream"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "mirror_refused_requests",
+            "Client requests for a repository the allow and deny lists refuse (no upstream request)",
+            ["upstream", "kind"],
+            registry=r,
+        )
+        self.client_authorizations = Counter(
+            "mirror_client_authorizations",
+            "Decisions whether a client may pull a repository of an upstream in client mode, by decision "
+            "(allowed, or the error code) and source (cache: remembered; upstream: a HEAD asked)",
+            ["upstream", "decision", "source"],
             registry=r,
         )
         self.token_fetches = Counter(
@@ -155,8 +174,105 @@ class Metrics:
         self.pinned_bytes = Gauge(
             "mirror_cache_pinned_bytes", "Bytes of blobs held by pinned images (never evicted)", registry=r
         )
+        self._cluster(r)
+        self.tls_reloads = Counter(
+            "mirror_tls_reloads",
+            "Reloads of the listener's certificate after its files changed, by outcome (ok, error)",
+            ["outcome"],
+            registry=r,
+        )
+        self.auth_failures = Counter(
+            "mirror_auth_failures",
+            "Client requests refused for credentials: missing, malformed, or wrong (bad user or password)",
+            ["reason"],
+            registry=r,
+        )
+        self.auth_checks = Counter(
+            "mirror_auth_checks",
+            "Credential checks by how they were answered: cached (no hashing), verified (bcrypt ran), token",
+            ["outcome"],
+            registry=r,
+        )
+        self.auth_reloads = Counter(
+            "mirror_auth_reloads",
+            "Reloads of the htpasswd or tokens file after it changed, by outcome (ok, error)",
+            ["outcome"],
+            registry=r,
+        )
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
         for reason in FILL_FAILURE_REASONS:  # present at 0, so increase() sees the first failure
             self.fill_failures.labels(reason)
         Info("mirror_build", "Version of the mirror and of Python", registry=r).info(
             {"version": __version__, "python": platform.python_version()}
         )
+
+    def _cluster(self, r: CollectorRegistry) -> None:
+        """The shared mode's metrics (Redis, peers, leases); at 0 on a replica without Redis."""
+        self.redis_operations = Counter(
+            "mirror_redis_operations",
+            "Redis operations by name and outcome (skipped: the Redis breaker was open)",
+            ["op", "outcome"],
+            registry=r,
+        )
+        self.redis_duration = Histogram(
+            "mirror_redis_operation_duration_seconds",
+            "Time of successful Redis operations",
+            ["op"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.redis_breaker_state = Gauge(
+            "mirror_redis_breaker_state",
+            "Circuit breaker on Redis: 0 closed, 1 half-open (probing), 2 open (Redis unreachable)",
+            registry=r,
+        )
+        self.cluster_fills = Counter(
+            "mirror_cluster_fills",
+            "Shared-mode blob fills by where their bytes came from (filling: coalesced with another replica)",
+            ["source"],
+            registry=r,
+        )
+        self.peer_requests = Counter(
+            "mirror_peer_requests",
+            "Blob requests sent to peer replicas, by whether the peer held the blob or was filling it",
+            ["source"],
+            registry=r,
+        )
+        self.peer_bytes = Counter(
+            "mirror_peer_bytes_received", "Blob bytes received from peer replicas", registry=r
+        )
+        self.peer_failures = Counter(
+            "mirror_peer_failures",
+            "Peer blob requests that failed, by reason (the peer is dropped from the hints)",
+            ["reason"],
+            registry=r,
+        )
+        self.peer_served = Counter(
+            "mirror_peer_served",
+            "Blob requests from peer replicas answered, by result",
+            ["result"],
+            registry=r,
+        )
+        self.peer_served_bytes = Counter(
+            "mirror_peer_served_bytes", "Blob bytes sent to peer replicas", registry=r
+        )
+        self.manifests_from_replicas = Counter(
+            "mirror_manifests_from_replicas",
+            "Manifest fetches another replica made for this one (it waited for the result in Redis)",
+            registry=r,
+        )
+        self.lease_waits = Histogram(
+            "mirror_lease_wait_seconds",
+            "Time a fill waited for the lease of a filling replica that did not answer",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        for source in CLUSTER_SOURCES:
+            self.cluster_fills.labels(source)
+        for source in ("held", "filling"):
+            self.peer_requests.labels(source)
+        for reason in PEER_FAILURE_REASONS:
+            self.peer_failures.labels(reason)
+        for result in PEER_SERVED_RESULTS:
+            self.peer_served.labels(result)

@@ -7,7 +7,6 @@ unexpected is logged with its traceback and answered with a registry `UNKNOWN` e
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,6 +33,10 @@ class RequestContext:
     started: float = 0.0  # time.monotonic() when the request arrived
     upstream: str = "none"  # the registry host serving the request, once routed
     namespace: str | None = None  # containerd's ?ns=, echoed as OCI-Namespace
+    image: str | None = None  # registry/name:tag or registry/name@digest asked for, once routed
+    identity: str | None = None  # Basic user, token name or client certificate subject
+    auth: str = "none"  # how the identity was proved: basic | token | cert | none
+    client_cert: str | None = None  # the verified client certificate's subject (mTLS)
 
 
 CONTEXT = web.RequestKey("context", RequestContext)
@@ -82,8 +85,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         response = error_response(_from_http(exc))
         status, ctx.result = response.status, "error"
-    except (OSError, sqlite3.Error) as exc:  # the cache's disk or index failed under us
-        log.exception("storage_error", request_id=request_id, path=request.path)
+    except OSError as exc:  # a file the handler was sending failed under it (storage logs its own)
+        log.exception("io_error", request_id=request_id, path=request.path)
         failure = errors.StorageUnavailable(f"cache storage failed: {type(exc).__name__}")
         response = error_response(failure)
         status, ctx.result = failure.status, "error"
@@ -134,8 +137,14 @@ def _record(request: web.Request, ctx: RequestContext, status: int, seconds: flo
         status=status,
         kind=ctx.kind,
         upstream=ctx.upstream,
+        ns=ctx.namespace,
         result=ctx.result,
         bytes=ctx.bytes_sent,
         seconds=round(seconds, 4),
         remote=request.remote,
+        user_agent=request.headers.get("User-Agent", "")[:200],
+        identity=ctx.identity,
+        auth=ctx.auth,
+        client_cert=ctx.client_cert,
+        image=ctx.image,
     )

@@ -1,4 +1,4 @@
-"""Pure values of the distribution spec: digests, repository names, references, media types, API paths.
+"""Pure values of the distribution spec: digests, repository names, references, media types, platforms.
 
 Every `parse` raises the registry error a client should see for that bad input, so handlers never
 build error responses by hand and nothing invalid reaches the upstream.
@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
-from mirror.errors import DigestInvalid, ManifestInvalid, NameInvalid, NotFound
+from mirror.errors import DigestInvalid, ManifestUnknown, NameInvalid
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -92,45 +92,14 @@ def parse_name(text: str) -> str:
 
 
 def parse_reference(text: str) -> str | Digest:
-    """A tag (str) or a Digest, or MANIFEST_INVALID / DIGEST_INVALID."""
+    """A tag (str) or a Digest, or DIGEST_INVALID for a malformed digest and MANIFEST_UNKNOWN for a
+    string that is no valid tag: no manifest can exist under it, and the OCI conformance suite (v1.1.1)
+    requires a 404 there (`manifests/.INVALID_MANIFEST_NAME`)."""
     if is_digest(text):
         return Digest.parse(text)
     if not _TAG.fullmatch(text):
-        raise ManifestInvalid(f"invalid tag {text[:200]!r}")
+        raise ManifestUnknown(f"invalid tag {text[:200]!r}")
     return text
-
-
-Endpoint = Literal["base", "manifest", "blob", "tags"]
-
-
-@dataclass(frozen=True, slots=True)
-class ApiPath:
-    """A parsed `/v2/...` request path; `reference` is a tag or digest for manifests, a digest for blobs."""
-
-    endpoint: Endpoint
-    name: str = ""
-    reference: str = ""
-
-
-def parse_api_path(path: str) -> ApiPath:
-    """Split a `/v2/` path into endpoint, repository name and reference, validating each part."""
-    if path in ("/v2", "/v2/"):
-        return ApiPath("base")
-    rest = path.removeprefix("/v2/")
-    if rest == path:
-        raise NotFound(path[:300])
-    if rest.endswith("/tags/list"):
-        return ApiPath("tags", parse_name(rest.removesuffix("/tags/list")))
-    for marker, endpoint in (("/manifests/", "manifest"), ("/blobs/", "blob")):
-        name, sep, reference = rest.rpartition(marker)
-        if sep and name:
-            if "/" in reference:
-                break
-            name = parse_name(name)
-            if endpoint == "blob":
-                return ApiPath("blob", name, str(Digest.parse(reference)))
-            return ApiPath("manifest", name, str(parse_reference(reference)))
-    raise NotFound(f"no registry endpoint at {path[:300]!r}")
 
 
 def docker_hub_name(name: str) -> str:
@@ -249,7 +218,8 @@ def platform_filter(chosen: tuple[str, ...] | list[str]) -> frozenset[str] | Non
 
 def select_children(index_body: bytes, platforms: frozenset[str] | None) -> list[str]:
     """Digests of an index's manifests for `platforms` ("os/arch" or "os/arch/variant"; None for all),
-    in index order."""
+    in index order. An entry without a `platform` is no platform image (an artifact: a chart, a WASM
+    module, an SBOM) and is chosen whatever the platforms."""
     try:
         doc = json.loads(index_body)
     except ValueError:
@@ -262,9 +232,44 @@ def select_children(index_body: bytes, platforms: frozenset[str] | None) -> list
         names = platform_names(entry.get("platform"))
         if names[0] == "unknown/unknown":  # buildx attestation manifests, not a platform image
             continue
-        if platforms is None or not platforms.isdisjoint(names):
+        if platforms is None or "platform" not in entry or not platforms.isdisjoint(names):
             try:
                 found.append(str(Digest.parse(entry["digest"])))
             except DigestInvalid:
                 continue
     return list(dict.fromkeys(found))
+
+
+def parse_tag_list(body: bytes) -> list[str] | None:
+    """The tags of a `tags/list` document, or None when it is no such document."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    tags = doc.get("tags") if isinstance(doc, dict) else None
+    if tags is None and isinstance(doc, dict) and "name" in doc:
+        return []  # distribution answers `"tags": null` for a repository without tags
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return None
+    return tags
+
+
+def tag_page(tags: Iterable[str], n: int | None, last: str | None) -> tuple[list[str], str | None]:
+    """One page of a tag list as the spec pages it: sorted, after `last`, at most `n`; and the `last`
+    of the next page when more remain."""
+    ordered = sorted(set(tags))
+    if last is not None:
+        ordered = [t for t in ordered if t > last]
+    if n is None or len(ordered) <= n:
+        return ordered, None
+    page = ordered[:n]
+    return page, page[-1] if page else None
+
+
+def rebase_link(link: str, upstream_path: str, client_path: str) -> str:
+    """A `Link` header naming the upstream's `upstream_path` (`/v2/owner/app/tags/list?...`), pointed
+    at the path the client asked instead (`/v2/ghcr.io/owner/app/tags/list?...`), so that following it
+    reaches the same upstream through the mirror."""
+    return link.replace(f"<{upstream_path}?", f"<{client_path}?").replace(
+        f"<{upstream_path}>", f"<{client_path}>"
+    )

@@ -8,12 +8,12 @@ its digest changed; when revalidation fails the cached manifest is served stale.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 
 import structlog
 
 from mirror import errors, oci
 from mirror.answers import BlobAnswer, Filling, InMemory, ManifestAnswer, Stored
+from mirror.cluster.once import SharedFetches
 from mirror.fills import Fills
 from mirror.oci import Manifest
 from mirror.singleflight import SingleFlight
@@ -21,6 +21,7 @@ from mirror.storage.blobs import BlobStore
 from mirror.storage.hot import HotBlobs
 from mirror.storage.manifests import ManifestCache, TagEntry
 from mirror.upstream.client import UpstreamClient
+from mirror.upstream.transport import BlobSource
 
 log = structlog.get_logger("mirror.proxy")
 
@@ -41,8 +42,13 @@ class RegistryProxy:
         tag_ttl: float,
         negative_ttl: float = 0.0,
         prefetch: bool = False,
+        blobs: BlobSource | None = None,
+        shared: SharedFetches | None = None,
     ) -> None:
         self.upstream = upstream
+        #: Where fills get blob bytes: the upstream, or in the shared mode peers before it.
+        self._blobs: BlobSource = blobs if blobs is not None else upstream
+        self._shared = shared  # the shared mode: one upstream manifest request across replicas
         self._manifests = manifests
         self._store = store
         self._fills = fills
@@ -94,13 +100,31 @@ class RegistryProxy:
                 await self._manifests.put_tag(self.label, name, reference, manifest)
             return manifest
 
-        manifest, joined = await self._flights.run(("get", name, reference, tuple(accept)), fetch)
+        async def fetch_once() -> Manifest:  # in the shared mode, one replica asks the upstream
+            if self._shared is None:
+                return await fetch()
+            key = f"{self.label}:{name}:{reference}:{','.join(accept)}"
+            found, _ = await self._shared.run(key, fetch, lambda: self._stored(name, reference, accept))
+            return found
+
+        manifest, joined = await self._flights.run(("get", name, reference, tuple(accept)), fetch_once)
         assert isinstance(manifest, Manifest)
         if self._prefetch and not joined and manifest.media_type in oci.IMAGE_TYPES:
             task = asyncio.create_task(self._prefetch_blobs(name, manifest))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return ManifestAnswer(manifest, "coalesced" if joined else "miss")
+
+    async def _stored(self, name: str, reference: str, accept: list[str]) -> Manifest | None:
+        """What another replica stored for this request meanwhile: the manifest, for a tag only if
+        confirmed within the TTL, and only if the client accepts its media type."""
+        if not oci.is_digest(reference):
+            entry = await self._manifests.tag(self.label, name, reference)
+            if entry is None or not entry.fresh(self._tag_ttl):
+                return None
+            reference = entry.digest
+        found = await self._manifests.manifest(self.label, name, reference)
+        return found if found is not None and found.media_type in accept else None
 
     async def _prefetch_blobs(self, name: str, manifest: Manifest) -> None:
         """Start fills for an image's config and layers, so the client's blob requests join them."""
@@ -109,7 +133,7 @@ class RegistryProxy:
             if self._fills.get(digest) is None and not await asyncio.to_thread(
                 self._store.__contains__, digest
             ):
-                self._fills.start(self.upstream, name, digest)
+                self._fills.start(self._blobs, name, digest)
                 started += 1
         log.info("blobs_prefetched", upstream=self.label, digest=manifest.digest, fills=started)
 
@@ -119,7 +143,8 @@ class RegistryProxy:
         async def revalidate() -> ManifestAnswer:
             # A request that read the tag before another one's revalidation finished gets here after
             # it: the tag is then fresh again and needs no second HEAD.
-            current = await self._manifests.tag(self.label, name, tag)
+            # In the shared mode another replica may have confirmed it: then it is fresh here too.
+            current = await self._manifests.refreshed_tag(self.label, name, tag)
             if current is not None and current.digest == entry.digest and current.fresh(self._tag_ttl):
                 return ManifestAnswer(cached, "hit")
             try:
@@ -161,7 +186,7 @@ class RegistryProxy:
                     stored.close()
                     return BlobAnswer("hit", stored.size, InMemory(stored.data))
                 return BlobAnswer("hit", stored.size, Stored(stored))
-        fill, joined = await self._fills.join(self.upstream, name, digest)
+        fill, joined = await self._fills.join(self._blobs, name, digest)
         if fill.finished and fill.error is None:  # verified and being committed: as good as stored
             return BlobAnswer("hit", fill.size, Filling(fill))
         return BlobAnswer("coalesced" if joined else "miss", fill.size, Filling(fill))
@@ -170,7 +195,7 @@ class RegistryProxy:
         """Make sure a blob is stored, downloading it if needed."""
         if self._fills.get(digest) is None and await asyncio.to_thread(self._store.__contains__, digest):
             return
-        fill = self._fills.start(self.upstream, name, digest)
+        fill = self._fills.start(self._blobs, name, digest)
         await fill.done.wait()
         if fill.error is not None:
             raise fill.error
@@ -184,13 +209,6 @@ class RegistryProxy:
         if fill is not None and fill.size is not None:
             return fill.size, "coalesced"
         return await self.upstream.head_blob(name, digest), "miss"
-
-    # -- tags ---------------------------------------------------------------------------------
-
-    async def tags(self, name: str, query: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
-        """The upstream's tag list (always live: tags are what changes)."""
-        passed = {k: v for k, v in query.items() if k in ("n", "last")}
-        return await self.upstream.tags(name, passed)
 
     async def close(self) -> None:
         for task in list(self._background):

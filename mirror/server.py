@@ -20,6 +20,7 @@ import asyncio
 import errno
 import resource
 import signal
+import ssl
 import time
 from typing import Any
 
@@ -240,12 +241,12 @@ class LoopErrors:
         log.error("event_loop_error", detail=str(context.get("message", "")), exc_info=exc)
 
 
-def serve(app: web.Application) -> None:
-    """Run the mirror until SIGINT/SIGTERM."""
-    asyncio.run(_serve(app))
+def serve(app: web.Application, tls: ssl.SSLContext | None, listen: dict[str, Any]) -> None:
+    """Run the mirror until SIGINT/SIGTERM, on `listen` (`host` and `port`, or a bound `sock`)."""
+    asyncio.run(_serve(app, tls, listen))
 
 
-async def _serve(app: web.Application) -> None:
+async def _serve(app: web.Application, tls: ssl.SSLContext | None, listen: dict[str, Any]) -> None:
     settings: Settings = app[keys.SETTINGS]
     metrics = app[keys.METRICS]
     soft, hard = raise_open_files_limit()
@@ -266,7 +267,11 @@ async def _serve(app: web.Application) -> None:
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.listen.host, settings.listen.port, reuse_address=True)
+        site: web.BaseSite
+        if "sock" in listen:
+            site = web.SockSite(runner, listen["sock"], ssl_context=tls)
+        else:
+            site = web.TCPSite(runner, listen["host"], listen["port"], ssl_context=tls, reuse_address=True)
         await site.start()
         log.info(
             "mirror_listening",

@@ -11,6 +11,8 @@ from urllib.parse import urlsplit
 
 from mirror.errors import RegistryError
 from mirror.oci import COMPONENT, parse_image_ref
+from mirror.upstream.egress import parse_proxy
+from mirror.upstream.repository_lists import check_pattern
 
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[0-9]{1,5})?")
@@ -22,7 +24,7 @@ class Listen:
     port: int
 
     def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def listen_address(value: Any) -> Listen:
@@ -39,6 +41,18 @@ def http_url(value: Any) -> str:
         raise ValueError("expected an http:// or https:// URL")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError("credentials, query and fragment are not allowed in the URL")
+    return text
+
+
+#: Shortest peer secret accepted: an HMAC key must not be guessable.
+MIN_SECRET = 16
+
+
+def secret(value: Any) -> str:
+    """A shared secret of at least MIN_SECRET characters."""
+    text = str(value).strip()
+    if len(text) < MIN_SECRET:
+        raise ValueError(f"expected a secret of at least {MIN_SECRET} characters")
     return text
 
 
@@ -174,3 +188,19 @@ def platform_list(value: Any) -> tuple[str, ...]:
     if not found:
         raise ValueError("expected at least one platform")
     return found
+
+
+def pattern_list(value: Any) -> tuple[str, ...]:
+    """Repository glob patterns (allow and deny lists), e.g. `library/*`, `team-a/**`."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError("expected a list of repository patterns")
+    return tuple(check_pattern(i.strip()) for i in items if i.strip())
+
+
+def proxy_url(value: Any) -> str:
+    """A forward proxy, `http://[user:password@]host[:port]`, or `""` for a direct connection."""
+    if not isinstance(value, str):
+        raise TypeError('expected an http:// proxy URL, or "" to connect direct')
+    parse_proxy(value)
+    return value.strip()

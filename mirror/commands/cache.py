@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from mirror.commands.common import (
 )
 from mirror.config import ConfigError, Settings, load
 from mirror.oci import Digest
-from mirror.storage.blobs import BlobEntry, BlobStore
+from mirror.storage.blobs import BlobEntry, BlobStore, StoreStats
 from mirror.storage.pins import PinRecord
 
 Action = Callable[[argparse.Namespace, Settings, BlobStore], int]
@@ -43,21 +43,7 @@ def target_size(text: str) -> int:
     return 0 if text.strip() == "0" else values.size(text)
 
 
-def plan_prune(entries: list[BlobEntry], target: int, protected: Collection[str]) -> list[BlobEntry]:
-    """What `BlobStore.evict(target, protected)` would delete: least recently used first, until the blobs
-    left add up to at most `target` bytes, never a protected blob."""
-    volume = sum(e.size for e in entries)
-    planned: list[BlobEntry] = []
-    for entry in sorted(entries, key=lambda e: e.accessed_at):
-        if volume <= target:
-            break
-        if entry.digest not in protected:
-            planned.append(entry)
-            volume -= entry.size
-    return planned
-
-
-def sort_entries(entries: list[BlobEntry], by: str, limit: int | None) -> list[BlobEntry]:
+def sort_entries(entries: Iterable[BlobEntry], by: str, limit: int | None) -> list[BlobEntry]:
     """Entries least recently used first (`access`) or largest first (`size`), at most `limit` of them."""
     if by == "size":
         ordered = sorted(entries, key=lambda e: (-e.size, e.accessed_at))
@@ -67,23 +53,21 @@ def sort_entries(entries: list[BlobEntry], by: str, limit: int | None) -> list[B
 
 
 def stats_doc(
-    settings: Settings, disk_bytes: int, entries: list[BlobEntry], pinned: Collection[str], now: float
+    settings: Settings, disk_bytes: int, totals: StoreStats, pinned: tuple[int, int], now: float
 ) -> dict[str, Any]:
-    """The `cache stats --json` document. The limit bounds the blobs' bytes; `disk_bytes` adds the index."""
+    """The `cache stats --json` document from the store's totals and the (count, bytes) of pinned blobs
+    stored. The limit bounds the blobs' bytes; `disk_bytes` adds the index."""
     limit = settings.cache_max_bytes
-    size = sum(e.size for e in entries)
-    held = [e for e in entries if e.digest in pinned]
-    oldest = min((e.accessed_at for e in entries), default=None)
-    newest = max((e.accessed_at for e in entries), default=None)
+    size, oldest, newest = totals.size, totals.oldest_access, totals.newest_access
     return {
         "cache_dir": str(settings.cache_dir),
         "size_bytes": size,
         "disk_bytes": disk_bytes,
         "limit_bytes": limit,
         "used_percent": round(100 * size / limit, 1),
-        "entries": len(entries),
-        "pinned_entries": len(held),
-        "pinned_bytes": sum(e.size for e in held),
+        "entries": totals.entries,
+        "pinned_entries": pinned[0],
+        "pinned_bytes": pinned[1],
         "high_watermark_bytes": int(limit * settings.cache_high_watermark),
         "low_watermark_bytes": int(limit * settings.cache_low_watermark),
         "oldest_access": None if oldest is None else iso_time(oldest),
@@ -140,7 +124,7 @@ def opened_store(settings: Settings) -> Iterator[BlobStore]:
     """The blob store of `settings.cache_dir`; a directory without one is a configuration error."""
     if not (settings.cache_dir / "blobs").is_dir():
         raise ConfigError(f"no blob store in {settings.cache_dir} (has a mirror run with this cache_dir?)")
-    store = BlobStore(settings.cache_dir, settings.cache_max_bytes)
+    store = BlobStore(settings.cache_dir)
     try:
         yield store
     finally:
@@ -154,7 +138,8 @@ def emit(doc: Any) -> None:
 
 def stats(args: argparse.Namespace, settings: Settings, store: BlobStore) -> int:
     """Size against the limit, entries, pins, watermarks, access times."""
-    doc = stats_doc(settings, store.usage()[0], store.entries(), pinned_digests(settings), time.time())
+    held = store.held(pinned_digests(settings))
+    doc = stats_doc(settings, store.usage()[0], store.stats(), held, time.time())
     if args.json:
         emit(doc)
     else:
@@ -177,14 +162,14 @@ def ls(args: argparse.Namespace, settings: Settings, store: BlobStore) -> int:
 def rm(args: argparse.Namespace, settings: Settings, store: BlobStore) -> int:
     """Remove blobs by digest; a pinned one only with --force. 1 if any was not removed."""
     pinned = pinned_digests(settings)
-    sizes = {e.digest: e.size for e in store.entries()}
     status = EXIT_OK
     for digest in dict.fromkeys(args.digests):
+        size = store.bytes_of({digest})
         if digest in pinned and not args.force:
             print(f"mirror: {digest} is pinned, not removed (--force removes it)", file=sys.stderr)
             status = EXIT_PROBLEM
         elif store.remove(digest):
-            print(f"removed {digest} ({human_size(sizes.get(digest, 0))})")
+            print(f"removed {digest} ({human_size(size)})")
         else:
             print(f"mirror: {digest} is not stored", file=sys.stderr)
             status = EXIT_PROBLEM
@@ -195,7 +180,7 @@ def prune(args: argparse.Namespace, settings: Settings, store: BlobStore) -> int
     """Evict least recently used, unpinned blobs down to the target (or say which would go)."""
     target = args.to if args.to is not None else int(settings.cache_max_bytes * settings.cache_low_watermark)
     before, pinned = store.blob_bytes(), pinned_digests(settings)
-    evicted = plan_prune(store.entries(), target, pinned) if args.dry_run else store.evict(target, pinned)
+    evicted = store.plan_eviction(target, pinned) if args.dry_run else list(store.evict(target, pinned))
     freed = sum(e.size for e in evicted)
     after = before - freed if args.dry_run else store.blob_bytes()
     if args.json:
@@ -226,7 +211,7 @@ def prune(args: argparse.Namespace, settings: Settings, store: BlobStore) -> int
 
 def verify(args: argparse.Namespace, settings: Settings, store: BlobStore) -> int:
     """Re-hash every blob, dropping corrupt ones; 1 if any was corrupt."""
-    total = sum(e.size for e in store.entries())
+    total = store.blob_bytes()
     checked = checked_bytes = gone = 0
     corrupt: list[str] = []
     bar_off = args.json or not sys.stderr.isatty()

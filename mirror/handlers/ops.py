@@ -42,10 +42,12 @@ async def readyz(request: web.Request) -> web.Response:
     upstreams = {label: proxy.upstream.health.status() for label, proxy in proxies.items()}
     status = "not ready" if not ready else "degraded" if low else "ready"
     disk = {"free_bytes": free, "reserve_bytes": settings.disk_reserve_bytes, "low": low}
-    return web.json_response(
-        {"status": status, "checks": checks, "disk": disk, "upstreams": upstreams},
-        status=200 if ready else 503,
-    )
+    found: dict[str, object] = {"status": status, "checks": checks, "disk": disk}
+    found["upstreams"] = upstreams
+    # Redis too: without it each replica serves alone, so it is "degraded", never a reason to fail.
+    if keys.COORDINATOR in request.app:
+        found["redis"] = request.app[keys.COORDINATOR].status()
+    return web.json_response(found, status=200 if ready else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -1,6 +1,7 @@
 """The blob store: verified blobs on disk, one file per digest, indexed by diskcache.
 
-diskcache owns the index (digest → file, size, access time) and its eviction; the files are ours.
+diskcache owns the index (digest → file, size, access time); the files and their eviction are ours
+(`plan_eviction` here, `eviction.py` for when it runs).
 A verified fill is committed by renaming its temp file into the store (`BlobDisk.store`), so a blob is
 written to disk exactly once. All methods are synchronous: callers run them in a thread.
 """
@@ -8,13 +9,14 @@ written to disk exactly once. All methods are synchronous: callers run them in a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +24,7 @@ from typing import IO, Any
 import diskcache
 
 from mirror.oci import Digest
+from mirror.storage.failures import translated
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,20 +86,24 @@ class BlobEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class CheckReport:
-    """What the start-up integrity check dropped."""
+class StoreStats:
+    """The store's totals, read without listing it."""
 
-    missing: int = 0  # index rows whose file is gone
-    wrong_size: int = 0  # files whose size no longer matches the index
-    orphans: int = 0  # files or rows diskcache found unreferenced
+    entries: int
+    size: int  # bytes of the blobs (what the size limit bounds)
+    oldest_access: float | None
+    newest_access: float | None
+
+
+#: Rows or files read per query of a listing or check: memory stays bounded whatever the store's size.
+BATCH = 1000
 
 
 class BlobStore:
     """Blobs by digest under `root`, with temp files for fills on the same filesystem."""
 
-    def __init__(self, root: Path, size_limit: int) -> None:
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.size_limit = size_limit
         self.tmp_dir = root / "tmp"
         # diskcache never culls or updates access times by itself (policy "none"): eviction is ours, so it
         # can spare pinned blobs and blobs being read, and a hit costs no SQLite write: access times are
@@ -122,11 +129,13 @@ class BlobStore:
         self.tmp_dir.mkdir(parents=True)
         return removed
 
+    @translated
     def open_temp(self, digest: str) -> tuple[IO[bytes], Path, int]:
         """A new temp file for a fill of `digest`: open for writing, its path, and a read descriptor."""
         fd, name = tempfile.mkstemp(prefix=digest.replace(":", "-") + ".", dir=self.tmp_dir)
         return os.fdopen(fd, "wb", buffering=0), Path(name), os.open(name, os.O_RDONLY)
 
+    @translated
     def open(self, digest: str, read_below: int = 0) -> StoredBlob | None:
         """The stored blob, or None. A file whose size differs from the recorded one is dropped.
 
@@ -166,6 +175,7 @@ class BlobStore:
         with self._lock:
             return set(self._reading)
 
+    @translated
     def size_of(self, digest: str) -> int | None:
         """The size of a stored (and size-checked) blob, or None."""
         blob = self.open(digest)
@@ -174,10 +184,12 @@ class BlobStore:
         blob.close()
         return blob.size
 
+    @translated
     def commit(self, digest: str, temp: Path, size: int) -> None:
         """Adopt a verified temp file as the blob `digest` (a rename, not a copy)."""
         self._cache.set(digest, _VerifiedFile(temp, size), tag=size)
 
+    @translated
     def __contains__(self, digest: str) -> bool:
         return digest in self._cache
 
@@ -186,9 +198,21 @@ class BlobStore:
         return int(self._cache.volume()), len(self._cache)
 
     def blob_bytes(self) -> int:
-        """Sum of the sizes of the stored blobs (what the size limit bounds)."""
-        row = self._cache._sql("SELECT COALESCE(SUM(size), 0) FROM Cache").fetchone()
-        return int(row[0])
+        """Sum of the sizes of the stored blobs (what the size limit bounds): a counter diskcache's
+        triggers keep, so O(1) whatever the number of blobs."""
+        return int(self._cache.reset("size"))
+
+    def ensure_indexes(self) -> None:
+        """Index the columns that listings by access time and the orphan check look up (once per store;
+        on a large existing store this takes a while: run it in the background)."""
+        self._cache._sql("CREATE INDEX IF NOT EXISTS mirror_access_time ON Cache(access_time)")
+        self._cache._sql("CREATE INDEX IF NOT EXISTS mirror_filename ON Cache(filename)")
+
+    def stats(self) -> StoreStats:
+        """Count, bytes and the oldest and newest access, without listing the store."""
+        self.flush_access()
+        oldest, newest = self._cache._sql("SELECT MIN(access_time), MAX(access_time) FROM Cache").fetchone()
+        return StoreStats(len(self._cache), self.blob_bytes(), oldest, newest)
 
     def flush_access(self) -> int:
         """Write the access times of recent hits to the index, in one transaction; how many."""
@@ -202,67 +226,131 @@ class BlobStore:
                     )
         return len(touched)
 
-    def entries(self) -> list[BlobEntry]:
-        """Every stored blob, least recently used first."""
+    def entries(self) -> Iterator[BlobEntry]:
+        """Every stored blob, least recently used first, read `BATCH` rows at a time."""
         self.flush_access()
         # diskcache has no public way to list by access time; its schema is stable across 5.x (pinned).
-        rows = self._cache._sql("SELECT key, size, store_time, access_time FROM Cache ORDER BY access_time")
-        return [BlobEntry(str(k), int(size), float(st), float(at)) for k, size, st, at in rows.fetchall()]
+        after: tuple[float, int] = (float("-inf"), 0)
+        while True:
+            rows = self._cache._sql(
+                "SELECT access_time, rowid, key, size, store_time FROM Cache"
+                " WHERE (access_time, rowid) > (?, ?) ORDER BY access_time, rowid LIMIT ?",
+                (*after, BATCH),
+            ).fetchall()
+            for at, _, key, size, st in rows:
+                yield BlobEntry(str(key), int(size), float(st), float(at))
+            if len(rows) < BATCH:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    def digests(self) -> list[str]:
+        """Every stored digest (for the shared mode's announcements)."""
+        return [str(k) for (k,) in self._cache._sql("SELECT key FROM Cache").fetchall()]
 
     def bytes_of(self, digests: Collection[str]) -> int:
-        """Total size of those of `digests` that are stored: one indexed lookup each, so a metrics
+        """Total size of those of `digests` that are stored."""
+        return self.held(digests)[1]
+
+    def held(self, digests: Collection[str]) -> tuple[int, int]:
+        """How many of `digests` are stored, and their bytes: one indexed lookup each, so a metrics
         scrape costs the number of pinned blobs, not the size of the store."""
-        total = 0
+        count = total = 0
         for digest in digests:
             row = self._cache._sql("SELECT size FROM Cache WHERE key = ? AND raw = 1", (digest,)).fetchone()
-            total += int(row[0]) if row else 0
-        return total
+            if row:
+                count, total = count + 1, total + int(row[0])
+        return count, total
 
     def remove(self, digest: str) -> bool:
         """Delete a blob; False when it was not stored."""
         return bool(self._cache.delete(digest))
 
-    def evict(self, target: int, protected: Collection[str]) -> list[BlobEntry]:
-        """Delete least-recently-used blobs until the store holds at most `target` bytes.
+    def plan_eviction(self, target: int, protected: Collection[str]) -> list[BlobEntry]:
+        """What `evict` would delete now: least recently used first, until the blobs left add up to at
+        most `target` bytes; never a protected (pinned) blob or one being read."""
+        return list(self._eviction_order(target, protected))
 
-        Never deletes a protected (pinned) blob or one being read. Returns what was deleted.
-        """
-        volume = self.blob_bytes()
-        evicted: list[BlobEntry] = []
-        skip = set(protected) | self.being_read()
-        for entry in self.entries():
-            if volume <= target:
-                break
-            if entry.digest in skip or not self.remove(entry.digest):
-                continue
-            volume -= entry.size
-            evicted.append(entry)
-        return evicted
+    def _eviction_order(self, target: int, protected: Collection[str]) -> Iterator[BlobEntry]:
+        spared = set(protected) | self.being_read()
+        return eviction_order(self.entries(), self.blob_bytes(), target, spared)
 
-    def _files(self) -> list[tuple[str, int, Path]]:
-        """(digest, recorded size, path) of every row, read without touching access times."""
-        rows = self._cache._sql("SELECT key, size, filename FROM Cache WHERE filename IS NOT NULL")
+    def evict(self, target: int, protected: Collection[str]) -> Iterator[BlobEntry]:
+        """Delete what `plan_eviction` names as the caller iterates, `BATCH` blobs per index
+        transaction, yielding each deleted blob: memory stays bounded however many go."""
+        order = self._eviction_order(target, protected)
+        while batch := list(itertools.islice(order, BATCH)):
+            with self._cache.transact():
+                deleted = [entry for entry in batch if self.remove(entry.digest)]
+            yield from deleted
+
+    def _files(self, after: int = 0, limit: int = BATCH) -> list[tuple[int, str, int, Path]]:
+        """(rowid, digest, recorded size, path) of up to `limit` rows past `after`, without touching
+        access times."""
+        rows = self._cache._sql(
+            "SELECT rowid, key, size, filename FROM Cache WHERE rowid > ? AND filename IS NOT NULL"
+            " ORDER BY rowid LIMIT ?",
+            (after, limit),
+        )
         base = Path(self._cache.directory)
-        return [(str(k), int(size), base / name) for k, size, name in rows.fetchall()]
+        return [(int(r), str(k), int(size), base / name) for r, k, size, name in rows.fetchall()]
 
-    def check(self) -> CheckReport:
-        """Start-up integrity: drop rows whose file is missing or has another size, then let diskcache
-        remove files nothing refers to. Access times (the LRU order) are left as they were."""
+    def _all_files(self) -> Iterator[tuple[str, int, Path]]:
+        after = 0
+        while batch := self._files(after):
+            for rowid, digest, size, path in batch:
+                after = rowid
+                yield digest, size, path
+
+    def check_rows(self, after: int) -> tuple[int | None, int, int]:
+        """Check one batch of index rows past rowid `after` against their files, dropping rows whose file
+        is missing or has another size: (the last rowid checked or None at the end, missing, wrong)."""
+        batch = self._files(after)
         missing = wrong_size = 0
-        for digest, size, path in self._files():
+        for rowid, digest, size, path in batch:
             try:
                 actual = path.stat().st_size
             except FileNotFoundError:
-                missing += int(self.remove(digest))
+                missing += int(self._drop_row(rowid, digest, path))
                 continue
             if actual != size:
-                wrong_size += int(self.remove(digest))
-        orphans = len(self._cache.check(fix=True))
-        return CheckReport(missing, wrong_size, orphans)
+                wrong_size += int(self._drop_row(rowid, digest, path))
+        return (batch[-1][0] if batch else None), missing, wrong_size
+
+    def _drop_row(self, rowid: int, digest: str, path: Path) -> bool:
+        """Delete `digest` if its row still names `path`: a fill may have stored it anew meanwhile."""
+        relative = str(path.relative_to(self._cache.directory))
+        with self._cache.transact():
+            row = self._cache._sql("SELECT filename FROM Cache WHERE rowid = ?", (rowid,)).fetchone()
+            return bool(row and row[0] == relative and self._cache.delete(digest))
+
+    def blob_dirs(self) -> list[Path]:
+        """The directories blob files live in (256, plus any of diskcache's older two-level layout)."""
+        root = Path(self._cache.directory)
+        found: list[Path] = []
+        for top in sorted(p for p in root.iterdir() if p.is_dir()):
+            found.append(top)
+            found.extend(sorted(p for p in top.iterdir() if p.is_dir()))
+        return found
+
+    def remove_orphans(self, directory: Path) -> tuple[int, int]:
+        """Delete the blob files in `directory` that no index row names (left by a crash between the
+        rename into the store and the index insert): (files looked at, files removed)."""
+        root = Path(self._cache.directory)
+        removed = 0
+        with os.scandir(directory) as listing:
+            names = [e.name for e in listing if e.is_file() and e.name.endswith(".val")]
+        for name in names:
+            relative = str((directory / name).relative_to(root))
+            row = self._cache._sql("SELECT 1 FROM Cache WHERE filename = ?", (relative,)).fetchone()
+            if row is None:
+                with contextlib.suppress(FileNotFoundError):
+                    (directory / name).unlink()
+                    removed += 1
+        return len(names), removed
 
     def verify_all(self) -> Iterator[tuple[str, int, bool | None]]:
         """Re-hash every blob, yielding (digest, size, verdict) as it goes; corrupt ones are dropped."""
-        for digest, size, path in self._files():
+        for digest, size, path in self._all_files():
             yield digest, size, self._verify_file(digest, path)
 
     def _verify_file(self, digest: str, path: Path) -> bool | None:
@@ -283,3 +371,17 @@ class BlobStore:
     def close(self) -> None:
         self.flush_access()
         self._cache.close()
+
+
+def eviction_order(
+    entries: Iterable[BlobEntry], volume: int, target: int, spared: Collection[str]
+) -> Iterator[BlobEntry]:
+    """The entries to evict from a store of `volume` bytes, taken in the order given (least recently
+    used first), until the rest add up to at most `target` bytes; never one in `spared`. Lazy: reads
+    only as many entries as it needs."""
+    for entry in entries:
+        if volume <= target:
+            return
+        if entry.digest not in spared:
+            yield entry
+            volume -= entry.size

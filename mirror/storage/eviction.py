@@ -5,12 +5,12 @@ blobs being read are never evicted."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 
 import structlog
 
 from mirror.metrics import Metrics
-from mirror.storage.blobs import BlobStore
+from mirror.storage.blobs import BlobEntry, BlobStore
 
 log = structlog.get_logger("mirror.eviction")
 
@@ -52,14 +52,13 @@ class Evictor:
         size = await asyncio.to_thread(self._store.blob_bytes)
         if size <= self.high:
             return 0
-        evicted = await asyncio.to_thread(self._store.evict, self.low, self._protected())
-        freed = sum(e.size for e in evicted)
-        self._metrics.evictions.inc(len(evicted))
+        count, freed = await asyncio.to_thread(_tally, self._store.evict(self.low, self._protected()))
+        self._metrics.evictions.inc(count)
         self._metrics.evicted_bytes.inc(freed)
         after = await asyncio.to_thread(self._store.blob_bytes)
         log.info(
             "cache_evicted",
-            blobs=len(evicted),
+            blobs=count,
             bytes=freed,
             size_before=size,
             size_after=after,
@@ -73,3 +72,11 @@ class Evictor:
     async def close(self) -> None:
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _tally(evicted: Iterator[BlobEntry]) -> tuple[int, int]:
+    """Run an eviction to its end (blocking): how many blobs and bytes it deleted."""
+    count = freed = 0
+    for entry in evicted:
+        count, freed = count + 1, freed + entry.size
+    return count, freed

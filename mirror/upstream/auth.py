@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from mirror import oci
+from mirror import errors, oci
 from mirror.singleflight import SingleFlight
 from mirror.upstream import fields
 
@@ -87,6 +87,14 @@ def _origin(url: str) -> tuple[str, str, int] | None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None
     return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def mirror_refused() -> errors.Unauthorized:
+    """401 for a client when the upstream refused the mirror's own credentials (or their absence)."""
+    return errors.Unauthorized(
+        "the upstream registry refused the mirror's credentials",
+        headers={"WWW-Authenticate": 'Basic realm="mirror"'},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +177,11 @@ class UpstreamAuth:
         trusted = realm_trusted(self._upstream_url, challenge.realm, self._trusted)
         value, expires_in = await self._fetch_token(challenge, scope, self._basic if trusted else None)
         return Token(value, token_validity(expires_in, time.monotonic()))
+
+    def refused(self, challenge: str) -> errors.RegistryError:
+        """The error for a client when the upstream refused what this sent (its `challenge` is not for
+        the client: the client's own credentials are never what the mirror sends here)."""
+        return mirror_refused()
 
     @staticmethod
     def _token_key(challenge: Challenge, scope: str) -> tuple[str, str, str]:

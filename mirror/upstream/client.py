@@ -22,12 +22,12 @@ from yarl import URL
 from mirror import __version__, errors, oci
 from mirror.config import UpstreamSettings
 from mirror.metrics import Metrics
-from mirror.upstream import fields
-from mirror.upstream.auth import Challenge, UpstreamAuth
+from mirror.upstream import clientauth, fields
+from mirror.upstream.auth import Challenge, UpstreamAuth, mirror_refused
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.session import SessionResponse, SessionTransport
 from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport, TransportBusy
-from mirror.upstream.transport import BlobBody, Response, Transport, TransportError
+from mirror.upstream.transport import BlobBody, CountedBody, Response, Transport, TransportError
 
 R = TypeVar("R", bound=Response)
 MAX_REDIRECTS = 5
@@ -37,6 +37,8 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TAGS_HEADERS = ("Link", "Content-Type")
 #: A tags list bigger than this is refused rather than held in memory.
 MAX_TAGS_BYTES = 16 * 1024 * 1024
+#: What a registry without the referrers API (Docker Hub, distribution 2.8) answers for its route.
+_NO_REFERRERS_API = frozenset({404, 405})
 #: A token response bigger than this is refused (real ones are a few KiB).
 MAX_TOKEN_BYTES = 1024 * 1024
 #: Bytes of an upstream error document read to find its code.
@@ -53,14 +55,19 @@ class ManifestHead:
     media_type: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReferrersPage:
+    """One page of an upstream referrers list and its `Link` header (naming the next page, if any)."""
+
+    body: bytes
+    link: str | None
+
+
 def error_for_status(status: int, kind: str, body: bytes, headers: Mapping[str, str]) -> errors.RegistryError:
     """The registry error a client gets for an upstream answer with `status`."""
     code = errors.upstream_error_code(body)
     if status == 401:
-        return errors.Unauthorized(
-            "the upstream registry refused the mirror's credentials",
-            headers={"WWW-Authenticate": 'Basic realm="mirror"'},
-        )
+        return mirror_refused()
     if status == 403:
         return errors.Denied("the upstream registry denied access")
     if status == 404:
@@ -84,18 +91,18 @@ class UpstreamClient:
         self._metrics = metrics
         self._session: SessionTransport | None = None
         self._bodies: ThreadedTransport | None = None
-        self.auth = UpstreamAuth(
-            settings.url,
-            self._fetch_token,
-            settings.username,
-            settings.password,
-            frozenset(settings.auth_realms),
-        )
+        self.auth = self.auth_for(settings.username, settings.password)
+
+    def auth_for(self, username: str | None, password: str | None) -> UpstreamAuth:
+        """Auth state for these credentials against this upstream (the mirror's own, or a client's)."""
+        realms = frozenset(self._settings.auth_realms)
+        return UpstreamAuth(self._settings.url, self._fetch_token, username, password, realms)
 
     async def __aenter__(self) -> UpstreamClient:
         connect, read = self._settings.connect_timeout, self._settings.read_timeout
-        self._session = SessionTransport(connect, read, USER_AGENT)
-        self._bodies = ThreadedTransport(connect, read, self._settings.max_transfers)
+        egress = self._settings.egress
+        self._session = SessionTransport(connect, read, USER_AGENT, egress)
+        self._bodies = ThreadedTransport(connect, read, egress, self._settings.max_transfers)
         await asyncio.to_thread(ThreadedTransport.warm)
         return self
 
@@ -163,18 +170,26 @@ class UpstreamClient:
                     self.bodies, "GET", name, path, "blob", headers=headers
                 )
                 self._metrics.blob_transfers.labels("threaded").inc()
-                return threaded
+                return CountedBody(threaded, self._metrics.upstream_bytes.labels(self.label).inc)
         session: SessionResponse = await self._checked(
             self.session, "GET", name, path, "blob", headers=headers
         )
         self._metrics.blob_transfers.labels("session").inc()
-        return session
+        return CountedBody(session, self._metrics.upstream_bytes.labels(self.label).inc)
 
     async def head_blob(self, name: str, digest: str) -> int | None:
         """The blob's size as the upstream announces it."""
         resp = await self._ok("HEAD", name, f"blobs/{digest}", "blob")
         resp.release()
         return resp.content_length
+
+    async def challenge(self) -> str | None:
+        """The upstream's anonymous `GET /v2/` challenge (relayed to clients in client mode), if any."""
+        resp = await self._send(self.session, "GET", URL(f"{self._settings.url}/v2/"), {}, "base")
+        if resp.status == 401:
+            return _challenge_of(resp)
+        resp.release()
+        return None
 
     async def tags(self, name: str, query: Mapping[str, str]) -> tuple[bytes, dict[str, str]]:
         """The upstream's tag list body and the headers worth relaying (pagination `Link`)."""
@@ -186,6 +201,28 @@ class UpstreamClient:
         finally:
             resp.release()
         return body, relay
+
+    async def referrers_page(self, name: str, digest: str, page: str | None = None) -> ReferrersPage | None:
+        """One page of the upstream's referrers list for `digest` (`page`: a next-page URL from the
+        `Link` of the one before), or None when the upstream has no referrers API (404 or 405)."""
+        url = URL(f"{self._settings.url}/v2/{name}/referrers/{digest}")
+        if page is not None:
+            url = url.join(URL(page, encoded=True))
+            if url.origin() != self._base.origin():
+                raise errors.UpstreamBadGateway("the upstream's referrers Link leaves its origin")
+        accept = {"Accept": oci.OCI_INDEX}
+        resp = await self._authorized(
+            self.session, "GET", url, accept, f"repository:{name}:pull", "referrers"
+        )
+        try:
+            if resp.status in _NO_REFERRERS_API:
+                return None
+            if not 200 <= resp.status < 300:
+                raise error_for_status(resp.status, "referrers", await _error_body(resp), resp.headers)
+            body = await _read_capped(resp, oci.MAX_MANIFEST_BYTES, "referrers list")
+            return ReferrersPage(body, resp.headers.get("Link"))
+        finally:
+            resp.release()
 
     # -- transport ----------------------------------------------------------------------------
 
@@ -232,17 +269,20 @@ class UpstreamClient:
     async def _authorized(
         self, transport: Transport[R], method: str, url: URL, headers: dict[str, str], scope: str, kind: str
     ) -> R:
-        """Send with the known credentials; on a 401, answer its challenge and retry once."""
-        authorization = await self.auth.authorization(scope)
+        """Send with the known credentials (the client's own, for an upstream in client mode); on a 401,
+        answer its challenge and retry once."""
+        auth: clientauth.Authorizer = clientauth.current(self.label) or self.auth
+        authorization = await auth.authorization(scope)
         resp = await self._follow(transport, method, url, headers, authorization, kind)
-        if resp.status != 401:
-            return resp
-        challenge = resp.headers.get("WWW-Authenticate", "")
-        resp.release()
-        retry = await self.auth.answer(challenge, scope, authorization)
-        if retry is None:
-            raise error_for_status(401, kind, b"", {})
-        return await self._follow(transport, method, url, headers, retry, kind)
+        if resp.status == 401:
+            challenge = _challenge_of(resp)
+            retry = await auth.answer(challenge, scope, authorization)
+            if retry is None:
+                raise auth.refused(challenge)
+            resp = await self._follow(transport, method, url, headers, retry, kind)
+            if resp.status == 401:
+                raise auth.refused(_challenge_of(resp))
+        return resp
 
     async def _follow(
         self,
@@ -348,6 +388,12 @@ def _check_manifest_body(body: bytes, length: int | None) -> None:
         raise errors.UpstreamBadGateway("upstream manifest is not a JSON document") from None
     if not isinstance(doc, dict):
         raise errors.UpstreamBadGateway("upstream manifest is not a JSON object")
+
+
+def _challenge_of(resp: Response) -> str:
+    """The `WWW-Authenticate` of a 401, whose body is not needed: the response is released."""
+    resp.release()
+    return resp.headers.get("WWW-Authenticate", "")
 
 
 async def _read_capped(resp: Response, limit: int, what: str) -> bytes:

@@ -1,8 +1,9 @@
 """The aiohttp transport: manifests, tokens and tag lists over one `ClientSession` per upstream.
 
 Redirects are not followed here (the client follows them by hand, so `Authorization` never leaves the
-upstream's origin), bodies are never decompressed (manifest bytes are hashed as sent), and the
-environment's proxy settings are not read.
+upstream's origin), and bodies are never decompressed (manifest bytes are hashed as sent). A forward
+proxy is chosen per request by the upstream's `ProxyRules` (aiohttp's own reading of the environment is
+off): plain http through it with absolute URIs, https with `CONNECT`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from mirror.errors import describe
+from mirror.upstream.egress import DIRECT, ProxyRules
 from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, TransportError
 
 #: Connections per upstream session: manifests and tokens are short requests.
@@ -87,7 +89,14 @@ class SessionResponse:
 class SessionTransport:
     """Requests over an aiohttp session with the upstream's connect and read timeouts."""
 
-    def __init__(self, connect_timeout: float | None, read_timeout: float | None, user_agent: str) -> None:
+    def __init__(
+        self,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+        user_agent: str,
+        egress: ProxyRules = DIRECT,
+    ) -> None:
+        self._egress = egress
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout),
             auto_decompress=False,
@@ -97,8 +106,24 @@ class SessionTransport:
         )
 
     async def send(self, method: str, url: URL, headers: Mapping[str, str]) -> SessionResponse:
+        proxy = self._egress.proxy_for(url)
+        proxy_url = proxy.url if proxy is not None else None
+        proxy_headers: dict[str, str] | None = None
+        if proxy is not None and proxy.authorization is not None:
+            # aiohttp sends proxy_headers only with a CONNECT: plain http carries it in the request.
+            if url.scheme == "https":
+                proxy_headers = {"Proxy-Authorization": proxy.authorization}
+            else:
+                headers = {**headers, "Proxy-Authorization": proxy.authorization}
         try:
-            resp = await self._session.request(method, url, headers=headers, allow_redirects=False)
+            resp = await self._session.request(
+                method,
+                url,
+                headers=headers,
+                allow_redirects=False,
+                proxy=proxy_url,
+                proxy_headers=proxy_headers,
+            )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransportError(describe(exc), timeout=isinstance(exc, TimeoutError)) from None
         return SessionResponse(resp)

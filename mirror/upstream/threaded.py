@@ -2,8 +2,10 @@
 
 One transfer thread receives a body (one receive of up to `BUFFER` bytes at a time), writes it and hashes
 it, releasing the GIL for each step, instead of moving every chunk through the event loop (why, with
-figures: the README's "Design"). Connections are pooled per origin; `close` shuts busy ones down so
-that no thread outlives the mirror. Only blob GETs take this path.
+figures: the README's "Design"). Connections are pooled per origin and proxy; `close` shuts busy ones
+down so that no thread outlives the mirror. Only blob GETs take this path. Through a forward proxy
+(chosen per request by the upstream's `ProxyRules`), https targets are reached with `CONNECT`
+(`set_tunnel`) and plain http ones with absolute URIs.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import ssl
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from mirror.errors import describe
+from mirror.upstream.egress import DIRECT, Proxy, ProxyRules
 from mirror.upstream.fields import content_length
 from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, TransportError
 
@@ -36,6 +40,16 @@ class Stopped(Exception):
     """The transfer was stopped from the event loop (its pump was cancelled)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a pooled connection leads: the target origin, and the proxy it goes through (None: direct)."""
+
+    scheme: str
+    host: str
+    port: int
+    proxy: Proxy | None = None
+
+
 class TransportBusy(Exception):
     """Every transfer thread is taken: the caller sends the request another way, without waiting."""
 
@@ -47,25 +61,30 @@ class ThreadedTransport:
     so a request never queues behind running bodies: with no slot free, `send` raises TransportBusy."""
 
     def __init__(
-        self, connect_timeout: float | None, read_timeout: float | None, max_transfers: int = MAX_TRANSFERS
+        self,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+        egress: ProxyRules = DIRECT,
+        max_transfers: int = MAX_TRANSFERS,
     ) -> None:
+        self._egress = egress
         self.max_transfers = max_transfers
         self.active = 0  # slots held: exchanges sent and not released
         self.executor = ThreadPoolExecutor(max_transfers, thread_name_prefix="mirror-transfer")
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
         self._busy: set[http.client.HTTPConnection] = set()  # shut down on close(), unblocking threads
         self._lock = threading.Lock()
         self._tls = ssl.create_default_context()
 
     @staticmethod
     def warm() -> None:
-        """Load the resolver (glibc reads its NSS configuration on the first `getaddrinfo` of a process,
-        2.6 ms here) before the first blob, not during it. Blocking, but no network: a numeric address."""
+        """Load the resolver (glibc reads its NSS configuration on the first `getaddrinfo` of a process)
+        before the first blob, not during it. Blocking, but no network: a numeric address."""
         socket.getaddrinfo("127.0.0.1", None)
 
-    def _take(self, key: tuple[str, str, int]) -> http.client.HTTPConnection | None:
+    def _take(self, key: Origin) -> http.client.HTTPConnection | None:
         with self._lock:
             idle = self._idle.get(key)
             conn = idle.pop() if idle else None
@@ -73,7 +92,7 @@ class ThreadedTransport:
                 self._busy.add(conn)
             return conn
 
-    def give_back(self, key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
+    def give_back(self, key: Origin, conn: http.client.HTTPConnection) -> None:
         with self._lock:
             self._busy.discard(conn)
             self._idle.setdefault(key, []).append(conn)
@@ -84,13 +103,16 @@ class ThreadedTransport:
             self._busy.discard(conn)
         conn.close()
 
-    def _new(
-        self, key: tuple[str, str, int], used: list[http.client.HTTPConnection]
-    ) -> http.client.HTTPConnection:
-        scheme, host, port = key
+    def _new(self, key: Origin, used: list[http.client.HTTPConnection]) -> http.client.HTTPConnection:
+        host, port, proxy = key.host, key.port, key.proxy
+        if proxy is not None:
+            host, port = proxy.host, proxy.port
         conn: http.client.HTTPConnection
-        if scheme == "https":
+        if key.scheme == "https":
             conn = http.client.HTTPSConnection(host, port, timeout=self._connect_timeout, context=self._tls)
+            if proxy is not None:
+                auth = proxy.authorization
+                conn.set_tunnel(key.host, key.port, {"Proxy-Authorization": auth} if auth else None)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
         with self._lock:
@@ -144,7 +166,8 @@ class ThreadedTransport:
         """Send the request and read the response headers (blocking: call it in `executor`); each
         connection tried is appended to `used`, so that the event loop can shut it down."""
         used = [] if used is None else used
-        key = (url.scheme, url.raw_host or "", url.port or (443 if url.scheme == "https" else 80))
+        port = url.port or (443 if url.scheme == "https" else 80)
+        key = Origin(url.scheme, url.raw_host or "", port, self._egress.proxy_for(url))
         conn = self._take(key)
         if conn is not None:
             used.append(conn)
@@ -157,14 +180,19 @@ class ThreadedTransport:
 
     def _exchange(
         self,
-        key: tuple[str, str, int],
+        key: Origin,
         conn: http.client.HTTPConnection,
         method: str,
         url: URL,
         headers: Mapping[str, str],
     ) -> ThreadedResponse:
+        target, send = url.raw_path_qs, dict(headers)
+        if key.proxy is not None and key.scheme == "http":  # no tunnel: the proxy is asked for the URL
+            target = str(url.with_fragment(None))
+            if key.proxy.authorization is not None:
+                send["Proxy-Authorization"] = key.proxy.authorization
         try:
-            conn.request(method, url.raw_path_qs, headers=dict(headers))
+            conn.request(method, target, headers=send)
             resp = conn.getresponse()
         except BaseException:
             self.discard(conn)
@@ -193,7 +221,7 @@ class ThreadedResponse:
     def __init__(
         self,
         pool: ThreadedTransport,
-        key: tuple[str, str, int],
+        key: Origin,
         conn: http.client.HTTPConnection,
         resp: http.client.HTTPResponse,
     ) -> None:
@@ -296,6 +324,8 @@ class ThreadedResponse:
             self._resp.close()  # marks the exchange finished, so the connection can send again
             self._pool.give_back(self._key, conn)
         else:
+            # A `Connection: close` answer holds the socket itself (http.client hands it over): close both.
+            self._resp.close()
             self._pool.discard(conn)
 
 

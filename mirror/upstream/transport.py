@@ -83,3 +83,38 @@ class BlobSource(Protocol):
 
     async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlobBody:
         """The blob's body from `offset` with its headers read; raises the registry error for a refusal."""
+
+
+class CountedBody:
+    """A blob body whose received bytes are also counted, by the source that opened it (an upstream's
+    `mirror_upstream_bytes_received_total`, or the peers' counter), so a fill mixing sources counts each
+    byte where it came from."""
+
+    def __init__(self, body: BlobBody, count: OnBytes) -> None:
+        self._body = body
+        self._count = count
+
+    @property
+    def status(self) -> int:
+        return self._body.status
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._body.headers
+
+    @property
+    def content_length(self) -> int | None:
+        return self._body.content_length
+
+    async def read(self, limit: int) -> bytes:
+        return await self._body.read(limit)
+
+    def release(self) -> None:
+        self._body.release()
+
+    async def pump_into(self, fd: int, hash_update: HashUpdate, on_bytes: OnBytes, skip: int = 0) -> None:
+        def counted(count: int) -> None:
+            self._count(count)
+            on_bytes(count)
+
+        await self._body.pump_into(fd, hash_update, counted, skip)

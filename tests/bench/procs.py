@@ -14,6 +14,7 @@ from typing import Any
 
 from tests.bench.seed import blob_path
 from tests.support.net import free_port, wait_http
+from tests.support.procs import stop_process
 from tests.support.registry import Registry
 
 _STOP_TIMEOUT_S = 10
@@ -111,14 +112,7 @@ class Nginx:
     def stop(self) -> None:
         """SIGTERM the master (it stops its workers), SIGKILL after a grace period."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=_STOP_TIMEOUT_S)
+        stop_process(proc, grace_s=_STOP_TIMEOUT_S)
 
 
 def _children_by_parent() -> dict[int, list[int]]:

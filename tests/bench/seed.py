@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tests.support.catalog import ImageSpec, seed_image
-from tests.support.images import OCI_CONFIG, OCI_MANIFEST, LayerSpec, canonical_json, put_manifest, sha256
+from tests.support.digests import sha256
+from tests.support.images import OCI_CONFIG, OCI_MANIFEST, LayerSpec, canonical_json, put_manifest
 from tests.support.registry import Registry, start_registry
 
 KIB = 1024

@@ -17,7 +17,7 @@ from tests.bench.load import fetch_verified
 from tests.bench.procs import Nginx, ProcStats, ProxyRegistry
 from tests.bench.seed import Seeded, blob_path
 from tests.support.mirrorproc import MirrorProcess
-from tests.support.net import wait_until
+from tests.support.polling import wait_until
 from tests.support.registry import Registry
 
 MIB = 1024 * 1024

@@ -1,9 +1,9 @@
-"""The request sequences of the real clients we cannot run here (no Docker engine, no containerd daemon),
-replayed with their recorded headers (DESIGN.md §1.1) against the mirror and a real upstream."""
+"""The request sequences of the Docker engine and containerd, replayed with their recorded headers
+(DESIGN.md §1.1) against the mirror and a real upstream: exact and fast, and covering what the real
+daemons (tests/e2e/test_runtimes.py) do only by chance, such as resumed ranges."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import socket
@@ -15,8 +15,10 @@ import pytest
 
 from tests.support.catalog import Catalog
 from tests.support.cdn import start_redirecting_registry
+from tests.support.digests import sha256
 from tests.support.mirrorproc import MirrorProcess
-from tests.support.net import raw_request, wait_until
+from tests.support.net import raw_request
+from tests.support.polling import wait_until
 from tests.support.registry import Registry
 from tests.support.tokenserver import TokenServer
 
@@ -45,10 +47,6 @@ CONTAINERD_ACCEPT = ", ".join(
 def mirror(tmp_path: Path, upstream: Registry) -> Iterator[MirrorProcess]:
     with MirrorProcess(tmp_path / "mirror", upstream.url) as proc:
         yield proc
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_docker_daemon_sequence(catalog: Catalog, mirror: MirrorProcess) -> None:

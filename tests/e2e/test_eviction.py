@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.support.catalog import MIB, ImageSpec, seed_image
 from tests.support.images import ImageInfo, LayerSpec
 from tests.support.mirrorproc import MirrorProcess
-from tests.support.net import wait_until
+from tests.support.polling import wait_until
 from tests.support.registry import Registry
 from tests.support.skopeo import layout_digests, skopeo_copy, write_registries_conf
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.support.catalog import MIB, ImageSpec, seed_image
+from tests.support.digests import sha256
 from tests.support.images import LayerSpec
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import raw_request
@@ -30,7 +30,7 @@ def test_sixteen_clients_of_a_cold_blob_cause_one_upstream_get(
         url = f"{mirror.url}/v2/library/herd/blobs/{layer.digest}"
         with ThreadPoolExecutor(CLIENTS) as pool:
             bodies = list(pool.map(lambda _: raw_request("GET", url, timeout=60).body, range(CLIENTS)))
-        assert {"sha256:" + hashlib.sha256(b).hexdigest() for b in bodies} == {layer.digest}
+        assert {sha256(b) for b in bodies} == {layer.digest}
         gets = [r for r in registry.blob_gets(mark) if r.route.endswith(layer.digest)]
         assert len(gets) == 1
         assert mirror.metric("mirror_upstream_bytes_received_total") == layer.size

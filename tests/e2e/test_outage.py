@@ -7,7 +7,8 @@ from pathlib import Path
 
 from tests.support.catalog import SPECS, Catalog, seed_image
 from tests.support.mirrorproc import MirrorProcess
-from tests.support.net import raw_request, wait_until
+from tests.support.net import raw_request
+from tests.support.polling import wait_until
 from tests.support.registry import Registry
 from tests.support.skopeo import layout_digests, skopeo_copy, write_registries_conf
 

@@ -11,7 +11,8 @@ import pytest
 
 from tests.support.catalog import SPECS, Catalog
 from tests.support.cdn import start_redirecting_registry
-from tests.support.images import ACCEPT_ALL, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, build_layout, sha256
+from tests.support.digests import sha256
+from tests.support.images import ACCEPT_ALL, DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, build_layout
 from tests.support.net import basic_auth, fetch_token, parse_challenge, raw_request
 from tests.support.registry import Registry
 from tests.support.skopeo import (
@@ -101,7 +102,9 @@ def test_requests_counts_each_completed_request(upstream: Registry, catalog: Cat
         assert sha256(resp.body) == layer.digest
     manifest_url = f"{upstream.url}/v2/{catalog.ociimg.name}/manifests/{catalog.ociimg.tag}"
     raw_request("HEAD", manifest_url, headers={"Accept": ACCEPT_ALL})
-    seen = upstream.requests(mark)
+    # distribution logs a request once its handler returns, which can be just after the client has the
+    # whole answer: the sentinel's line may come first, so wait for the four lines.
+    seen = upstream.wait_for(lambda found: len(found) >= 4, mark)
     assert [(r.method, r.status) for r in seen] == [("GET", 200)] * 3 + [("HEAD", 200)]
     assert len(upstream.blob_gets(mark)) == 3
     assert upstream.manifest_gets(mark) == []

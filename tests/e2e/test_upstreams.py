@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.catalog import SPECS, Catalog, seed_image
+from tests.support.digests import sha256
 from tests.support.images import ImageInfo
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import raw_request
@@ -72,7 +72,7 @@ def test_containerd_style_ns_requests_reach_the_named_upstream(
     assert head.headers["oci-namespace"] == "ghcr.io"
     for blob in tool.blobs:
         body = raw_request("GET", f"{mirror.url}/v2/team/tool/blobs/{blob}?ns=ghcr.io").body
-        assert "sha256:" + hashlib.sha256(body).hexdigest() == blob
+        assert sha256(body) == blob
     refused = raw_request("GET", f"{mirror.url}/v2/team/tool/manifests/latest?ns=quay.io")
     assert refused.status == 404
     assert upstream.requests(hub_mark) == []

@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from blockbuster import BlockBuster, blockbuster_ctx
 
 from mirror import keys
 from mirror.app import create_app
-from mirror.config import load
+from mirror.config import Settings, load
 from tests.integration.fake_upstream import FakeUpstream, RawAnswer, RawUpstream
 
 MirrorFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -37,14 +34,10 @@ async def upstream(
 
 
 @pytest.fixture
-async def make_mirror(
-    tmp_path: Path,
-    upstream: TestServer,
-    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
-) -> MirrorFactory:
-    """Start a mirror app on a free port whose upstream is the fake; overrides are setting values."""
+def make_settings(tmp_path: Path, upstream: TestServer) -> Callable[..., Awaitable[Settings]]:
+    """Settings of a mirror whose upstream is the fake; overrides are setting values."""
 
-    async def start(config: str | None = None, **overrides: Any) -> TestClient[web.Request, web.Application]:
+    async def build(config: str | None = None, **overrides: Any) -> Settings:
         flags: dict[str, Any] = {
             "upstream": str(upstream.make_url("")).rstrip("/"),
             "cache_dir": str(tmp_path / "cache"),
@@ -55,8 +48,20 @@ async def make_mirror(
         if config is not None:
             config_file = tmp_path / "mirror.toml"
             await asyncio.to_thread(config_file.write_text, config)
-        settings = await asyncio.to_thread(load, flags, {}, config_file)
-        return await aiohttp_client(create_app(settings))
+        return await asyncio.to_thread(load, flags, {}, config_file)
+
+    return build
+
+
+@pytest.fixture
+async def make_mirror(
+    make_settings: Callable[..., Awaitable[Settings]],
+    aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
+) -> MirrorFactory:
+    """Start a mirror app on a free port whose upstream is the fake; overrides are setting values."""
+
+    async def start(config: str | None = None, **overrides: Any) -> TestClient[web.Request, web.Application]:
+        return await aiohttp_client(create_app(await make_settings(config, **overrides)))
 
     return start
 
@@ -64,29 +69,6 @@ async def make_mirror(
 @pytest.fixture
 async def mirror(make_mirror: MirrorFactory) -> TestClient[web.Request, web.Application]:
     return await make_mirror()
-
-
-@pytest.fixture(autouse=True)
-def blockbuster() -> Iterator[BlockBuster]:
-    """Fail any test in which the mirror blocks the event loop."""
-    with blockbuster_ctx() as bb:
-        # The one non-blocking os.sendfile the mirror tries before loop.sendfile, which makes the same
-        # call on the same socket from asyncio's code (allowed there).
-        bb.functions["os.sendfile"].can_block_in("mirror/transfer.py", "_sendfile_now")
-        yield bb
-
-
-async def eventually(check: Callable[[], Awaitable[bool] | bool], within: float = 10.0) -> None:
-    """Poll `check` (sync or async) until it holds; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while not await _holds(check()):
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
-async def _holds(value: Awaitable[bool] | bool) -> bool:
-    return await value if inspect.isawaitable(value) else value
 
 
 async def stored(client: TestClient[web.Request, web.Application], digest: str) -> bool:

@@ -8,20 +8,18 @@ second origin (a "CDN"). `RawUpstream` writes scripted bytes for faults an HTTP 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from tests.support.digests import sha256
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DRIBBLE = 97  # bytes per HTTP chunk of a "chunked_dribble" body
 DRIP_SECONDS = 0.05  # seconds between the bytes of a "drip" body
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -45,11 +43,18 @@ class FakeUpstream:
     release: asyncio.Event = field(default_factory=asyncio.Event)  # lets stalled responses go on
     status_override: tuple[int, dict[str, str]] | None = None  # answer every /v2 request with this
     manifest_headers: dict[str, str] = field(default_factory=dict)  # e.g. rate-limit headers
+    # The referrers API, when `referrers_api`: descriptors by subject digest, `referrers_page` per page,
+    # each page's Link naming the next; `referrers_link` replaces that Link (a loop, another origin).
+    tags_link: str | None = None  # a Link header for tag list answers
+    referrers_api: bool = False
+    referrers: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    referrers_page: int = 2
+    referrers_link: str | None = None
     realm: str | None = None  # the token realm challenges name (default: /token on this server)
     strict_accept: bool = False  # answer 406 when the Accept names no manifest's type
 
     def add_blob(self, data: bytes) -> str:
-        digest = digest_of(data)
+        digest = sha256(data)
         self.blobs[digest] = data
         return digest
 
@@ -68,7 +73,7 @@ class FakeUpstream:
             ],
         }
         body = json.dumps(doc, indent=3).encode()
-        digest = digest_of(body)
+        digest = sha256(body)
         self.manifests[(name, tag)] = (body, media_type)
         self.manifests[(name, digest)] = (body, media_type)
         return digest
@@ -82,6 +87,7 @@ class FakeUpstream:
         app.router.add_route("*", "/v2/{name:.+}/manifests/{ref}", self._manifest)
         app.router.add_route("*", "/v2/{name:.+}/blobs/{digest}", self._blob)
         app.router.add_get("/v2/{name:.+}/tags/list", self._tags)
+        app.router.add_get("/v2/{name:.+}/referrers/{digest}", self._referrers)
         return app
 
     def cdn_app(self) -> web.Application:
@@ -137,9 +143,9 @@ class FakeUpstream:
         body, media_type = found
         if self.strict_accept and media_type not in request.headers.get("Accept", ""):
             return web.json_response({"errors": [{"code": "UNSUPPORTED", "message": "accept"}]}, status=406)
-        announced = digest_of(body)
+        announced = sha256(body)
         if self.faults.get("manifest") == "wrong_digest":
-            announced = digest_of(b"something else")
+            announced = sha256(b"something else")
         headers = {"Docker-Content-Digest": announced, "Content-Type": media_type, **self.manifest_headers}
         if request.method == "HEAD":
             return web.Response(headers={**headers, "Content-Length": str(len(body))})
@@ -147,9 +153,33 @@ class FakeUpstream:
 
     async def _tags(self, request: web.Request) -> web.Response:
         self._record(request)
+        if (denied := self._challenge(request)) is not None:
+            return denied
         name = request.match_info["name"]
         tags = sorted({ref for (n, ref) in self.manifests if n == name and ":" not in ref})
-        return web.json_response({"name": name, "tags": tags})
+        headers = {"Link": self.tags_link} if self.tags_link else {}
+        return web.json_response({"name": name, "tags": tags}, headers=headers)
+
+    async def _referrers(self, request: web.Request) -> web.Response:
+        self._record(request)
+        if (denied := self._challenge(request)) is not None:
+            return denied
+        if not self.referrers_api:  # what distribution 2.8 answers for a route it does not have
+            return web.Response(status=404, text="404 page not found\n")
+        entries = self.referrers.get(request.match_info["digest"], [])
+        page = int(request.query.get("page", "0"))
+        size = self.referrers_page
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": entries[page * size : (page + 1) * size],
+        }
+        headers = {}
+        if self.referrers_link is not None:
+            headers["Link"] = self.referrers_link
+        elif (page + 1) * size < len(entries):
+            headers["Link"] = f'<{request.path}?page={page + 1}>; rel="next"'
+        return web.json_response(doc, content_type=OCI_INDEX, headers=headers)
 
     async def _blob(self, request: web.Request) -> web.StreamResponse:
         self._record(request)

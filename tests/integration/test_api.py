@@ -24,8 +24,9 @@ GOOD = "sha256:" + "a" * 64
         ("/v2/a..b/manifests/latest", 400, "NAME_INVALID"),
         ("/v2/-lead/blobs/" + GOOD, 400, "NAME_INVALID"),
         ("/v2/" + "a" * 256 + "/manifests/latest", 400, "NAME_INVALID"),
-        ("/v2/ok/manifests/.bad", 400, "MANIFEST_INVALID"),
-        ("/v2/ok/manifests/" + "t" * 129, 400, "MANIFEST_INVALID"),
+        ("/v2/ok/manifests/.bad", 404, "MANIFEST_UNKNOWN"),
+        ("/v2/ok/manifests/.INVALID_MANIFEST_NAME", 404, "MANIFEST_UNKNOWN"),
+        ("/v2/ok/manifests/" + "t" * 129, 404, "MANIFEST_UNKNOWN"),
         ("/v2/ok/manifests/sha256:abc", 400, "DIGEST_INVALID"),
         ("/v2/ok/blobs/sha256:" + "A" * 64, 400, "DIGEST_INVALID"),
         ("/v2/ok/blobs/md5:" + "a" * 32, 400, "DIGEST_INVALID"),
@@ -160,10 +161,10 @@ async def test_storage_failure_is_a_503_registry_error(
     """A failing cache index (e.g. its directory removed under the mirror) answers 503 UNAVAILABLE in
     registry JSON, not a bare 500."""
 
-    def broken(*args: object) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
         raise sqlite3.OperationalError("no such table: Cache")
 
-    monkeypatch.setattr(mirror.app[keys.STORE], "open", broken)
+    monkeypatch.setattr(mirror.app[keys.STORE]._cache, "get", broken)  # below the store's translation
     digest = fake.add_blob(b"x")
     resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
     assert resp.status == 503

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import random
 
 import aiohttp
@@ -15,8 +14,10 @@ from structlog.testing import capture_logs
 
 from mirror import keys
 from mirror.upstream.threaded import BUFFER as CHUNK  # one receive of a blob download
-from tests.integration.conftest import MirrorFactory, eventually, stored
+from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
+from tests.support.digests import sha256
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 
@@ -135,8 +136,12 @@ async def test_failed_commit_still_serves_the_verified_bytes(
     resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
     assert resp.status == 200
     assert await resp.read() == data
-    metrics = await (await mirror.get("/metrics")).text()
-    assert 'mirror_fill_failures_total{reason="disk"} 1.0' in metrics
+
+    async def failure_counted() -> bool:  # the commit fails in a thread after the last byte went out
+        metrics = await (await mirror.get("/metrics")).text()
+        return 'mirror_fill_failures_total{reason="disk"} 1.0' in metrics
+
+    await eventually(failure_counted)
     assert not await stored(mirror, digest)
     monkeypatch.undo()
     assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
@@ -205,7 +210,7 @@ async def test_blob_head_has_size_and_digest_without_download(fake: FakeUpstream
 
 async def test_unknown_blob_answers_blob_unknown(fake: FakeUpstream, mirror: Client) -> None:
     """A blob the upstream does not have answers 404 BLOB_UNKNOWN."""
-    digest = "sha256:" + hashlib.sha256(b"nothing").hexdigest()
+    digest = sha256(b"nothing")
     resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
     assert resp.status == 404
     assert (await resp.json())["errors"][0]["code"] == "BLOB_UNKNOWN"

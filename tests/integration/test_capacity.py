@@ -12,8 +12,9 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from mirror import fills, keys, oci
-from tests.integration.conftest import MirrorFactory, eventually
+from tests.integration.conftest import MirrorFactory
 from tests.integration.fake_upstream import FakeUpstream
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 ACCEPT = {"Accept": oci.OCI_MANIFEST}

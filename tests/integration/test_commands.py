@@ -19,8 +19,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from mirror import cli, keys
 from mirror.oci import OCI_INDEX
-from tests.integration.conftest import MirrorFactory, eventually, stored
-from tests.integration.fake_upstream import FakeUpstream, digest_of
+from tests.integration.conftest import MirrorFactory, stored
+from tests.integration.fake_upstream import FakeUpstream
+from tests.support.digests import sha256
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 PIN = "docker.io/library/app:1"
@@ -218,7 +220,7 @@ def add_index(fake: FakeUpstream, name: str, tag: str, children: dict[str, str])
     ]
     body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
     fake.manifests[(name, tag)] = (body, OCI_INDEX)
-    fake.manifests[(name, digest_of(body))] = (body, OCI_INDEX)
+    fake.manifests[(name, sha256(body))] = (body, OCI_INDEX)
 
 
 def table_rows(out: str) -> list[str]:

@@ -12,10 +12,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from mirror import keys
-from tests.integration.conftest import MirrorFactory, eventually, stored
+from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.net import raw_request
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 MIB = 1024 * 1024

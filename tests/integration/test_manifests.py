@@ -9,8 +9,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from mirror import keys, oci
-from tests.integration.conftest import MirrorFactory, eventually
-from tests.integration.fake_upstream import OCI_MANIFEST, FakeUpstream, digest_of
+from tests.integration.conftest import MirrorFactory
+from tests.integration.fake_upstream import OCI_MANIFEST, FakeUpstream
+from tests.support.digests import sha256
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 ACCEPT = {"Accept": f"{oci.OCI_MANIFEST}, {oci.DOCKER_MANIFEST}, {oci.OCI_INDEX}"}
@@ -26,7 +28,7 @@ async def test_manifest_by_tag_is_served_with_client_headers(fake: FakeUpstream,
     resp = await mirror.get("/v2/library/app/manifests/1.0", headers=ACCEPT)
     assert resp.status == 200
     body = await resp.read()
-    assert digest_of(body) == digest == resp.headers["Docker-Content-Digest"]
+    assert sha256(body) == digest == resp.headers["Docker-Content-Digest"]
     assert resp.headers["Content-Type"] == OCI_MANIFEST
     assert resp.headers["Content-Length"] == str(len(body))
     assert resp.headers["ETag"] == f'"{digest}"'

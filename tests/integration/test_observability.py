@@ -7,8 +7,9 @@ from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from tests.integration.conftest import MirrorFactory, eventually, stored
+from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 

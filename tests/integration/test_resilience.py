@@ -11,8 +11,9 @@ from aiohttp.test_utils import TestClient
 
 from mirror import oci
 from mirror.storage.manifests import ManifestDisk
-from tests.integration.conftest import MirrorFactory, eventually, stored
+from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
+from tests.support.polling import eventually
 
 Client = TestClient[web.Request, web.Application]
 ACCEPT = {"Accept": f"{oci.OCI_MANIFEST}, {oci.DOCKER_MANIFEST}"}

@@ -49,9 +49,13 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
 
 async def get(mirror: MirrorProcess, path: str) -> tuple[int, bytes]:
     reader, writer = await connect(mirror)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n".encode())
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n".encode())
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
     head, _, body = answer.partition(b"\r\n\r\n")
     return int(head.split()[1]), body
 

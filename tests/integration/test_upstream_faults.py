@@ -14,7 +14,8 @@ from aiohttp.test_utils import TestClient
 
 from mirror import oci
 from tests.integration.conftest import MirrorFactory, RawScript
-from tests.integration.fake_upstream import FakeUpstream, RawAnswer, RawUpstream, digest_of, raw_response
+from tests.integration.fake_upstream import FakeUpstream, RawAnswer, RawUpstream, raw_response
+from tests.support.digests import sha256 as digest_of
 
 Client = TestClient[web.Request, web.Application]
 StartRaw = Callable[[RawScript], Awaitable[RawUpstream]]

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import pytest
 
 from tests.support.net import free_port, raw_request, wait_http
+from tests.support.procs import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
@@ -32,16 +31,6 @@ def missing_binary(name: str) -> NoReturn:
 def binary(name: str) -> str:
     """The path of `name` (promtool, prometheus), or fail the test."""
     return shutil.which(name) or missing_binary(name)
-
-
-def eventually(fetch: Callable[[], T], accept: Callable[[T], bool], deadline_s: float, what: str) -> T:
-    """Poll `fetch` until `accept` holds for its result, and return it; fail at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while not accept(last := fetch()):
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not reached after {deadline_s}s; last: {last!r}")
-        time.sleep(0.05)  # polling interval between queries, not a wait for a fixed delay
-    return last
 
 
 class PrometheusServer:
@@ -93,14 +82,7 @@ class PrometheusServer:
     def stop(self) -> None:
         """Terminate the process we started (SIGTERM, then SIGKILL after 10 s) and reap it."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
     def log_tail(self, lines: int = 30) -> str:
         """The end of Prometheus' log, for failure messages."""

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.observability.promserver import RULES, PrometheusServer, eventually
+from tests.observability.promserver import RULES, PrometheusServer
 from tests.support.catalog import SPECS, seed_image
 from tests.support.images import ACCEPT_ALL, ImageInfo
 from tests.support.mirrorproc import MirrorProcess
-from tests.support.net import raw_request, wait_until
+from tests.support.net import raw_request
+from tests.support.polling import poll, wait_until
 from tests.support.registry import start_registry
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +30,7 @@ REQUEST_RATIO = (
 EXPECTED_ALERTS = {
     "MirrorHitRatioCollapsed",
     "MirrorUpstreamDown",
+    "MirrorRedisUnreachable",
     "MirrorRateLimitBudgetLow",
     "MirrorCacheNearLimitHighEviction",
     "MirrorFillFailures",
@@ -83,7 +85,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         get_manifest(mirror, image)
         prometheus.start()
         manifest_bytes = 2 * image.manifest_size
-        eventually(
+        poll(
             lambda: prometheus.value("sum(mirror_bytes_served_total)"),
             lambda total: total == manifest_bytes,
             DEADLINE_S,
@@ -111,7 +113,7 @@ def test_mirror_counts_each_pulled_byte_once_per_source(stack: Stack) -> None:
 def test_prometheus_computes_a_byte_hit_ratio_of_one_half(stack: Stack) -> None:
     """Once Prometheus has scraped both pulls, cache bytes / all bytes is exactly 0.5."""
     total = 2 * stack.bytes_per_source
-    eventually(
+    poll(
         lambda: stack.prometheus.value("sum(mirror_bytes_served_total)"),
         lambda value: value == total,
         DEADLINE_S,
@@ -122,7 +124,7 @@ def test_prometheus_computes_a_byte_hit_ratio_of_one_half(stack: Stack) -> None:
 
 def test_recording_rule_evaluates_the_byte_hit_ratio_to_one_half(stack: Stack) -> None:
     """mirror:cache_byte_hit_ratio:rate5m, evaluated by Prometheus from the rule file, reaches 0.5."""
-    eventually(
+    poll(
         lambda: stack.prometheus.value("mirror:cache_byte_hit_ratio:rate5m"),
         lambda value: value == 0.5,
         DEADLINE_S,
@@ -133,7 +135,7 @@ def test_recording_rule_evaluates_the_byte_hit_ratio_to_one_half(stack: Stack) -
 def test_request_hit_ratio_counts_the_warm_pull_as_hits(stack: Stack) -> None:
     """The recording rule's request selectors find the warm pull's hits: half of all pull requests."""
     requests = 2 * (1 + len(stack.image.blobs))
-    eventually(
+    poll(
         lambda: stack.prometheus.value('sum(mirror_requests_total{kind=~"manifest|blob"})'),
         lambda value: value == requests,
         DEADLINE_S,
@@ -157,7 +159,7 @@ def test_prometheus_loads_every_rule_healthy_with_a_runbook(stack: Stack) -> Non
             rule["lastEvaluation"].startswith(never) for rule in found
         )
 
-    loaded = eventually(rules, all_evaluated, DEADLINE_S, "every rule loaded and evaluated")
+    loaded = poll(rules, all_evaluated, DEADLINE_S, "every rule loaded and evaluated")
     assert [(rule["name"], rule.get("lastError")) for rule in loaded if rule["health"] != "ok"] == []
     for rule in loaded:
         if rule["type"] == "alerting":

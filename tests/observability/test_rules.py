@@ -61,6 +61,8 @@ def test_rules_pass_their_unit_tests(promtool: str) -> None:
     [
         ("MirrorUpstreamDown", "mirror_upstream_breaker_state >= 1", "mirror_upstream_breaker_state >= 3"),
         ("MirrorUpstreamDown", "mirror_upstream_breaker_state >= 1", "mirror_upstream_breaker_state >= 0"),
+        ("MirrorRedisUnreachable", "mirror_redis_breaker_state >= 1", "mirror_redis_breaker_state >= 3"),
+        ("MirrorRedisUnreachable", "mirror_redis_breaker_state >= 1", "mirror_redis_breaker_state >= 0"),
         (
             "MirrorRateLimitBudgetLow",
             "(mirror_upstream_ratelimit_limit > 0) < 0.1",
@@ -85,6 +87,8 @@ def test_rules_pass_their_unit_tests(promtool: str) -> None:
     ids=[
         "upstream-down-never",
         "upstream-down-always",
+        "redis-unreachable-never",
+        "redis-unreachable-always",
         "ratelimit-never",
         "ratelimit-always",
         "hit-ratio-never",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,14 @@ def bcrypt_hash(password: str, cost: int = 5) -> str:
     if not hashed or not hashed.startswith(b"$2b$"):
         raise RuntimeError("libcrypt could not produce a bcrypt hash")
     return str(hashed.decode("ascii"))
+
+
+def htpasswd_add(path: Path, user: str, password: str, *, create: bool = False) -> Path:
+    """Add (or replace) a user with Apache's own `htpasswd -B` (bcrypt), as operators write the file;
+    `create` starts a new file."""
+    flags = "-cbB" if create else "-bB"
+    subprocess.run(["htpasswd", flags, str(path), user, password], check=True, capture_output=True)
+    return path
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import hashlib
 import io
 import json
 import random
@@ -15,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from tests.support.digests import sha256
 from tests.support.net import http_request
 from tests.support.registry import Registry
 from tests.support.skopeo import run_skopeo
@@ -31,11 +31,6 @@ MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 ACCEPT_ALL = ", ".join(MANIFEST_TYPES)
 Format = Literal["oci", "v2s2"]
 Platform = tuple[str, str]  # (os, architecture)
-
-
-def sha256(data: bytes) -> str:
-    """The OCI digest string of `data`."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def canonical_json(obj: object) -> bytes:

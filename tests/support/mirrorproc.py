@@ -7,12 +7,18 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.net import free_port, raw_request, wait_http
+from tests.support.net import HttpResponse, free_port, host_port, raw_request, wait_http
+from tests.support.procs import stop_process
+from tests.support.tls import KeyPair, TlsFiles
+
+#: Proxy variables are not inherited from the test run (only set by a test itself): loopback upstreams.
+PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "no_proxy", "all_proxy"})
 
 
 class MirrorProcess:
@@ -23,28 +29,56 @@ class MirrorProcess:
         workdir: Path,
         upstream: str,
         env: Mapping[str, str] | None = None,
+        *,
+        ip: str = "127.0.0.1",
+        listen: str | None = None,
+        tls: TlsFiles | None = None,
+        client_cert: KeyPair | None = None,
+        args: Sequence[str] = (),
         open_files: tuple[int, int] | None = None,
     ) -> None:
+        """`ip` is the loopback address clients use (127.0.0.1 or ::1; Docker takes every 127.0.0.0/8
+        registry for insecure and reads no certs.d for it); `listen` the address to listen on when it is
+        another (`::` for all IPv6 addresses), default `ip`. `tls`: serve HTTPS with its cert and key
+        (clients trust its CA); `client_cert`: what the readiness probe and `metrics()` present when the
+        mirror requires client certificates; `args`: more `mirror serve` arguments;
+        `open_files`: the (soft, hard) RLIMIT_NOFILE it starts with."""
         self.workdir = workdir
+        self.tls = tls
+        self.client_cert = client_cert
+        self.extra_args = list(args)
         self.upstream = upstream
         self.cache_dir = workdir / "cache"
         self.log_path = workdir / "mirror.log"
-        self.port = free_port()
+        self.ip = ip
+        self.port = free_port(ip)
+        self.listen = host_port(listen or ip, self.port)
         self.extra_env = dict(env or {})
         self.open_files = open_files  # (soft, hard) RLIMIT_NOFILE the process starts with
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return host_port(self.ip, self.port)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> HttpResponse:
+        """One request to the mirror (trusting its CA, presenting `client_cert`)."""
+        return raw_request("GET", self.url + path, headers=headers, **self._tls_args())
+
+    def _tls_args(self) -> dict[str, Any]:
+        return {"cafile": self.tls.ca, "client_cert": self.client_cert} if self.tls else {}
 
     def start(self) -> MirrorProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MIRROR_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("MIRROR_") and k.lower() not in PROXY_VARIABLES
+        }
         env.update(MIRROR_LOG_FORMAT="json", **self.extra_env)
         args = [
             sys.executable,
@@ -52,17 +86,20 @@ class MirrorProcess:
             "mirror",
             "serve",
             "--listen",
-            self.host,
+            self.listen,
             "--upstream",
             self.upstream,
             "--cache-dir",
             str(self.cache_dir),
+            *self.extra_args,
         ]
+        if self.tls is not None:
+            args += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 args, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._limit
             )
-        wait_http(f"{self.url}/readyz", ok_statuses={200}, proc=self.proc)
+        wait_http(f"{self.url}/readyz", ok_statuses={200}, proc=self.proc, **self._tls_args())
         return self
 
     def _limit(self) -> None:
@@ -72,21 +109,12 @@ class MirrorProcess:
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         """Stop the process with `sig` (SIGKILL to simulate a crash); returns its exit status."""
-        if self.proc is None:
-            return None
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return stop_process(proc, sig, grace_s=15)
 
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         """Every sample of /metrics by (name, labels)."""
-        text = raw_request("GET", f"{self.url}/metrics").body.decode()
+        text = self.get("/metrics").body.decode()
         return {
             (s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(text)

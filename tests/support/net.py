@@ -17,19 +17,25 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.support.tls import TlsFiles
+from tests.support.tls import KeyPair, TlsFiles
 
 DEFAULT_OK_STATUSES: frozenset[int] = frozenset({200, 401})
 USER_AGENT = "mirror-test-support"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on `host` (127.0.0.1, or ::1) that was free a moment ago (the OS picks it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets (`[::1]:5000`)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -66,15 +72,18 @@ def raw_request(
     body: bytes | None = None,
     timeout: float = 10.0,
     cafile: Path | None = None,
+    client_cert: KeyPair | None = None,
 ) -> HttpResponse:
     """Send one request (no redirects followed, no auth retry) and read the whole response; an https
-    URL is verified against `cafile` (else the system's CAs)."""
+    URL is verified against `cafile` (else the system's CAs), presenting `client_cert` if given."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or parts.hostname is None:
         raise ValueError(f"only http and https URLs are supported: {url}")
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
         context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        if client_cert is not None:
+            context.load_cert_chain(client_cert.cert, client_cert.key)
         conn = http.client.HTTPSConnection(
             parts.hostname, parts.port or 443, timeout=timeout, context=context
         )
@@ -153,6 +162,7 @@ def wait_http(
     *,
     proc: subprocess.Popen[bytes] | None = None,
     cafile: Path | None = None,
+    client_cert: KeyPair | None = None,
 ) -> HttpResponse:
     """Poll `url` with GET until it answers one of `ok_statuses`; fail at the deadline or if `proc` exits."""
     deadline = time.monotonic() + deadline_s
@@ -162,7 +172,11 @@ def wait_http(
             raise RuntimeError(f"process {proc.pid} exited with {proc.returncode} before {url} was ready")
         try:
             resp = raw_request(
-                "GET", url, timeout=max(0.1, min(2.0, deadline - time.monotonic())), cafile=cafile
+                "GET",
+                url,
+                timeout=max(0.1, min(2.0, deadline - time.monotonic())),
+                cafile=cafile,
+                client_cert=client_cert,
             )
         except OSError as exc:
             last_error = repr(exc)
@@ -173,15 +187,6 @@ def wait_http(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{url} not ready after {deadline_s}s: {last_error}")
         time.sleep(0.01)  # polling interval between readiness probes, not a wait for a fixed delay
-
-
-def wait_until(check: Callable[[], bool], deadline_s: float = 10.0, what: str = "condition") -> None:
-    """Poll `check` until it holds; raise TimeoutError at the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} not reached after {deadline_s}s")
-        time.sleep(0.01)  # polling interval, not a wait for a fixed delay
 
 
 class BackgroundServer:

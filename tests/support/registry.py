@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.htpasswd import HtpasswdAuth as HtpasswdAuth  # re-exported
-from tests.support.net import HttpResponse, free_port, http_request, raw_request, wait_http
+from tests.support.net import HttpResponse, free_port, host_port, http_request, raw_request, wait_http
+from tests.support.polling import poll
+from tests.support.procs import stop_process
 from tests.support.tls import TlsFiles
 from tests.support.tokenserver import TokenAuth
 
@@ -60,8 +62,10 @@ class Registry:
         port: int | None = None,
         delete_enabled: bool = False,
         tls: TlsFiles | None = None,
+        ip: str = "127.0.0.1",
     ) -> None:
         self.workdir = workdir
+        self.ip = ip  # the loopback address it listens on: 127.0.0.1 or ::1
         self.auth = auth
         self.tls = tls
         self.redirect_baseurl = redirect_baseurl
@@ -70,7 +74,7 @@ class Registry:
         self.config_path = workdir / "config.yml"
         self.access_log = workdir / "access.log"  # stdout: one combined-format line per response
         self.app_log = workdir / "registry.log"  # stderr: distribution's JSON application log
-        self.port = port if port is not None else free_port()
+        self.port = port if port is not None else free_port(ip)
         self._port_chosen = port is not None
         self._proc: subprocess.Popen[bytes] | None = None
         self._sentinels = itertools.count()
@@ -80,13 +84,13 @@ class Registry:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. http://127.0.0.1:5000 (https with `tls`)."""
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        """Base URL, e.g. http://127.0.0.1:5000 or http://[::1]:5000 (https with `tls`)."""
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def host(self) -> str:
         """host:port, as used in image references."""
-        return f"127.0.0.1:{self.port}"
+        return host_port(self.ip, self.port)
 
     @property
     def creds(self) -> tuple[str, str] | None:
@@ -149,7 +153,7 @@ class Registry:
                 self.stop()
                 if not exited or self._port_chosen or attempt == 2:
                     raise RuntimeError(f"docker-registry did not start ({exc}); see {self.app_log}") from exc
-                self.port = free_port()  # most likely lost a race for the port: pick another
+                self.port = free_port(self.ip)  # most likely lost a race for the port: pick another
             else:
                 self._port_chosen = True
                 return
@@ -158,14 +162,7 @@ class Registry:
         """Terminate the process (SIGTERM, then SIGKILL after 5 s) and reap it."""
         proc, self._proc = self._proc, None
         _live.discard(self)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc, grace_s=5)
 
     def __enter__(self) -> Registry:
         self.start()
@@ -198,8 +195,10 @@ class Registry:
     def requests(self, since: int = 0) -> list[SeenRequest]:
         """Requests the registry answered, in completion order, from index `since` (see `mark()`).
 
-        While running, a sentinel GET is sent first and the log read until it shows up, so every
-        response a client finished reading before this call is included. Sentinels are not listed.
+        While running, a sentinel GET is sent first and the log read until it shows up, so responses a
+        client finished reading before this call are included, except one whose handler had not yet
+        written its line (distribution logs after the response): `wait_for` a count when it matters.
+        Sentinels are not listed.
         """
         if self.running:
             sentinel = f"{SENTINEL_PREFIX}{self._sentinel_tag}-{next(self._sentinels)}"
@@ -231,12 +230,7 @@ class Registry:
         """Poll `requests(since)` until `predicate` holds (for requests the client does not wait on,
         e.g. a mirror's background fetch); return them, or raise TimeoutError with what was seen.
         """
-        deadline = time.monotonic() + deadline_s
-        while not predicate(seen := self.requests(since)):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"condition not met within {deadline_s}s; seen: {seen}")
-            time.sleep(0.01)  # polling interval between checks of the access log
-        return seen
+        return poll(lambda: self.requests(since), predicate, deadline_s, "requests in the access log")
 
     def mark(self) -> int:
         """An index for `requests(since=...)` meaning "from now on"."""
@@ -260,6 +254,7 @@ def start_registry(
     delete_enabled: bool = False,
     seed_from: Path | None = None,
     tls: TlsFiles | None = None,
+    ip: str = "127.0.0.1",
 ) -> Registry:
     """Start a registry; `seed_from` first copies an idle registry's storage root (e.g. `upstream.root`)."""
     registry = Registry(
@@ -269,6 +264,7 @@ def start_registry(
         port=port,
         delete_enabled=delete_enabled,
         tls=tls,
+        ip=ip,
     )
     if seed_from is not None:
         shutil.copytree(seed_from, registry.root, dirs_exist_ok=True)

@@ -80,17 +80,17 @@ def write_auth_file(tmpdir: Path, creds_by_host: dict[str, tuple[str, str]]) -> 
 
 
 def write_registries_conf(
-    path: Path, mirror_host: str, prefix: str = "docker.io", mirror_path: str = ""
+    path: Path, mirror_host: str, prefix: str = "docker.io", mirror_path: str = "", *, insecure: bool = True
 ) -> Path:
-    """registries.conf sending pulls of `prefix` to an insecure mirror first (then the real registry)."""
+    """registries.conf sending pulls of `prefix` to a mirror first (then the real registry); `insecure`
+    (plain http, or TLS without verification) unless the mirror is verified HTTPS."""
     path.write_text(
         "unqualified-search-registries = []\n\n"
         "[[registry]]\n"
         f'prefix = "{prefix}"\n'
         f'location = "{prefix}"\n\n'
         "[[registry.mirror]]\n"
-        f'location = "{mirror_host}{mirror_path}"\n'
-        "insecure = true\n"
+        f'location = "{mirror_host}{mirror_path}"\n' + ("insecure = true\n" if insecure else "")
     )
     return path
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import fnmatch
 import json
 import threading
 import urllib.parse
@@ -14,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.support.net import BackgroundServer, basic_auth
-from tests.support.tls import TlsFiles
+from tests.support.tls import TlsFiles, certificate
 
 DEFAULT_SERVICE = "mirror-test-registry"
 DEFAULT_ISSUER = "mirror-test-token-issuer"
@@ -67,32 +66,6 @@ class TokenAuth:
         }
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _cert(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: str,
-    signer: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        .sign(signer, hashes.SHA256())
-    )
-
-
 def parse_scope(scope: str) -> dict[str, Any] | None:
     """Turn "repository:NAME:pull,push" into a JWT access entry (None if malformed)."""
     kind, sep, rest = scope.partition(":")
@@ -110,7 +83,10 @@ class TokenServer(BackgroundServer):
     `credentials`: if set, token requests must carry that Basic auth, else 401.
     Mutable at any time: `fail_with` (an HTTP status every token request then fails with),
     `lifetime_s` (real JWT lifetime when it should differ from the advertised `expires_in`),
-    `denied_repositories` (names granted no actions, like Docker Hub does for a private repository).
+    `denied_repositories` (names granted no actions, like Docker Hub does for a private repository),
+    `users` (more accounts, name -> password, accepted besides `credentials`) and `grants` (for each of
+    those users the fnmatch patterns of the repositories it may pull; anything else is granted nothing,
+    so a user whose grants are emptied is revoked).
     """
 
     def __init__(
@@ -130,12 +106,14 @@ class TokenServer(BackgroundServer):
         self.fail_with: int | None = None
         self.lifetime_s: int | None = None
         self.denied_repositories: set[str] = set()
+        self.users: dict[str, str] = {}
+        self.grants: dict[str, list[str]] = {}
         self.seen: list[TokenRequest] = []
         self._lock = threading.Lock()
         ca_key = ec.generate_private_key(ec.SECP256R1())
         self._key = ec.generate_private_key(ec.SECP256R1())
-        ca_cert = _cert("mirror-test-ca", ca_key, "mirror-test-ca", ca_key, ca=True)
-        leaf = _cert("mirror-test-token-signer", self._key, "mirror-test-ca", ca_key, ca=False)
+        ca_cert = certificate("mirror-test-ca", ca_key, "mirror-test-ca", ca_key, ca=True)
+        leaf = certificate("mirror-test-token-signer", self._key, "mirror-test-ca", ca_key)
         self._x5c = [base64.b64encode(leaf.public_bytes(serialization.Encoding.DER)).decode("ascii")]
         workdir.mkdir(parents=True, exist_ok=True)
         self.rootcertbundle = workdir / "token-ca.pem"
@@ -159,6 +137,9 @@ class TokenServer(BackgroundServer):
         for entry in access:
             if entry["name"] in self.denied_repositories:
                 entry["actions"] = []
+            if subject in self.users:
+                granted = any(fnmatch.fnmatchcase(entry["name"], p) for p in self.grants.get(subject, []))
+                entry["actions"] = [a for a in entry["actions"] if a == "pull"] if granted else []
         claims = {
             "iss": self.issuer,
             "sub": subject,
@@ -179,6 +160,16 @@ class TokenServer(BackgroundServer):
             body["expires_in"] = self.expires_in
         body["issued_at"] = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
         return body
+
+    def subject_of(self, authorization: str | None) -> str | None:
+        """Who sent the token request: "" for anyone when no account is set up, None if refused."""
+        if self.credentials is None and not self.users:
+            return ""
+        accounts = {**self.users, **(dict([self.credentials]) if self.credentials else {})}
+        for name, password in accounts.items():
+            if authorization == basic_auth(name, password):
+                return name
+        return None
 
     def requests_since(self, mark: int) -> list[TokenRequest]:
         """Requests received after `len(seen)` was `mark`."""
@@ -217,13 +208,11 @@ def _make_handler(server: TokenServer) -> type[BaseHTTPRequestHandler]:
             if parts.path != "/token":
                 self._send(404, {"errors": [{"code": "NOT_FOUND", "message": parts.path}]})
                 return
-            subject = ""
-            if server.credentials is not None:
-                if auth_header != basic_auth(*server.credentials):
-                    challenge = {"WWW-Authenticate": 'Basic realm="mirror-test-token"'}
-                    self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad creds"}]}, challenge)
-                    return
-                subject = server.credentials[0]
+            subject = server.subject_of(auth_header)
+            if subject is None:
+                challenge = {"WWW-Authenticate": 'Basic realm="mirror-test-token"'}
+                self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "bad creds"}]}, challenge)
+                return
             query = urllib.parse.parse_qs(parts.query)
             if query.get("service", [server.service]) != [server.service]:
                 self._send(400, {"errors": [{"code": "INVALID", "message": "unknown service"}]})

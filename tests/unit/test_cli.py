@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from mirror import cli
+from mirror import cli, log
 
 SECRET = "cli-secret-password"
 
@@ -134,3 +134,19 @@ def test_missing_command_is_usage_error(capsys: pytest.CaptureFixture[str]) -> N
         cli.main([])
     assert info.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_an_unusable_tls_pair_exits_2_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """serve with a certificate file that is not PEM returns 2 with a message naming tls_cert."""
+    from mirror import app as app_module
+
+    monkeypatch.setattr(cli, "serve", lambda settings: app_module.serving(settings) and None)
+    monkeypatch.setattr(log, "configure", lambda *args: None)  # keep structlog off capsys's stderr
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("not a certificate\n")
+    key.write_text("not a key\n")
+    status = cli.main(["serve", "--tls-cert", str(cert), "--tls-key", str(key), "--cache-dir", str(tmp_path)])
+    assert status == 2
+    assert f"cannot load tls_cert {cert}" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mirror import cli
-from mirror.commands.cache import plan_prune, sort_entries, stats_doc, target_size
+from mirror.commands.cache import sort_entries, stats_doc, target_size
 from mirror.commands.common import human_age, human_size, iso_time
 from mirror.commands.warm import (
     Result,
@@ -25,7 +25,7 @@ from mirror.commands.warm import (
 )
 from mirror.config import Settings
 from mirror.oci import OCI_INDEX, parse_image_ref
-from mirror.storage.blobs import BlobEntry
+from mirror.storage.blobs import BlobEntry, StoreStats, eviction_order
 
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
 
@@ -79,16 +79,17 @@ def test_target_size_accepts_units_and_zero(text: str, expected: int) -> None:
     assert target_size(text) == expected
 
 
-def test_plan_prune_takes_least_recently_used_first_and_skips_protected() -> None:
-    """The plan evicts in access order, passes over a protected blob, and stops once under the target."""
-    entries = [entry(C, 10, 3.0), entry(A, 10, 1.0), entry(B, 10, 2.0), entry("sha256:" + "d" * 64, 10, 4.0)]
-    planned = plan_prune(entries, target=20, protected={A})
+def test_eviction_order_takes_least_recently_used_first_and_skips_spared() -> None:
+    """The plan evicts in the order given (least recently used first), passes over a spared blob, and
+    stops once under the target."""
+    entries = [entry(A, 10, 1.0), entry(B, 10, 2.0), entry(C, 10, 3.0), entry("sha256:" + "d" * 64, 10, 4.0)]
+    planned = list(eviction_order(iter(entries), volume=40, target=20, spared={A}))
     assert [e.digest for e in planned] == [B, C]
 
 
-def test_plan_prune_under_the_target_evicts_nothing() -> None:
+def test_eviction_order_under_the_target_evicts_nothing() -> None:
     """A store already at or under the target is left alone."""
-    assert plan_prune([entry(A, 10, 1.0)], target=10, protected=()) == []
+    assert list(eviction_order([entry(A, 10, 1.0)], volume=10, target=10, spared=())) == []
 
 
 def test_sort_entries_by_access_or_size_with_limit() -> None:
@@ -101,7 +102,7 @@ def test_sort_entries_by_access_or_size_with_limit() -> None:
 def test_stats_doc_counts_pins_and_watermarks() -> None:
     """Stats report size against the limit, pinned entries and bytes, watermarks and access times."""
     settings = Settings(cache_max_bytes=1000, cache_high_watermark=0.9, cache_low_watermark=0.5)
-    doc = stats_doc(settings, 600, [entry(A, 100, 10.0), entry(B, 400, 40.0)], {B}, now=100.0)
+    doc = stats_doc(settings, 600, StoreStats(2, 500, 10.0, 40.0), (1, 400), now=100.0)
     assert (doc["size_bytes"], doc["disk_bytes"], doc["used_percent"]) == (500, 600, 50.0)
     assert (doc["pinned_entries"], doc["pinned_bytes"]) == (1, 400)
     assert (doc["high_watermark_bytes"], doc["low_watermark_bytes"]) == (900, 500)
@@ -110,7 +111,7 @@ def test_stats_doc_counts_pins_and_watermarks() -> None:
 
 def test_stats_doc_of_an_empty_store_has_no_access_times() -> None:
     """An empty store reports no oldest or newest access rather than failing."""
-    doc = stats_doc(Settings(), 0, [], set(), now=0.0)
+    doc = stats_doc(Settings(), 0, StoreStats(0, 0, None, None), (0, 0), now=0.0)
     assert (doc["entries"], doc["oldest_access"], doc["newest_access"]) == (0, None, None)
 
 

@@ -138,6 +138,19 @@ def test_empty_mirror_config_means_no_file() -> None:
     assert load({}, {"MIRROR_CONFIG": ""}, None) == Settings()
 
 
+@pytest.mark.parametrize(
+    ("listen", "shown"),
+    [
+        (Listen("0.0.0.0", 5000), "0.0.0.0:5000"),
+        (Listen("::", 5000), "[::]:5000"),
+        (Listen("::1", 80), "[::1]:80"),
+    ],
+)
+def test_listen_address_prints_ipv6_in_brackets(listen: Listen, shown: str) -> None:
+    """An IPv6 listen address is shown as `[host]:port`, as it is written in the config."""
+    assert str(listen) == shown
+
+
 # --- values parsed from every source ------------------------------------------------------------
 
 
@@ -147,10 +160,13 @@ def test_empty_mirror_config_means_no_file() -> None:
         ("listen", "127.0.0.1:8080", Listen("127.0.0.1", 8080)),
         ("listen", ":8080", Listen("0.0.0.0", 8080)),
         ("listen", "[::1]:8080", Listen("::1", 8080)),
+        ("listen", "[::]:5000", Listen("::", 5000)),
         ("listen", "localhost:65535", Listen("localhost", 65535)),
         ("listen", "h:1", Listen("h", 1)),
         ("upstream", "https://registry.example/", "https://registry.example"),
         ("upstream", "http://localhost:5001", "http://localhost:5001"),
+        ("upstream", "http://[::1]:5001/", "http://[::1]:5001"),
+        ("referrers_ttl", "45", 45.0),
         ("upstream_username", "bob", "bob"),
         ("upstream_password", SECRET, SECRET),
         ("tag_ttl", "0", 0.0),
@@ -445,6 +461,24 @@ def test_upstream_tables_add_registries_inheriting_defaults(tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize(
+    ("top", "table", "expected"),
+    [
+        ("", "", (60.0, 60.0)),
+        ("", "tag_ttl = 10\n", (60.0, 10.0)),
+        ("referrers_ttl = 30\n", "tag_ttl = 10\n", (30.0, 30.0)),
+        ("referrers_ttl = 30\n", "referrers_ttl = 5\n", (30.0, 5.0)),
+    ],
+)
+def test_referrers_ttl_defaults_to_the_tag_ttl(
+    tmp_path: Path, top: str, table: str, expected: tuple[float, float]
+) -> None:
+    """referrers_ttl: the upstream's own, else the top-level one, else the upstream's tag TTL."""
+    path = _file(tmp_path, f'tag_ttl = 60\n{top}[[upstreams]]\nregistry = "ghcr.io"\n{table}')
+    docker, ghcr = load({}, {}, path).registries()
+    assert (docker.referrers_ttl, ghcr.referrers_ttl) == expected
+
+
+@pytest.mark.parametrize(
     ("table", "message"),
     [
         ('url = "https://ghcr.io"', "registry is required"),
@@ -488,3 +522,131 @@ def test_shipped_example_config_loads_to_the_defaults() -> None:
     """deploy/examples/config.toml is valid and, as shipped, changes no default."""
     example = Path(__file__).parents[2] / "deploy" / "examples" / "config.toml"
     assert load({}, {}, example) == load({}, {})
+
+
+# --- shared mode --------------------------------------------------------------------------------
+
+PEER_SECRET = "peer-secret-0123456789abcdef"
+SHARED_ENV = {
+    "MIRROR_REDIS_URL": "redis://:redis-pass@10.0.0.9:6379/1",
+    "MIRROR_ADVERTISE_URL": "http://10.1.2.3:5000",
+    "MIRROR_PEER_SECRET": PEER_SECRET,
+}
+
+
+def test_shared_mode_is_off_without_redis_url() -> None:
+    """Without redis_url nothing of the shared mode is set."""
+    settings = load({}, {}, None)
+    assert (settings.shared, settings.redis_url, settings.advertise_url) == (False, None, None)
+
+
+def test_shared_mode_from_the_environment() -> None:
+    """MIRROR_REDIS_URL, MIRROR_ADVERTISE_URL and MIRROR_PEER_SECRET turn the shared mode on."""
+    settings = load({}, SHARED_ENV, None)
+    assert settings.shared
+    assert settings.redis_url is not None
+    assert (settings.redis_url.hosts, settings.redis_url.db) == ((("10.0.0.9", 6379),), 1)
+    assert (settings.advertise_url, settings.peer_secret) == ("http://10.1.2.3:5000", PEER_SECRET)
+
+
+@pytest.mark.parametrize("missing", ["MIRROR_ADVERTISE_URL", "MIRROR_PEER_SECRET"])
+def test_redis_url_needs_an_advertise_url_and_a_peer_secret(missing: str) -> None:
+    """A shared mode without a way for peers to reach or trust this replica is a config error."""
+    env = {k: v for k, v in SHARED_ENV.items() if k != missing}
+    with pytest.raises(ConfigError, match="redis_url needs advertise_url"):
+        load({}, env, None)
+
+
+def test_peer_secret_file_is_read(tmp_path: Path) -> None:
+    """peer_secret_file gives the secret from a file (a mounted Kubernetes Secret), stripped."""
+    secret_file = _write(tmp_path, PEER_SECRET + "\n", "peer-secret")
+    env = {k: v for k, v in SHARED_ENV.items() if k != "MIRROR_PEER_SECRET"}
+    settings = load({}, {**env, "MIRROR_PEER_SECRET_FILE": str(secret_file)}, None)
+    assert settings.peer_secret == PEER_SECRET
+
+
+def test_peer_secret_and_peer_secret_file_together_are_an_error(tmp_path: Path) -> None:
+    """Only one source of the peer secret may be given."""
+    secret_file = _write(tmp_path, PEER_SECRET, "peer-secret")
+    with pytest.raises(ConfigError, match="only one of peer_secret"):
+        load({}, {**SHARED_ENV, "MIRROR_PEER_SECRET_FILE": str(secret_file)}, None)
+
+
+def test_a_short_peer_secret_is_refused_without_being_shown() -> None:
+    """A guessable peer secret is refused, and the error does not repeat it."""
+    with pytest.raises(ConfigError, match="at least 16") as raised:
+        load({}, {**SHARED_ENV, "MIRROR_PEER_SECRET": "short-secret"}, None)
+    assert "short-secret" not in str(raised.value)
+
+
+def test_a_bad_redis_url_error_hides_its_password() -> None:
+    """A bad redis_url with credentials is named in the error, its value not shown."""
+    with pytest.raises(ConfigError, match="redis_url") as raised:
+        load({}, {**SHARED_ENV, "MIRROR_REDIS_URL": "redis://:redis-pass@h:0/0"}, None)
+    assert "redis-pass" not in str(raised.value)
+
+
+def test_shared_secrets_are_redacted() -> None:
+    """--print-config shows the Redis password and the peer secret as ***."""
+    shown = str(load({}, SHARED_ENV, None).redacted())
+    assert "redis-pass" not in shown
+    assert PEER_SECRET not in shown
+    assert "redis://:***@10.0.0.9:6379/1" in shown
+
+
+def test_redis_timeouts_and_lease_are_settings(tmp_path: Path) -> None:
+    """The Redis timeout and cool-down, the lease and the hint TTL come from the config file."""
+    path = _write(tmp_path, "redis_timeout = 0.1\nredis_cooldown = 2\nlease_ttl = 3\npeer_hint_ttl = 60\n")
+    settings = load({}, {}, path)
+    found = (settings.redis_timeout, settings.redis_cooldown, settings.lease_ttl, settings.peer_hint_ttl)
+    assert found == (0.1, 2.0, 3.0, 60.0)
+
+
+# --- serving: TLS and client auth --------------------------------------------------------------------
+
+
+def test_tls_and_auth_settings_from_flags_env_and_file(tmp_path: Path) -> None:
+    """TLS files from flags, the client CA from the environment, auth files and metrics_auth from the file."""
+    config = _write(tmp_path, 'auth_htpasswd = "/etc/mirror/htpasswd"\nmetrics_auth = true\n')
+    settings = load({"tls_cert": "/c.pem", "tls_key": "/k.pem"}, {"MIRROR_TLS_CLIENT_CA": "/ca.pem"}, config)
+    assert (settings.tls_cert, settings.tls_key, settings.tls_client_ca) == (
+        Path("/c.pem"),
+        Path("/k.pem"),
+        Path("/ca.pem"),
+    )
+    assert (settings.auth_htpasswd, settings.metrics_auth) == (Path("/etc/mirror/htpasswd"), True)
+    assert settings.redacted()["tls_cert"] == "/c.pem"
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        ({"tls_cert": "/c.pem"}, "tls_key"),
+        ({"tls_key": "/k.pem"}, "tls_cert"),
+        ({"tls_client_ca": "/ca.pem"}, "tls_client_ca"),
+        ({"metrics_auth": "true"}, "metrics_auth"),
+        ({"reload_interval": "0"}, "reload_interval"),
+    ],
+)
+def test_incomplete_serving_settings_are_errors(flags: dict[str, Any], named: str) -> None:
+    """Half a TLS pair, a client CA without TLS, metrics_auth without auth, a zero reload interval."""
+    with pytest.raises(ConfigError, match=named):
+        load(flags, {}, None)
+
+
+def test_the_shared_mode_refuses_client_certificates() -> None:
+    """Peers present no client certificate, so redis_url and tls_client_ca exclude each other."""
+    env = {
+        **SHARED_ENV,
+        "MIRROR_TLS_CERT": "/c.pem",
+        "MIRROR_TLS_KEY": "/k.pem",
+        "MIRROR_TLS_CLIENT_CA": "/ca",
+    }
+    with pytest.raises(ConfigError, match="tls_client_ca"):
+        load({}, env, None)
+
+
+def test_a_replica_serving_https_advertises_an_https_url() -> None:
+    """With tls_cert, peers must be told an https:// advertise URL."""
+    with pytest.raises(ConfigError, match="advertise_url must be an https"):
+        load({}, {**SHARED_ENV, "MIRROR_TLS_CERT": "/c.pem", "MIRROR_TLS_KEY": "/k.pem"}, None)

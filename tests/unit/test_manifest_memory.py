@@ -4,25 +4,25 @@ from the disk copy, re-hashed, when asked for again."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import time
 from pathlib import Path
 
 from aiocache import SimpleMemoryCache
 
 from mirror.oci import Manifest
 from mirror.storage.manifests import ManifestCache, ManifestDisk
+from tests.support.digests import sha256
+from tests.support.polling import eventually
 
 BODY = b'{"schemaVersion":2}'
-DIGEST = "sha256:" + hashlib.sha256(BODY).hexdigest()
+DIGEST = sha256(BODY)
 TYPE = "application/vnd.oci.image.manifest.v1+json"
 
 
-async def until_empty(memory: SimpleMemoryCache, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while await memory.raw("__len__"):
-        assert time.monotonic() < deadline, "memory entries did not expire"
-        await asyncio.sleep(0.01)
+async def until_empty(memory: SimpleMemoryCache) -> None:
+    async def empty() -> bool:
+        return not await memory.raw("__len__")
+
+    await eventually(empty)
 
 
 async def test_expired_entries_leave_memory_and_are_read_back_from_disk(tmp_path: Path) -> None:

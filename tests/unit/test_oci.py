@@ -9,7 +9,7 @@ import pytest
 
 import mirror.oci as oci_module
 from mirror import oci
-from mirror.errors import DigestInvalid, ManifestInvalid, NameInvalid
+from mirror.errors import DigestInvalid, ManifestUnknown, NameInvalid
 from mirror.oci import Digest
 
 SHA256_HEX = hashlib.sha256(b"hello").hexdigest()
@@ -192,8 +192,8 @@ def test_parse_reference_accepts_tags(tag: str) -> None:
     ],
 )
 def test_parse_reference_rejects_bad_tags(tag: str) -> None:
-    """An invalid tag raises MANIFEST_INVALID."""
-    with pytest.raises(ManifestInvalid):
+    """An invalid tag raises MANIFEST_UNKNOWN (404: nothing can exist under it)."""
+    with pytest.raises(ManifestUnknown):
         oci.parse_reference(tag)
 
 
@@ -406,3 +406,71 @@ def test_select_children_tells_variants_apart() -> None:
     ]
     assert oci_module.select_children(body, frozenset({"linux/arm64"})) == ["sha256:" + "c" * 64]
     assert oci_module.select_children(body, frozenset({"linux/arm/v5"})) == []
+
+
+def test_select_children_keeps_entries_without_platform() -> None:
+    """An index entry without `platform` (an artifact) is chosen whatever the platforms asked for."""
+    entries = [
+        {"mediaType": oci.OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 1},
+        {
+            "mediaType": oci.OCI_MANIFEST,
+            "digest": "sha256:" + "b" * 64,
+            "size": 1,
+            "platform": {"os": "linux", "architecture": "arm64"},
+        },
+    ]
+    body = json.dumps({"schemaVersion": 2, "manifests": entries}).encode()
+    assert oci_module.select_children(body, frozenset({"linux/amd64"})) == ["sha256:" + "a" * 64]
+
+
+# --- tag lists ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"name": "a", "tags": ["1", "2"]}', ["1", "2"]),
+        (b'{"name": "a", "tags": null}', []),
+        (b'{"name": "a", "tags": [1]}', None),
+        (b'{"tags": "1"}', None),
+        (b"[]", None),
+        (b"<html>", None),
+    ],
+)
+def test_parse_tag_list(body: bytes, expected: list[str] | None) -> None:
+    """A tags/list document gives its tags (none for `null`); anything else gives None."""
+    assert oci.parse_tag_list(body) == expected
+
+
+@pytest.mark.parametrize(
+    ("n", "last", "page", "next_last"),
+    [
+        (None, None, ["a", "b", "c"], None),
+        (2, None, ["a", "b"], "b"),
+        (2, "b", ["c"], None),
+        (3, None, ["a", "b", "c"], None),
+        (None, "a", ["b", "c"], None),
+        (0, None, [], None),
+    ],
+)
+def test_tag_page_pages_like_the_spec(
+    n: int | None, last: str | None, page: list[str], next_last: str | None
+) -> None:
+    """Tags are sorted, start after `last`, hold at most `n`, and name the next page's `last`."""
+    assert oci.tag_page(["c", "a", "b", "a"], n, last) == (page, next_last)
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        (
+            '</v2/owner/app/tags/list?last=b&n=2>; rel="next"',
+            '</v2/ghcr.io/owner/app/tags/list?last=b&n=2>; rel="next"',
+        ),
+        ('</v2/owner/app/tags/list>; rel="next"', '</v2/ghcr.io/owner/app/tags/list>; rel="next"'),
+        ('</v2/other/tags/list?n=1>; rel="next"', '</v2/other/tags/list?n=1>; rel="next"'),
+    ],
+)
+def test_rebase_link_points_at_the_clients_path(link: str, expected: str) -> None:
+    """An upstream tag list Link naming the upstream's path is pointed at the client's path."""
+    assert oci.rebase_link(link, "/v2/owner/app/tags/list", "/v2/ghcr.io/owner/app/tags/list") == expected

@@ -3,16 +3,20 @@ error it promises, never another exception), and its values keep their invariant
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import string
+from urllib.parse import quote
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
 from yarl import URL
 
-from mirror import errors, oci, values
+from mirror import errors, oci, routes, values
 from mirror.config import UpstreamSettings
 from mirror.ranges import parse_range
 from mirror.upstream import fields
@@ -50,10 +54,10 @@ def test_generated_names_are_valid(name: str) -> None:
 
 @given(st.text(max_size=200))
 def test_parse_reference_is_total(text: str) -> None:
-    """Any text is a tag, a digest, or MANIFEST_INVALID / DIGEST_INVALID."""
+    """Any text is a tag, a digest, or MANIFEST_INVALID / MANIFEST_UNKNOWN / DIGEST_INVALID."""
     try:
         found = oci.parse_reference(text)
-    except (errors.ManifestInvalid, errors.DigestInvalid):
+    except (errors.ManifestInvalid, errors.ManifestUnknown, errors.DigestInvalid):
         return
     assert str(found) == text
 
@@ -71,15 +75,35 @@ def test_digest_parse_is_total(text: str) -> None:
         oci.Digest.parse(text)
 
 
-@given(st.text(max_size=300))
-def test_api_path_parse_is_total(path: str) -> None:
-    """Any path is an API path or a registry error (404 / 400), never another exception."""
-    status = 200
-    try:
-        oci.parse_api_path(path)
-    except errors.RegistryError as exc:
-        status = exc.status
-    assert status in (200, 400, 404)
+PATHS = st.one_of(
+    st.text(max_size=120).map(lambda t: "/" + t),
+    st.tuples(NAMES, st.sampled_from(["manifests", "blobs", "tags"]), st.text(max_size=80)).map(
+        lambda p: f"/v2/{p[0]}/{p[1]}/{p[2]}"
+    ),
+)
+
+
+def _route_table() -> web.Application:
+    app = web.Application()
+    routes.setup(app)
+    app.freeze()
+    return app
+
+
+ROUTES = _route_table()
+
+
+@given(PATHS, st.sampled_from(["GET", "HEAD", "PUT", "DELETE", "PATCH", "POST"]))
+def test_route_table_resolves_every_path(path: str, method: str) -> None:
+    """Any path and method resolves to a handler of the route table (or aiohttp's 404/405), never an
+    exception: every /v2/ path has a handler, the fallback included."""
+
+    async def resolve() -> object:
+        return await ROUTES.router.resolve(make_mocked_request(method, quote(path, safe="/:@"), app=ROUTES))
+
+    info = asyncio.run(resolve())
+    if path.startswith("/v2/") or path == "/v2":
+        assert getattr(info, "http_exception", None) is None
 
 
 @given(st.one_of(st.none(), HEADERISH), st.integers(min_value=0, max_value=2**63))

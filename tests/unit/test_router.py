@@ -6,6 +6,7 @@ import pytest
 
 from mirror import errors
 from mirror.config import UpstreamSettings
+from mirror.upstream.repository_lists import RepositoryRefused
 from mirror.upstream.router import Router, Target
 
 ROUTER = Router(
@@ -52,3 +53,31 @@ def test_unconfigured_namespace_is_refused(ns: str) -> None:
     """An ns naming no configured registry (aliases are not registry names) answers NAME_UNKNOWN."""
     with pytest.raises(errors.NameUnknown):
         ROUTER.route("owner/app", ns)
+
+
+GUARDED = Router(
+    [
+        UpstreamSettings(
+            "docker.io", "https://registry-1.docker.io", allow=("library/*",), deny=("library/bad",)
+        ),
+        UpstreamSettings("ghcr.io", "https://ghcr.io", deny=("secret/**",)),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "ns"),
+    [("bad", None), ("library/bad", "docker.io"), ("bitnami/redis", None), ("ghcr.io/secret/x/y", None)],
+)
+def test_refused_repository_is_denied_with_its_upstream(name: str, ns: str | None) -> None:
+    """A name the lists refuse, after library/ and prefixes are applied, is DENIED naming its upstream."""
+    with pytest.raises(RepositoryRefused) as caught:
+        GUARDED.route(name, ns)
+    assert caught.value.code == "DENIED"
+    assert caught.value.upstream == ("ghcr.io" if "secret" in name else "docker.io")
+
+
+def test_permitted_repository_routes() -> None:
+    """Names the lists permit route as before."""
+    assert GUARDED.route("alpine", None) == Target("docker.io", "library/alpine")
+    assert GUARDED.route("ghcr.io/owner/app", None) == Target("ghcr.io", "owner/app")

@@ -168,6 +168,7 @@ async def test_closing_the_transport_unblocks_a_thread_reading_a_stalled_body(
         assert error is None or isinstance(error, BodyBroken)
     finally:
         server.release.set()
+        resp.release()
         await asyncio.to_thread(os.close, fd)
 
 
