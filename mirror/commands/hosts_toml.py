@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mirror.oci import DOCKER_IO
+from mirror.oci import DOCKER_HUB, DOCKER_IO
 
 DEFAULT_DIR = "_default"  # containerd's catch-all directory for registries without their own
 # The first line of every file `mirror node-config` writes: `--remove` deletes a file only if it has it.
 OWNER_MARKER = "# Written by `mirror node-config`, which rewrites or removes it: edit the mirror's settings."
 ALL_CAPABILITIES = ("pull", "resolve", "push")  # containerd's default for a host without `capabilities`
-DOCKER_HUB_SERVER = "https://registry-1.docker.io"  # docker.io's API host (its `server` fallback)
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ class HostsFile:
 
 def server_for(registry: str) -> str:
     """The upstream a registry's hosts.toml falls back to: registry-1.docker.io for docker.io, else itself."""
-    return DOCKER_HUB_SERVER if registry == DOCKER_IO else f"https://{registry}"
+    return DOCKER_HUB if registry == DOCKER_IO else f"https://{registry}"
 
 
 def host_dirs(registry: str) -> tuple[str, ...]:

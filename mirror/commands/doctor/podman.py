@@ -9,6 +9,7 @@ from typing import Any
 
 from mirror.commands.doctor.model import Route, RuntimeConfig
 from mirror.commands.probes import PODMAN, Endpoint
+from mirror.oci import DOCKER_IO
 
 APPLY = "podman and skopeo read it at every run; restart CRI-O (or send it SIGHUP) to apply it"
 
@@ -54,7 +55,7 @@ def endpoint(location: str, insecure: bool) -> Endpoint:
 def _route(tables: dict[str, dict[str, Any]], registry: str, name: str, fix_url: str) -> Route:
     table = match(tables, name)
     location = fix_url.split("://", 1)[-1]
-    mirror_for = location if registry == "docker.io" else f"{location}/{registry}"
+    mirror_for = location if registry == DOCKER_IO else f"{location}/{registry}"
     add = (
         f'add [[registry]] prefix = "{registry}" with [[registry.mirror]] location = "{mirror_for}"'
         f"{', insecure = true' if fix_url.startswith('http://') else ''} (a drop-in in registries.conf.d "
