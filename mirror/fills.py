@@ -27,6 +27,7 @@ from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken
 
 MAX_RESUMES = 5
 RESUME_BACKOFF = 0.2
+ABANDONED = "download stopped: its readers left and the abandoned-download budget is spent"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,18 +189,20 @@ class Fills:
         """Every reader of `fill` left: it runs on only within the abandoned-fill budget (count and bytes
         still to download, over all such fills), else it is stopped: a few kilobytes of requests must
         never make the mirror download gigabytes."""
+        if self._over_budget(fill):
+            task = self._by_fill.get(fill)
+            if task is not None and not task.done():
+                self._stopped.add(fill)
+                task.cancel()
+
+    def _over_budget(self, fill: Fill) -> bool:
         others = [f for f in self._fills.values() if f.abandoned and f is not fill and f not in self._stopped]
         # Before its headers a fill's size is not known: it is judged again when they come.
         left = [f.remaining for f in (*others, fill) if f.ready.is_set()]
         unknown = any(r is None for r in left)
         total = sum(r for r in left if r is not None)
         within = len(others) + 1 <= self._limits.abandoned and total <= self._limits.abandoned_bytes
-        if within and not unknown:
-            return
-        task = self._by_fill.get(fill)
-        if task is not None and not task.done():
-            self._stopped.add(fill)
-            task.cancel()
+        return unknown or not within
 
     async def join(self, upstream: BlobSource, name: str, digest: str) -> tuple[Fill, bool]:
         """The fill for `digest` with its headers known, started if none is under way, acquired for reading.
@@ -235,10 +238,12 @@ class Fills:
                 # file is being set up (they read nothing before the first bytes are written anyway).
                 resp = await upstream.open_blob(fill.name, fill.digest)
                 fill.answered(resp.content_length)
-                if fill.abandoned:
-                    self._abandoned(fill)
+                if fill.abandoned and self._over_budget(fill):  # every reader left before the headers
+                    resp.release()
+                    self._fail(fill, errors.UpstreamUnavailable(ABANDONED), "abandoned")
+                    return
                 try:
-                    opened, path, fd = await asyncio.to_thread(self._store.open_temp, fill.digest)
+                    opened, path, fd = await self._open_temp(fill.digest)
                 except BaseException:
                     resp.release()
                     raise
@@ -263,8 +268,7 @@ class Fills:
                 fill.finish(exc)
         except asyncio.CancelledError:
             if fill in self._stopped:  # stopped on purpose: the task ends here, quietly
-                detail = "download stopped: its readers left and the abandoned-download budget is spent"
-                self._fail(fill, errors.UpstreamUnavailable(detail), "abandoned")
+                self._fail(fill, errors.UpstreamUnavailable(ABANDONED), "abandoned")
                 return
             self._fail(fill, errors.UpstreamUnavailable("the mirror is shutting down"), "shutdown")
             raise
@@ -287,6 +291,19 @@ class Fills:
             if temp is not None:
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(os.unlink, temp)
+
+    async def _open_temp(self, digest: str) -> tuple[IO[bytes], Path, int]:
+        """`BlobStore.open_temp` in a thread; if this is cancelled meanwhile, what the thread opened is
+        closed and removed once it is done, so no descriptor or file is left behind."""
+        opening = asyncio.ensure_future(asyncio.to_thread(self._store.open_temp, digest))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait({opening})
+            if not opening.cancelled() and opening.exception() is None:
+                file, path, fd = opening.result()
+                await asyncio.to_thread(_discard_temp, file, path, fd)
+            raise
 
     def _fail(self, fill: Fill, exc: errors.RegistryError, reason: str) -> None:
         self._metrics.fill_failures.labels(reason).inc()
@@ -390,3 +407,10 @@ def reason_of(exc: errors.RegistryError) -> str:
 def _skip_for(resp: BlobBody, written: int) -> int:
     """Bytes to drop from a resumed response: all we have when the upstream ignored our Range."""
     return written if written and resp.status == 200 else 0
+
+
+def _discard_temp(file: IO[bytes], path: Path, fd: int) -> None:
+    file.close()
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
