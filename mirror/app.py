@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -14,13 +16,14 @@ from mirror import __version__, build, keys, middlewares, oci, routes
 from mirror.access import middleware as access
 from mirror.cluster.mode import SharedMode
 from mirror.config import Settings
-from mirror.fills import Fills
+from mirror.fills import FillLimits, Fills
 from mirror.metrics import Metrics
 from mirror.proxy import RegistryProxy
 from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.eviction import Evictor
 from mirror.storage.hot import HotBlobs
+from mirror.storage.indexes import open_index
 from mirror.storage.integrity import check_store
 from mirror.storage.listings import ListingCache
 from mirror.storage.manifests import ManifestCache, ManifestDisk
@@ -46,6 +49,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[middlewares.observe, access.authenticate], client_max_size=64 * 1024)
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
+    app[keys.STOPPING] = keys.Stopping()
+    app.on_shutdown.append(_note_shutdown)
     app.on_response_prepare.append(middlewares.add_headers)
     app.cleanup_ctx.append(access.guarding)
     app.cleanup_ctx.append(_components)
@@ -64,6 +69,17 @@ def serving(settings: Settings) -> tuple[web.Application, ssl.SSLContext | None]
     return app, tls.context
 
 
+async def _note_shutdown(app: web.Application) -> None:
+    """Shutdown began (the server now waits up to `shutdown_grace` for requests): fills get what is
+    left of the same grace, not a second one."""
+    app[keys.STOPPING].since = time.monotonic()
+
+
+def _grace_left(app: web.Application) -> float:
+    grace, since = app[keys.SETTINGS].shutdown_grace, app[keys.STOPPING].since
+    return grace if since is None else max(0.0, grace - (time.monotonic() - since))
+
+
 async def _flush_access_times(store: BlobStore) -> None:
     """Write the LRU access times of cache hits to the index every few seconds (not once per hit)."""
     while True:
@@ -71,11 +87,33 @@ async def _flush_access_times(store: BlobStore) -> None:
         await asyncio.to_thread(store.flush_access)
 
 
+def _open_store(settings: Settings) -> tuple[BlobStore, int]:
+    """The blob store, its leftovers removed (blocking; raises on a damaged index)."""
+    store = BlobStore(settings.cache_dir)
+    try:
+        store.usage()  # a damaged index raises here, not on the first pull
+        return store, store.recover()
+    except BaseException:
+        store.close()
+        raise
+
+
+def _open_manifests(directory: Path) -> ManifestDisk:
+    disk = ManifestDisk(directory)
+    try:
+        disk.get("-")  # a damaged index raises here, not on the first pull
+    except BaseException:
+        disk.close()
+        raise
+    return disk
+
+
 async def _components(app: web.Application) -> AsyncIterator[None]:
     settings, metrics = app[keys.SETTINGS], app[keys.METRICS]
     await asyncio.to_thread(settings.cache_dir.mkdir, parents=True, exist_ok=True)
-    store = await asyncio.to_thread(BlobStore, settings.cache_dir)
-    removed = await asyncio.to_thread(store.recover)
+    store, removed = await asyncio.to_thread(
+        open_index, settings.cache_dir / "blobs", lambda: _open_store(settings)
+    )
     metrics.cache_limit.set(settings.cache_max_bytes)
     revision = await asyncio.to_thread(build.revision)
     metrics.set_build(revision)
@@ -91,7 +129,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     )
     evictor.poke()  # in the background: a store far over its limit serves while it shrinks
     shared = SharedMode(settings, metrics, store) if settings.shared else None
-    manifest_disk = await asyncio.to_thread(ManifestDisk, settings.cache_dir / "manifests")
+    manifests_dir = settings.cache_dir / "manifests"
+    manifest_disk = await asyncio.to_thread(open_index, manifests_dir, lambda: _open_manifests(manifests_dir))
     manifests = ManifestCache(disk=manifest_disk, shared=shared.coordinator if shared else None)
     listings = ListingCache(manifest_disk)
 
@@ -100,7 +139,14 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         if shared is not None:
             shared.committed(digest)
 
-    fills = Fills(store, metrics, on_commit=committed)
+    limits = FillLimits(
+        settings.fill_min_bytes,
+        settings.fill_min_window,
+        settings.fill_max_seconds,
+        settings.abandoned_fills,
+        settings.abandoned_fill_bytes,
+    )
+    fills = Fills(store, metrics, on_commit=committed, limits=limits)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
@@ -184,7 +230,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                 await referrer_proxy.close()
             for tag_list in tag_lists.values():
                 await tag_list.close()
-            await fills.close(settings.shutdown_grace)
+            await fills.close(_grace_left(app))
             await evictor.close()
             await listings.close()
             await manifests.close()

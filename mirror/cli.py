@@ -104,16 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve(settings: Settings) -> None:
     """Run the mirror until SIGINT/SIGTERM."""
     # Imported here, not at the top: the operator commands must not load the server (see mirror.commands).
-    from aiohttp import web
-
+    from mirror import server
     from mirror.app import serving
 
     app, tls = serving(settings)  # before the loop runs: reading the TLS files blocks
-    web.run_app(
-        app,
-        ssl_context=tls,
-        **listen_on(settings.listen),
-        access_log=None,
-        print=None,
-        shutdown_timeout=settings.shutdown_grace,
-    )
+    server.serve(app, tls, listen_on(settings.listen))

@@ -58,6 +58,8 @@ class UpstreamSettings:
     upstream_auth: str = "mirror"
     proxy: str | None = field(default=None, repr=False)  # None: the environment's; "": direct
     egress: ProxyRules = DIRECT  # the effective proxy rules, filled in by Settings.registries()
+    headers_timeout: float | None = None  # top-level only, filled in by `registries()`
+    max_transfers: int = 64  # top-level only, filled in by `registries()`
 
     def redacted(self) -> dict[str, Any]:
         found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "egress"}
@@ -113,6 +115,17 @@ class Settings:
     offline: bool = False
     prefetch: bool = False
     shutdown_grace: float = 10.0
+    max_connections: int = 10000
+    disk_reserve_bytes: int = 1024**3
+    headers_timeout: float = 20.0
+    max_transfers: int = 64
+    fill_min_bytes: int = 64 * 1024
+    fill_min_window: float = 30.0
+    fill_max_seconds: float = 6 * 3600.0
+    abandoned_fills: int = 8
+    abandoned_fill_bytes: int = 2 * 1024**3
+    idle_timeout: float = 30.0
+    header_timeout: float = 10.0
     log_format: str = "auto"
     log_level: str = "info"
     log_probes: bool = False
@@ -162,6 +175,8 @@ class Settings:
                 connect_timeout=self.connect_timeout if u.connect_timeout is None else u.connect_timeout,
                 read_timeout=self.read_timeout if u.read_timeout is None else u.read_timeout,
                 egress=self.egress.overridden(u.proxy),
+                headers_timeout=self.headers_timeout,
+                max_transfers=self.max_transfers,
             )
             for u in (docker, *self.upstreams)
         )
@@ -230,6 +245,17 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "offline": values.flag,
     "prefetch": values.flag,
     "shutdown_grace": values.seconds,
+    "max_connections": values.positive_count,
+    "disk_reserve_bytes": values.size,
+    "headers_timeout": values.positive_seconds,
+    "max_transfers": values.positive_count,
+    "fill_min_bytes": values.size,
+    "fill_min_window": values.positive_seconds,
+    "fill_max_seconds": values.positive_seconds,
+    "abandoned_fills": values.count,
+    "abandoned_fill_bytes": values.size,
+    "idle_timeout": values.positive_seconds,
+    "header_timeout": values.positive_seconds,
     "log_format": values.choice("auto", "json", "console"),
     "log_level": values.choice("debug", "info", "warning", "error"),
     "log_probes": values.flag,

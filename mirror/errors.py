@@ -79,6 +79,18 @@ class TooManyRequests(RegistryError):
     code, status, message = "TOOMANYREQUESTS", 429, "too many requests"
 
 
+class MalformedRequest(RegistryError):
+    """A request the HTTP parser refused (bad request line, header, framing)."""
+
+    code, status, message = "UNSUPPORTED", 400, "malformed HTTP request"
+
+
+class ConnectionLimit(RegistryError):
+    """The mirror holds as many client connections as it may: try again in a moment."""
+
+    code, status, message = "UNAVAILABLE", 503, "too many connections to the mirror, retry shortly"
+
+
 class UpstreamUnavailable(RegistryError):
     """The upstream could not be reached, timed out, or answered 5xx."""
 

@@ -14,6 +14,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -26,6 +27,19 @@ from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken
 
 MAX_RESUMES = 5
 RESUME_BACKOFF = 0.2
+ABANDONED = "download stopped: its readers left and the abandoned-download budget is spent"
+
+
+@dataclass(frozen=True, slots=True)
+class FillLimits:
+    """Bounds every fill keeps (settings of the same names; the README says why these defaults)."""
+
+    min_bytes: int = 64 * 1024  # fewer than this in `min_window` seconds: the body is broken (resumed)
+    min_window: float = 30.0
+    max_seconds: float = 6 * 3600.0  # a whole fill, headers to commit
+    abandoned: int = 8  # fills without readers allowed to run on
+    abandoned_bytes: int = 2 * 1024**3  # bytes those may still download, together
+
 
 log = structlog.get_logger("mirror.fills")
 
@@ -50,15 +64,26 @@ class Fill:
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._fd: int | None = None
         self._readers = 0
+        self.abandoned = False  # every reader left while it ran
+        self.on_abandoned: Callable[[Fill], None] = lambda fill: None
 
     # -- reader side --------------------------------------------------------------------------
 
     def acquire(self) -> None:
         self._readers += 1
+        self.abandoned = False
 
     def release(self) -> None:
         self._readers -= 1
+        if self._readers <= 0 and not self.finished:
+            self.abandoned = True
+            self.on_abandoned(self)
         self._close_if_unused()
+
+    @property
+    def remaining(self) -> int | None:
+        """Bytes still to download, None when the size is not known."""
+        return None if self.size is None else max(0, self.size - self.written)
 
     def reader_file(self) -> IO[bytes]:
         """A file object over the temp file for `sendfile`/`pread` at explicit offsets; valid while the
@@ -128,13 +153,20 @@ class Fills:
     """The fills under way, by digest; every fill task is tracked and cancelled on `close()`."""
 
     def __init__(
-        self, store: BlobStore, metrics: Metrics, on_commit: Callable[[str], None] = lambda digest: None
+        self,
+        store: BlobStore,
+        metrics: Metrics,
+        on_commit: Callable[[str], None] = lambda digest: None,
+        limits: FillLimits = FillLimits(),
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._on_commit = on_commit
+        self._limits = limits
         self._fills: dict[str, Fill] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._by_fill: dict[Fill, asyncio.Task[None]] = {}
+        self._stopped: set[Fill] = set()  # stopped on purpose (abandoned past the budget)
 
     def get(self, digest: str) -> Fill | None:
         return self._fills.get(digest)
@@ -147,8 +179,30 @@ class Fills:
             self._fills[digest] = fill
             task = asyncio.create_task(self._run(upstream, fill), name=f"fill {digest}")
             self._tasks.add(task)
+            self._by_fill[fill] = task
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(lambda _: self._by_fill.pop(fill, None))
+            fill.on_abandoned = self._abandoned
         return fill
+
+    def _abandoned(self, fill: Fill) -> None:
+        """Every reader of `fill` left: it runs on only within the abandoned-fill budget (count and bytes
+        still to download, over all such fills), else it is stopped: a few kilobytes of requests must
+        never make the mirror download gigabytes."""
+        if self._over_budget(fill):
+            task = self._by_fill.get(fill)
+            if task is not None and not task.done():
+                self._stopped.add(fill)
+                task.cancel()
+
+    def _over_budget(self, fill: Fill) -> bool:
+        others = [f for f in self._fills.values() if f.abandoned and f is not fill and f not in self._stopped]
+        # Before its headers a fill's size is not known: it is judged again when they come.
+        left = [f.remaining for f in (*others, fill) if f.ready.is_set()]
+        unknown = any(r is None for r in left)
+        total = sum(r for r in left if r is not None)
+        within = len(others) + 1 <= self._limits.abandoned and total <= self._limits.abandoned_bytes
+        return unknown or not within
 
     async def join(self, upstream: BlobSource, name: str, digest: str) -> tuple[Fill, bool]:
         """The fill for `digest` with its headers known, started if none is under way, acquired for reading.
@@ -162,7 +216,11 @@ class Fills:
         else:
             self._metrics.fill_readers.inc()
         fill.acquire()
-        await fill.ready.wait()
+        try:
+            await fill.ready.wait()
+        except BaseException:  # the client left before the headers: it is no reader any more
+            fill.release()
+            raise
         if fill.error is not None and fill.size is None:
             fill.release()
             raise fill.error
@@ -173,41 +231,59 @@ class Fills:
         started = time.monotonic()
         file: IO[bytes] | None = None
         temp: Path | None = None
+        deadline = asyncio.timeout(self._limits.max_seconds)
         try:
-            # Ask upstream first: clients get their headers as soon as it answers, while the temp
-            # file is being set up (they read nothing before the first bytes are written anyway).
-            resp = await upstream.open_blob(fill.name, fill.digest)
-            fill.answered(resp.content_length)
-            try:
-                opened, path, fd = await asyncio.to_thread(self._store.open_temp, fill.digest)
-            except BaseException:
-                resp.release()
-                raise
-            fill.attach(fd)
-            file, temp = opened, path
-            await self._download(upstream, fill, opened, resp)
-            await asyncio.to_thread(opened.close)
-            await asyncio.to_thread(self._store.commit, fill.digest, path, fill.written)
-            temp = None
-            self._on_commit(fill.digest)
-            log.info(
-                "blob_fill_committed",
-                digest=fill.digest,
-                bytes=fill.written,
-                seconds=round(time.monotonic() - started, 3),
-            )
-            fill.finish(None)
+            async with deadline:
+                # Ask upstream first: clients get their headers as soon as it answers, while the temp
+                # file is being set up (they read nothing before the first bytes are written anyway).
+                resp = await upstream.open_blob(fill.name, fill.digest)
+                fill.answered(resp.content_length)
+                if fill.abandoned and self._over_budget(fill):  # every reader left before the headers
+                    resp.release()
+                    self._fail(fill, errors.UpstreamUnavailable(ABANDONED), "abandoned")
+                    return
+                try:
+                    opened, path, fd = await self._open_temp(fill.digest)
+                except BaseException:
+                    resp.release()
+                    raise
+                fill.attach(fd)
+                file, temp = opened, path
+                await self._download(upstream, fill, opened, resp)
+                await asyncio.to_thread(opened.close)
+                await asyncio.to_thread(self._store.commit, fill.digest, path, fill.written)
+                temp = None
+                self._on_commit(fill.digest)
+                log.info(
+                    "blob_fill_committed",
+                    digest=fill.digest,
+                    bytes=fill.written,
+                    seconds=round(time.monotonic() - started, 3),
+                )
+                fill.finish(None)
         except errors.RegistryError as exc:
             if fill.ready.is_set():
                 self._fail(fill, exc, reason_of(exc))
             else:  # the upstream refused (404, 401, ...): an answer, not a failed download
                 fill.finish(exc)
         except asyncio.CancelledError:
+            if fill in self._stopped:  # stopped on purpose: the task ends here, quietly
+                self._fail(fill, errors.UpstreamUnavailable(ABANDONED), "abandoned")
+                return
             self._fail(fill, errors.UpstreamUnavailable("the mirror is shutting down"), "shutdown")
             raise
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            detail = f"download took longer than fill_max_seconds ({self._limits.max_seconds:g} s)"
+            self._fail(fill, errors.UpstreamUnavailable(detail), "upstream_error")
         except OSError as exc:  # writing the temp file, in the transfer thread
             self._fail(fill, errors.StorageUnavailable(f"cache write failed: {exc.strerror}"), "disk")
+        except Exception as exc:  # a bug or a surprise: every reader still gets an answer, and we hear of it
+            log.exception("blob_fill_crashed", digest=fill.digest, bytes=fill.written)
+            self._fail(fill, errors.UpstreamUnavailable(f"download failed: {type(exc).__name__}"), "internal")
         finally:
+            self._stopped.discard(fill)
             self._fills.pop(fill.digest, None)
             self._metrics.fills_in_flight.dec()
             if file is not None and not file.closed:
@@ -215,6 +291,19 @@ class Fills:
             if temp is not None:
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(os.unlink, temp)
+
+    async def _open_temp(self, digest: str) -> tuple[IO[bytes], Path, int]:
+        """`BlobStore.open_temp` in a thread; if this is cancelled meanwhile, what the thread opened is
+        closed and removed once it is done, so no descriptor or file is left behind."""
+        opening = asyncio.ensure_future(asyncio.to_thread(self._store.open_temp, digest))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait({opening})
+            if not opening.cancelled() and opening.exception() is None:
+                file, path, fd = opening.result()
+                await asyncio.to_thread(_discard_temp, file, path, fd)
+            raise
 
     def _fail(self, fill: Fill, exc: errors.RegistryError, reason: str) -> None:
         self._metrics.fill_failures.labels(reason).inc()
@@ -231,7 +320,7 @@ class Fills:
         while True:
             try:
                 try:
-                    await resp.pump_into(file.fileno(), hasher.update, written, _skip_for(resp, fill.written))
+                    await self._pump(resp, fill, file.fileno(), hasher.update, written)
                 finally:
                     resp.release()
             except BodyBroken as exc:
@@ -253,6 +342,34 @@ class Fills:
             raise DigestMismatch(f"upstream bytes do not hash to {fill.digest}")
         # Readers need not wait for the file to be closed and committed: the bytes are right.
         fill.verify()
+
+    async def _pump(
+        self,
+        resp: BlobBody,
+        fill: Fill,
+        fd: int,
+        hash_update: Callable[[memoryview], object],
+        on_bytes: Callable[[int], None],
+    ) -> None:
+        """`pump_into`, ended as a broken body (so resumed, at most MAX_RESUMES times) whenever fewer
+        than `min_bytes` arrive in `min_window` seconds: a drip never holds a fill for ever."""
+        pump = asyncio.ensure_future(resp.pump_into(fd, hash_update, on_bytes, _skip_for(resp, fill.written)))
+        try:
+            while True:
+                mark = fill.written
+                done, _ = await asyncio.wait({pump}, timeout=self._limits.min_window)
+                if done:
+                    return pump.result()
+                got = fill.written - mark
+                if got < self._limits.min_bytes:
+                    raise BodyBroken(
+                        f"upstream sent {got} bytes in {self._limits.min_window:g} s "
+                        f"(fewer than fill_min_bytes, {self._limits.min_bytes})"
+                    )
+        finally:
+            if not pump.done():
+                pump.cancel()
+                await asyncio.wait({pump})  # the pump is stopped and done with `fd`
 
     async def close(self, grace: float = 0.0) -> None:
         """Let fills under way finish for up to `grace` seconds, then cancel the rest and wait for them.
@@ -290,3 +407,10 @@ def reason_of(exc: errors.RegistryError) -> str:
 def _skip_for(resp: BlobBody, written: int) -> int:
     """Bytes to drop from a resumed response: all we have when the upstream ignored our Range."""
     return written if written and resp.status == 200 else 0
+
+
+def _discard_temp(file: IO[bytes], path: Path, fd: int) -> None:
+    file.close()
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -7,6 +7,8 @@ them set.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from mirror.access.guard import Guard
@@ -33,6 +35,16 @@ ROUTER = web.AppKey("router", Router)
 STORE = web.AppKey("store", BlobStore)
 FILLS = web.AppKey("fills", Fills)
 PINS = web.AppKey("pins", PinRecord)
+
+
+@dataclass
+class Stopping:
+    """When shutdown began (`time.monotonic()`): requests and fills share one `shutdown_grace`."""
+
+    since: float | None = None
+
+
+STOPPING = web.AppKey("stopping", Stopping)
 #: Set only in the shared mode (redis_url).
 COORDINATOR = web.AppKey("coordinator", Coordinator)
 #: The client-credentials guard; absent when neither auth_htpasswd nor auth_tokens is set.

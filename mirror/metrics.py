@@ -9,7 +9,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from mirror import __version__
 
-FILL_FAILURE_REASONS = ("digest_mismatch", "size_mismatch", "upstream_error", "disk", "shutdown")
+FILL_FAILURE_REASONS = (
+    "digest_mismatch",
+    "size_mismatch",
+    "upstream_error",
+    "disk",
+    "shutdown",
+    "abandoned",
+    "internal",
+)
 AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
 REDIS_OUTCOMES = ("ok", "error", "skipped")
@@ -133,7 +141,28 @@ class Metrics:
             ["upstream"],
             registry=r,
         )
+        self.blob_transfers = Counter(
+            "mirror_blob_transfers",
+            "Blob downloads by transport: threaded (a transfer thread each) or session (the event loop, "
+            "once max_transfers threads are busy)",
+            ["transport"],
+            registry=r,
+        )
+        self.connections = Gauge("mirror_connections", "Open client connections", registry=r)
+        self.connections_refused = Counter(
+            "mirror_connections_refused",
+            "Client connections answered 503 at once because max_connections were open",
+            registry=r,
+        )
+        self.open_files_exhausted = Counter(
+            "mirror_open_files_exhausted",
+            "Accepts that failed for lack of file descriptors (EMFILE, ENFILE, ENOBUFS, ENOMEM)",
+            registry=r,
+        )
         self.cache_size = Gauge("mirror_cache_size_bytes", "Bytes held by the blob store", registry=r)
+        self.cache_free = Gauge(
+            "mirror_cache_free_bytes", "Bytes free for the mirror on the cache filesystem", registry=r
+        )
         self.cache_limit = Gauge("mirror_cache_limit_bytes", "Configured bound of the blob store", registry=r)
         self.cache_entries = Gauge("mirror_cache_entries", "Blobs held by the blob store", registry=r)
         self.evictions = Counter(

@@ -108,16 +108,22 @@ def docker_hub_name(name: str) -> str:
 
 
 def accepted_types(accept_headers: list[str]) -> frozenset[str] | None:
-    """The media types a client accepts (parameters dropped), or None when it accepts anything."""
+    """The manifest media types a client accepts (parameters dropped), or None when it accepts anything.
+
+    Only vendor types (`application/vnd.…`, where every manifest type lives) count: an Accept naming
+    none (`text/html`, `application/json`) gets the manifest in its own type, as registries answer it."""
     types: set[str] = set()
     for header in accept_headers:
         for item in header.split(","):
             media_type = item.split(";", 1)[0].strip().lower()
             if media_type in ("*/*", "application/*"):
                 return None
-            if media_type:
+            if media_type.startswith(_VENDOR):
                 types.add(media_type)
     return frozenset(types) or None
+
+
+_VENDOR = "application/vnd."
 
 
 def admits(accepted: frozenset[str] | None, media_type: str) -> bool:

@@ -1,6 +1,6 @@
 """Fixtures for every tier: no test may block the event loop of a mirror running in-process; the log
 lines of an in-process mirror go to stderr (as `mirror serve` sends them), never into the stdout a
-command test reads; a real Redis for the shared mode's tests."""
+command test reads; a real Redis for the shared mode's tests; the hypothesis profile."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 from blockbuster import BlockBuster, blockbuster_ctx
+from hypothesis import settings
 
 from tests.support.redis import RedisServer
 
@@ -38,3 +39,9 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh, empty real Redis for one test (it may kill, stop or restart it)."""
     with RedisServer(tmp_path / "redis") as server:
         yield server
+
+
+# Property tests stay bounded in `make test`: few examples each, and no per-example deadline (the
+# shared 2-core machine makes timings meaningless; "no timing thresholds in unit tests").
+settings.register_profile("mirror", max_examples=60, deadline=None, derandomize=True)
+settings.load_profile("mirror")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,17 +17,32 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def _cache_state(cache_dir: Path) -> tuple[bool, int | None]:
+    """Whether the cache directory is whole and writable (blob store and temp directory present: a
+    deleted cache directory must fail readiness, never serve 200 with 0 bytes), and its free bytes."""
+    whole = all(os.access(d, os.W_OK) for d in (cache_dir, cache_dir / "blobs", cache_dir / "tmp"))
+    try:
+        stat = os.statvfs(cache_dir)
+    except OSError:
+        return False, None
+    return whole, stat.f_bavail * stat.f_frsize
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: start-up recovery is done and the cache directory is writable."""
+    """Readiness: start-up recovery is done and the cache directory is whole and writable. Free disk
+    under `disk_reserve_bytes` is reported as degraded (still ready: the cache can be served)."""
     started = keys.STORE in request.app
-    cache_dir = request.app[keys.SETTINGS].cache_dir
-    writable = started and await asyncio.to_thread(os.access, cache_dir, os.W_OK)
-    checks = {"started": started, "cache_writable": bool(writable)}
+    settings = request.app[keys.SETTINGS]
+    whole, free = await asyncio.to_thread(_cache_state, settings.cache_dir)
+    checks = {"started": started, "cache_writable": started and whole}
     ready = all(checks.values())
+    low = free is not None and free < settings.disk_reserve_bytes
     # Upstream health is reported, never a reason to be unready: a mirror that can serve its cache is ready.
     proxies = request.app.get(keys.PROXIES, {})
     upstreams = {label: proxy.upstream.health.status() for label, proxy in proxies.items()}
-    found: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": checks}
+    status = "not ready" if not ready else "degraded" if low else "ready"
+    disk = {"free_bytes": free, "reserve_bytes": settings.disk_reserve_bytes, "low": low}
+    found: dict[str, object] = {"status": status, "checks": checks, "disk": disk}
     found["upstreams"] = upstreams
     # Redis too: without it each replica serves alone, so it is "degraded", never a reason to fail.
     if keys.COORDINATOR in request.app:
@@ -38,6 +54,9 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus text exposition of this app's registry."""
     app_metrics = request.app[keys.METRICS]
     store = request.app.get(keys.STORE)
+    _, free = await asyncio.to_thread(_cache_state, request.app[keys.SETTINGS].cache_dir)
+    if free is not None:
+        app_metrics.cache_free.set(free)
     if store is not None:
         size, entries = await asyncio.to_thread(store.usage)
         app_metrics.cache_size.set(size)

@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import diskcache
+import structlog
 from aiocache import SimpleMemoryCache
 
 from mirror.oci import Digest, Manifest
 from mirror.storage.failures import translated
+
+log = structlog.get_logger("mirror.manifests")
 
 #: Seconds a manifest or tag entry stays in memory once stored or read back from disk.
 MEMORY_TTL = 600.0
@@ -105,12 +109,24 @@ class ManifestCache:
         await self._cache.set(key, value, ttl=self._memory_ttl)
 
     async def _remembered(self, key: str) -> Any:
-        """The disk copy of `key` (None without one)."""
-        return None if self._disk is None else await asyncio.to_thread(self._disk.get, key)
+        """The disk copy of `key` (None without one, or when the disk index fails)."""
+        if self._disk is None:
+            return None
+        try:
+            return await asyncio.to_thread(self._disk.get, key)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("manifest_disk_read_failed", detail=f"{type(exc).__name__}: {exc}"[:300])
+            return None
 
     async def _keep(self, key: str, value: Any) -> None:
-        if self._disk is not None:
+        """Write through to disk, best effort: a full or failing disk never fails the request (the
+        entry stays in memory, and the upstream is asked again after a restart)."""
+        if self._disk is None:
+            return
+        try:
             await asyncio.to_thread(self._disk.set, key, value)
+        except (OSError, sqlite3.Error) as exc:
+            log.warning("manifest_disk_write_failed", detail=f"{type(exc).__name__}: {exc}"[:300])
 
     @staticmethod
     def _manifest_key(upstream: str, name: str, digest: str) -> str:

@@ -1,7 +1,8 @@
 """Upstream authentication: `WWW-Authenticate` challenges, bearer tokens per scope, Basic credentials.
 
 Tokens are cached per (realm, service, scope) until shortly before they expire, and one fetch is shared
-by concurrent requests. Credentials go only to the upstream host itself or to a realm trusted for it.
+by concurrent requests. Credentials go only to the upstream's own origin or to a realm trusted for it
+(`realm_trusted`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from urllib.parse import urlsplit
 
 from mirror import errors, oci
 from mirror.singleflight import SingleFlight
+from mirror.upstream import fields
 
 #: Token lifetime when the token server does not say (the distribution token spec's default).
 DEFAULT_EXPIRES_IN = 60
@@ -59,15 +61,32 @@ def basic_header(username: str, password: str) -> str:
 def realm_trusted(upstream_url: str, realm: str, extra: frozenset[str]) -> bool:
     """Whether credentials for `upstream_url` may be sent to the token realm `realm`.
 
-    Trusted: the upstream's own host, Docker Hub's known token host, and hosts configured in `extra`.
-    A realm over plain http is never trusted with credentials for an https upstream.
+    Trusted: the upstream's own origin (scheme, host and port: another port on the same host is another
+    server), Docker Hub's known token host, and realms listed in `extra` (`host`, meaning its default
+    port, or `host:port`). A realm over plain http is never trusted with credentials for an https
+    upstream. This is the one place the rule lives.
     """
-    up, rl = urlsplit(upstream_url), urlsplit(realm)
-    if not rl.hostname or (up.scheme == "https" and rl.scheme != "https"):
+    up, rl = _origin(upstream_url), _origin(realm)
+    if up is None or rl is None or (up[0] == "https" and rl[0] != "https"):
         return False
-    host = rl.hostname.lower()
-    allowed = {up.hostname or ""} | extra | BUILTIN_TRUSTED_REALMS.get(up.hostname or "", frozenset())
-    return host in allowed
+    if rl == up:
+        return True
+    scheme, host, port = rl
+    default = port == (443 if scheme == "https" else 80)
+    listed = extra | BUILTIN_TRUSTED_REALMS.get(up[1], frozenset())
+    return f"{host}:{port}" in listed or (default and host in listed)
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, lowercase host, port with the scheme's default) of an absolute http(s) URL, else None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port out of range or not a number
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
 
 
 def mirror_refused() -> errors.Unauthorized:
@@ -86,7 +105,7 @@ class Token:
 
 def token_validity(expires_in: object, now: float) -> float:
     """When to stop using a token: before `expires_in` runs out, with a margin for clock skew and flight."""
-    seconds = expires_in if isinstance(expires_in, int | float) and expires_in > 0 else DEFAULT_EXPIRES_IN
+    seconds = fields.lifetime(expires_in, DEFAULT_EXPIRES_IN)
     return now + max(seconds - 20, seconds * 0.5)
 
 

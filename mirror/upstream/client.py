@@ -8,6 +8,7 @@ unusable upstream status is translated here into a `RegistryError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Mapping
@@ -15,16 +16,17 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
 
+import structlog
 from yarl import URL
 
 from mirror import __version__, errors, oci
 from mirror.config import UpstreamSettings
 from mirror.metrics import Metrics
-from mirror.upstream import clientauth
+from mirror.upstream import clientauth, fields
 from mirror.upstream.auth import Challenge, UpstreamAuth, mirror_refused
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.session import SessionResponse, SessionTransport
-from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport
+from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport, TransportBusy
 from mirror.upstream.transport import BlobBody, CountedBody, Response, Transport, TransportError
 
 R = TypeVar("R", bound=Response)
@@ -41,6 +43,8 @@ _NO_REFERRERS_API = frozenset({404, 405})
 MAX_TOKEN_BYTES = 1024 * 1024
 #: Bytes of an upstream error document read to find its code.
 MAX_ERROR_BYTES = 64 * 1024
+
+log = structlog.get_logger("mirror.upstream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +102,7 @@ class UpstreamClient:
         connect, read = self._settings.connect_timeout, self._settings.read_timeout
         egress = self._settings.egress
         self._session = SessionTransport(connect, read, USER_AGENT, egress)
-        self._bodies = ThreadedTransport(connect, read, egress)
+        self._bodies = ThreadedTransport(connect, read, egress, self._settings.max_transfers)
         await asyncio.to_thread(ThreadedTransport.warm)
         return self
 
@@ -130,7 +134,8 @@ class UpstreamClient:
         resp = await self._ok("GET", name, f"manifests/{reference}", "manifest", accept)
         try:
             body = await _read_capped(resp, oci.MAX_MANIFEST_BYTES, "manifest")
-            announced = resp.headers.get("Docker-Content-Digest")
+            announced = fields.digest(resp.headers.get("Docker-Content-Digest"))
+            length = fields.content_length(resp.headers.get("Content-Length"))
             content_type = resp.headers.get("Content-Type")
         finally:
             resp.release()
@@ -139,26 +144,38 @@ class UpstreamClient:
         digest = str(oci.Digest.of(body, algorithm))
         if expected and digest != expected:
             raise errors.UpstreamBadGateway(f"upstream manifest bytes hash to {digest}, not {expected}")
+        _check_manifest_body(body, length)
         return oci.Manifest(body, digest, oci.sniff_media_type(body, content_type))
 
     async def head_manifest(self, name: str, reference: str, accept: list[str]) -> ManifestHead | None:
         """The digest the upstream gives for a manifest, or None when its answer lacks one."""
         resp = await self._ok("HEAD", name, f"manifests/{reference}", "manifest", accept)
         resp.release()
-        digest = resp.headers.get("Docker-Content-Digest")
+        digest = fields.digest(resp.headers.get("Docker-Content-Digest"))
         media_type = (resp.headers.get("Content-Type") or "").split(";", 1)[0].strip()
         if not digest:
             return None
-        return ManifestHead(str(oci.Digest.parse(digest)), media_type)
+        return ManifestHead(digest, media_type)
 
     async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlobBody:
-        """A blob response (200, or 206 from `offset`) with its headers read, received over the threaded
-        transport; the caller must release it."""
+        """A blob response (200, or 206 from `offset`) with its headers read; the caller must release it.
+
+        It is received over the threaded transport while one of its `max_transfers` threads is free,
+        else over the session: asking for headers never waits behind running bodies."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        resp: ThreadedResponse = await self._checked(
-            self.bodies, "GET", name, f"blobs/{digest}", "blob", headers=headers
+        path = f"blobs/{digest}"
+        if self.bodies.active < self.bodies.max_transfers:
+            with contextlib.suppress(TransportBusy):  # taken meanwhile (during auth)
+                threaded: ThreadedResponse = await self._checked(
+                    self.bodies, "GET", name, path, "blob", headers=headers
+                )
+                self._metrics.blob_transfers.labels("threaded").inc()
+                return CountedBody(threaded, self._metrics.upstream_bytes.labels(self.label).inc)
+        session: SessionResponse = await self._checked(
+            self.session, "GET", name, path, "blob", headers=headers
         )
-        return CountedBody(resp, self._metrics.upstream_bytes.labels(self.label).inc)
+        self._metrics.blob_transfers.labels("session").inc()
+        return CountedBody(session, self._metrics.upstream_bytes.labels(self.label).inc)
 
     async def head_blob(self, name: str, digest: str) -> int | None:
         """The blob's size as the upstream announces it."""
@@ -286,9 +303,7 @@ class UpstreamClient:
             if resp.status not in _REDIRECTS or not location:
                 return resp
             resp.release()
-            url = url.join(URL(location, encoded=True))
-            if url.scheme not in ("http", "https"):
-                raise errors.UpstreamBadGateway(f"upstream redirected to a {url.scheme!r} URL")
+            url = fields.redirect_target(url, location)
         raise errors.UpstreamBadGateway(f"more than {MAX_REDIRECTS} redirects")
 
     async def _send(
@@ -298,11 +313,28 @@ class UpstreamClient:
         self.health.admit()
         started = time.monotonic()
         try:
-            resp = await transport.send(method, url, {"User-Agent": USER_AGENT, **headers})
+            async with asyncio.timeout(self._settings.headers_timeout):
+                resp = await transport.send(method, url, {"User-Agent": USER_AGENT, **headers})
+        except TimeoutError:
+            self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
+            self.health.failed("timeout")
+            raise errors.UpstreamUnavailable(
+                f"upstream sent no {kind} headers within {self._settings.headers_timeout:g} s"
+            ) from None
         except TransportError as exc:
             self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
             self.health.failed("timeout" if exc.timeout else "connect")
             raise errors.UpstreamUnavailable(f"upstream {kind} request failed: {exc}") from None
+        except (errors.RegistryError, TransportBusy):
+            self.health.abandon()
+            raise
+        except Exception as exc:  # anything else the exchange raised: the upstream's fault, never a 500
+            self._metrics.upstream_requests.labels(self.label, kind, "error").inc()
+            self.health.failed("connect")
+            log.exception("upstream_exchange_failed", upstream=self.label, endpoint=kind)
+            raise errors.UpstreamBadGateway(
+                f"upstream {kind} answer unusable: {errors.describe(exc)}"
+            ) from None
         except BaseException:
             self.health.abandon()
             raise
@@ -315,9 +347,7 @@ class UpstreamClient:
 
     async def _fetch_token(self, challenge: Challenge, scope: str, basic: str | None) -> tuple[str, object]:
         """GET a bearer token from the challenge's realm; returns (token, expires_in)."""
-        realm = URL(challenge.realm)
-        if realm.scheme not in ("http", "https") or not realm.host:
-            raise errors.UpstreamBadGateway(f"unusable token realm {challenge.realm[:200]!r}")
+        realm = fields.http_url(challenge.realm, "token realm")
         query = {**realm.query, "scope": scope}
         if "service" in challenge.params:
             query["service"] = challenge.params["service"]
@@ -340,10 +370,24 @@ class UpstreamClient:
                 raise errors.UpstreamBadGateway("token server answered without a token")
             outcome = "ok"
             return token, doc.get("expires_in")
-        except ValueError as exc:
-            raise errors.UpstreamUnavailable(f"token request failed: {errors.describe(exc)}") from None
+        except ValueError:
+            raise errors.UpstreamBadGateway("token server answered with a body that is not JSON") from None
         finally:
             self._metrics.token_fetches.labels(self.label, outcome).inc()
+
+
+def _check_manifest_body(body: bytes, length: int | None) -> None:
+    """A manifest fetched by tag without a digest header has nothing to be checked against but its own
+    length and form: a body shorter or longer than announced, or one that is not a JSON document, is
+    refused (and so never cached)."""
+    if length is not None and len(body) != length:
+        raise errors.UpstreamBadGateway(f"upstream manifest is {len(body)} bytes, announced {length}")
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        raise errors.UpstreamBadGateway("upstream manifest is not a JSON document") from None
+    if not isinstance(doc, dict):
+        raise errors.UpstreamBadGateway("upstream manifest is not a JSON object")
 
 
 def _challenge_of(resp: Response) -> str:

@@ -8,6 +8,8 @@ off): plain http through it with absolute URIs, https with `CONNECT`.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Mapping
 
 import aiohttp
@@ -16,12 +18,14 @@ from yarl import URL
 
 from mirror.errors import describe
 from mirror.upstream.egress import DIRECT, ProxyRules
-from mirror.upstream.transport import TransportError
+from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, TransportError
 
 #: Connections per upstream session: manifests and tokens are short requests.
 MAX_CONNECTIONS = 256
 #: Seconds a resolved address is reused.
 DNS_CACHE_SECONDS = 60
+#: Bytes of a blob body read before each write (a blob over the session: all transfer threads busy).
+PUMP_STEP = 1024 * 1024
 
 
 class SessionResponse:
@@ -54,6 +58,29 @@ class SessionResponse:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransportError(describe(exc), timeout=isinstance(exc, TimeoutError)) from None
         return body
+
+    async def pump_into(self, fd: int, hash_update: HashUpdate, on_bytes: OnBytes, skip: int = 0) -> None:
+        """Receive the body on the event loop, each piece written and hashed in the default executor
+        (no thread is held between pieces): the path of blobs beyond the transfer threads."""
+        while True:
+            try:
+                data = await self._resp.content.read(PUMP_STEP)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise BodyBroken(describe(exc)) from None
+            if not data:
+                return
+            if skip:
+                dropped = min(skip, len(data))
+                data, skip = data[dropped:], skip - dropped
+                if not data:
+                    continue
+            write = asyncio.get_running_loop().run_in_executor(None, _write_and_hash, fd, data, hash_update)
+            try:
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                await write  # the caller closes `fd` after this returns: nothing may write to it then
+                raise
+            on_bytes(len(data))
 
     def release(self) -> None:
         self._resp.release()
@@ -103,3 +130,10 @@ class SessionTransport:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def _write_and_hash(fd: int, data: bytes, hash_update: HashUpdate) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    hash_update(memoryview(data))

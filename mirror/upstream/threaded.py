@@ -26,11 +26,13 @@ from yarl import URL
 
 from mirror.errors import describe
 from mirror.upstream.egress import DIRECT, Proxy, ProxyRules
+from mirror.upstream.fields import content_length
 from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, TransportError
 
 #: Bytes per `readinto`: the reused buffer of one download.
 BUFFER = 1024 * 1024
-#: Threads for blocking transfers: each download holds one for its whole length.
+#: Threads for blocking transfers by default (`max_transfers`): each download holds one for its whole
+#: length. Past them, a download's headers and body go over the session instead (`TransportBusy`).
 MAX_TRANSFERS = 64
 
 
@@ -48,14 +50,27 @@ class Origin:
     proxy: Proxy | None = None
 
 
+class TransportBusy(Exception):
+    """Every transfer thread is taken: the caller sends the request another way, without waiting."""
+
+
 class ThreadedTransport:
-    """Idle keep-alive connections by origin, and the transfer threads blocking exchanges run on."""
+    """Idle keep-alive connections by origin, and the transfer threads blocking exchanges run on.
+
+    Each exchange holds one of `max_transfers` slots from its request until its response is released,
+    so a request never queues behind running bodies: with no slot free, `send` raises TransportBusy."""
 
     def __init__(
-        self, connect_timeout: float | None, read_timeout: float | None, egress: ProxyRules = DIRECT
+        self,
+        connect_timeout: float | None,
+        read_timeout: float | None,
+        egress: ProxyRules = DIRECT,
+        max_transfers: int = MAX_TRANSFERS,
     ) -> None:
         self._egress = egress
-        self.executor = ThreadPoolExecutor(MAX_TRANSFERS, thread_name_prefix="mirror-transfer")
+        self.max_transfers = max_transfers
+        self.active = 0  # slots held: exchanges sent and not released
+        self.executor = ThreadPoolExecutor(max_transfers, thread_name_prefix="mirror-transfer")
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._idle: dict[Origin, list[http.client.HTTPConnection]] = {}
@@ -88,7 +103,7 @@ class ThreadedTransport:
             self._busy.discard(conn)
         conn.close()
 
-    def _new(self, key: Origin) -> http.client.HTTPConnection:
+    def _new(self, key: Origin, used: list[http.client.HTTPConnection]) -> http.client.HTTPConnection:
         host, port, proxy = key.host, key.port, key.proxy
         if proxy is not None:
             host, port = proxy.host, proxy.port
@@ -102,6 +117,7 @@ class ThreadedTransport:
             conn = http.client.HTTPConnection(host, port, timeout=self._connect_timeout)
         with self._lock:
             self._busy.add(conn)
+        used.append(conn)
         try:
             conn.connect()
         except BaseException:
@@ -113,23 +129,54 @@ class ThreadedTransport:
 
     async def send(self, method: str, url: URL, headers: Mapping[str, str]) -> ThreadedResponse:
         """Send the request and read the response headers, in a transfer thread."""
+        if self.active >= self.max_transfers:
+            raise TransportBusy(f"all {self.max_transfers} transfer threads are busy")
         loop = asyncio.get_running_loop()
+        used: list[http.client.HTTPConnection] = []
+        self.active += 1
+        job = loop.run_in_executor(self.executor, self.request, method, url, headers, used)
         try:
-            return await loop.run_in_executor(self.executor, self.request, method, url, headers)
+            return await asyncio.shield(job)
+        except asyncio.CancelledError:  # a deadline: unblock the thread, drop what it may still get
+            for conn in used:
+                _shut_down(conn)
+            job.add_done_callback(self._release_late)
+            raise
         except (OSError, http.client.HTTPException) as exc:
+            self.active -= 1
             raise TransportError(describe(exc), timeout=isinstance(exc, TimeoutError)) from None
+        except BaseException:
+            self.active -= 1
+            raise
 
-    def request(self, method: str, url: URL, headers: Mapping[str, str]) -> ThreadedResponse:
-        """Send the request and read the response headers (blocking: call it in `executor`)."""
+    def _release_late(self, job: asyncio.Future[ThreadedResponse]) -> None:
+        """An exchange given up while its thread still ran: its response released, its slot freed."""
+        if not job.cancelled() and job.exception() is None:
+            job.result().release()
+        else:
+            self.active -= 1
+
+    def request(
+        self,
+        method: str,
+        url: URL,
+        headers: Mapping[str, str],
+        used: list[http.client.HTTPConnection] | None = None,
+    ) -> ThreadedResponse:
+        """Send the request and read the response headers (blocking: call it in `executor`); each
+        connection tried is appended to `used`, so that the event loop can shut it down."""
+        used = [] if used is None else used
         port = url.port or (443 if url.scheme == "https" else 80)
         key = Origin(url.scheme, url.raw_host or "", port, self._egress.proxy_for(url))
         conn = self._take(key)
         if conn is not None:
+            used.append(conn)
             try:
                 return self._exchange(key, conn, method, url, headers)
             except (ConnectionError, http.client.BadStatusLine, http.client.ImproperConnectionState):
                 pass  # an idle keep-alive the server had closed (discarded): once more on a new one
-        return self._exchange(key, self._new(key), method, url, headers)
+        conn = self._new(key, used)
+        return self._exchange(key, conn, method, url, headers)
 
     def _exchange(
         self,
@@ -184,9 +231,8 @@ class ThreadedResponse:
         self._resp = resp
         self.status = resp.status
         self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(resp.getheaders()))
-        length = self.headers.get("Content-Length")
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
-        self.content_length = int(length) if length and length.isdigit() and not chunked else None
+        self.content_length = None if chunked else content_length(self.headers.get("Content-Length"))
         self._stop = threading.Event()
         self._complete = False  # the body was read to its announced end: the connection is reusable
 
@@ -217,6 +263,8 @@ class ThreadedResponse:
             except asyncio.CancelledError:
                 cancelled = True
                 self.stop()
+                if job.cancelled():  # cancelled before a thread took it up: it never touches `fd`
+                    break
             except Stopped:
                 break
         if cancelled:
@@ -267,14 +315,17 @@ class ThreadedResponse:
             _shut_down(self._conn)
 
     def release(self) -> None:
-        """Give the connection back if the body was read to its end, else close it."""
+        """Give the connection back if the body was read to its end, else close it; frees the slot."""
         conn, self._conn = self._conn, None
         if conn is None:
             return
+        self._pool.active -= 1
         if self._complete and not self._resp.will_close and not self._stop.is_set():
             self._resp.close()  # marks the exchange finished, so the connection can send again
             self._pool.give_back(self._key, conn)
         else:
+            # A `Connection: close` answer holds the socket itself (http.client hands it over): close both.
+            self._resp.close()
             self._pool.discard(conn)
 
 

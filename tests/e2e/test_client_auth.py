@@ -60,8 +60,13 @@ def private(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Private]:
 
 
 def client_mode(tmp_path: Path, private: Private, **env: str) -> MirrorProcess:
+    # The token server listens on another port of the registry's host: another origin, so it gets
+    # credentials only when listed (as an operator lists a realm on another port).
+    realm = f"127.0.0.1:{private.tokens.port}"
     return MirrorProcess(
-        tmp_path / "mirror", private.registry.url, env={"MIRROR_UPSTREAM_AUTH": "client", **env}
+        tmp_path / "mirror",
+        private.registry.url,
+        env={"MIRROR_UPSTREAM_AUTH": "client", "MIRROR_AUTH_REALMS": realm, **env},
     )
 
 

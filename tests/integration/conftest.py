@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from mirror import keys
 from mirror.app import create_app
 from mirror.config import Settings, load
-from tests.integration.fake_upstream import FakeUpstream
+from tests.integration.fake_upstream import FakeUpstream, RawAnswer, RawUpstream
 
 MirrorFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -75,3 +75,21 @@ async def stored(client: TestClient[web.Request, web.Application], digest: str) 
     """Whether the mirror's blob store holds `digest`."""
     store = client.app[keys.STORE]
     return await asyncio.to_thread(store.__contains__, digest)
+
+
+RawScript = Callable[[str, str, dict[str, str]], Awaitable[RawAnswer]]
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[RawScript], Awaitable[RawUpstream]]]:
+    """Start `RawUpstream`s with a script each; all are closed at the end of the test."""
+    started: list[RawUpstream] = []
+
+    async def start(answer: RawScript) -> RawUpstream:
+        server = await RawUpstream(answer).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.close()

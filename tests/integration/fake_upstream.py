@@ -2,13 +2,14 @@
 
 It serves manifests and blobs from dicts, records every request it sees, and injects per-digest faults:
 wrong bytes, a body cut off once or always, a stalled response, a body in tiny HTTP chunks, a 307 to a
-second origin (a "CDN").
+second origin (a "CDN"). `RawUpstream` writes scripted bytes for faults an HTTP library refuses to make.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from tests.support.digests import sha256
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DRIBBLE = 97  # bytes per HTTP chunk of a "chunked_dribble" body
+DRIP_SECONDS = 0.05  # seconds between the bytes of a "drip" body
 
 
 @dataclass
@@ -48,6 +50,8 @@ class FakeUpstream:
     referrers: dict[str, list[dict[str, object]]] = field(default_factory=dict)
     referrers_page: int = 2
     referrers_link: str | None = None
+    realm: str | None = None  # the token realm challenges name (default: /token on this server)
+    strict_accept: bool = False  # answer 406 when the Accept names no manifest's type
 
     def add_blob(self, data: bytes) -> str:
         digest = sha256(data)
@@ -112,7 +116,8 @@ class FakeUpstream:
             return None
         host = request.host
         name = request.match_info["name"]
-        challenge = f'Bearer realm="http://{host}/token",service="fake",scope="repository:{name}:pull"'
+        realm = self.realm or f"http://{host}/token"
+        challenge = f'Bearer realm="{realm}",service="fake",scope="repository:{name}:pull"'
         return web.json_response(
             {"errors": [{"code": "UNAUTHORIZED", "message": "auth"}]},
             status=401,
@@ -136,6 +141,8 @@ class FakeUpstream:
         if found is None:
             return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "no"}]}, status=404)
         body, media_type = found
+        if self.strict_accept and media_type not in request.headers.get("Accept", ""):
+            return web.json_response({"errors": [{"code": "UNSUPPORTED", "message": "accept"}]}, status=406)
         announced = sha256(body)
         if self.faults.get("manifest") == "wrong_digest":
             announced = sha256(b"something else")
@@ -224,6 +231,14 @@ class FakeUpstream:
             assert request.transport is not None
             request.transport.close()
             return response
+        if fault == "drip":  # one byte every DRIP_SECONDS, until released
+            for offset in range(len(body)):
+                if self.release.is_set():
+                    break
+                await response.write(body[offset : offset + 1])
+                await asyncio.sleep(DRIP_SECONDS)
+            await response.write_eof()
+            return response
         if fault in ("stall_midway", "stall_late"):
             cut = half if fault == "stall_midway" else len(body) * 9 // 10
             await response.write(body[:cut])
@@ -233,3 +248,68 @@ class FakeUpstream:
             await response.write(body)
         await response.write_eof()
         return response
+
+
+RawAnswer = bytes | AsyncIterator[bytes]
+
+
+@dataclass
+class RawUpstream:
+    """An upstream that writes whatever bytes a test scripts, for faults no HTTP library would send
+    (a `Content-Length: ²`, a redirect to port 99999, a body longer than announced, no headers at all).
+
+    `answer(method, path, headers)` gives the whole response (status line, headers, body), as bytes or
+    an async iterator of pieces; each connection carries one exchange and is then closed."""
+
+    answer: Callable[[str, str, dict[str, str]], Awaitable[RawAnswer]]
+    seen: list[Seen] = field(default_factory=list)
+    _server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "RawUpstream not started"
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return f"http://{host}:{port}"
+
+    async def start(self) -> RawUpstream:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            line, *lines = head.split("\r\n")
+            method, path, _ = line.split(" ", 2)
+            headers = dict(h.split(":", 1) for h in lines if ":" in h)
+            headers = {k.strip(): v.strip() for k, v in headers.items()}
+            self.seen.append(Seen(method, path, headers))
+            answer = await self.answer(method, path, headers)
+            if isinstance(answer, bytes):
+                writer.write(answer)
+            else:
+                async for piece in answer:
+                    writer.write(piece)
+                    await writer.drain()
+            await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+def raw_response(status: int, headers: dict[str, str], body: bytes = b"", close: bool = True) -> bytes:
+    """An HTTP/1.1 response exactly as given: no header is added or checked (but `Connection: close`
+    unless `close` is false; the connection is closed after it anyway)."""
+    lines = [f"HTTP/1.1 {status} X", *(f"{k}: {v}" for k, v in headers.items())]
+    lines += ["Connection: close"] if close else []
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -34,12 +35,14 @@ class MirrorProcess:
         tls: TlsFiles | None = None,
         client_cert: KeyPair | None = None,
         args: Sequence[str] = (),
+        open_files: tuple[int, int] | None = None,
     ) -> None:
         """`ip` is the loopback address clients use (127.0.0.1 or ::1; Docker takes every 127.0.0.0/8
         registry for insecure and reads no certs.d for it); `listen` the address to listen on when it is
         another (`::` for all IPv6 addresses), default `ip`. `tls`: serve HTTPS with its cert and key
         (clients trust its CA); `client_cert`: what the readiness probe and `metrics()` present when the
-        mirror requires client certificates; `args`: more `mirror serve` arguments."""
+        mirror requires client certificates; `args`: more `mirror serve` arguments;
+        `open_files`: the (soft, hard) RLIMIT_NOFILE it starts with."""
         self.workdir = workdir
         self.tls = tls
         self.client_cert = client_cert
@@ -51,6 +54,7 @@ class MirrorProcess:
         self.port = free_port(ip)
         self.listen = host_port(listen or ip, self.port)
         self.extra_env = dict(env or {})
+        self.open_files = open_files  # (soft, hard) RLIMIT_NOFILE the process starts with
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,9 +96,16 @@ class MirrorProcess:
         if self.tls is not None:
             args += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                args, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._limit
+            )
         wait_http(f"{self.url}/readyz", ok_statuses={200}, proc=self.proc, **self._tls_args())
         return self
+
+    def _limit(self) -> None:
+        """In the child before exec: the open-file limit it is started with, if one was given."""
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         """Stop the process with `sig` (SIGKILL to simulate a crash); returns its exit status."""

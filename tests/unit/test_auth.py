@@ -116,7 +116,25 @@ def test_basic_header_encodes_credentials() -> None:
         pytest.param(UPSTREAM, "https://registry.example/token", frozenset(), True, id="same-host"),
         pytest.param(UPSTREAM, "https://REGISTRY.example/token", frozenset(), True, id="same-host-case"),
         pytest.param(
-            UPSTREAM, "https://registry.example:8443/t", frozenset(), True, id="same-host-other-port"
+            UPSTREAM, "https://registry.example:8443/t", frozenset(), False, id="same-host-other-port"
+        ),
+        pytest.param(UPSTREAM, "https://registry.example:443/t", frozenset(), True, id="explicit-port"),
+        pytest.param(
+            UPSTREAM,
+            "https://registry.example:8443/t",
+            frozenset({"registry.example:8443"}),
+            True,
+            id="listed-host-and-port",
+        ),
+        pytest.param(
+            UPSTREAM,
+            "https://tokens.example:8443/t",
+            frozenset({"tokens.example"}),
+            False,
+            id="listed-host-other-port",
+        ),
+        pytest.param(
+            UPSTREAM, "https://registry.example:99999/t", frozenset(), False, id="port-out-of-range"
         ),
         pytest.param(HUB, "https://auth.docker.io/token", frozenset(), True, id="docker-hub-builtin"),
         pytest.param(
@@ -138,21 +156,27 @@ def test_basic_header_encodes_credentials() -> None:
             UPSTREAM, "http://tokens.example/t", frozenset({"tokens.example"}), False, id="extra-over-http"
         ),
         pytest.param(
-            "http://localhost:5000", "http://localhost:5001/t", frozenset(), True, id="http-upstream"
+            "http://localhost:5000", "http://localhost:5000/t", frozenset(), True, id="http-upstream"
+        ),
+        pytest.param(
+            "http://localhost:5000", "http://localhost:5001/t", frozenset(), False, id="http-other-port"
+        ),
+        pytest.param(
+            "http://localhost:5000", "https://localhost:5000/t", frozenset(), False, id="other-scheme"
         ),
         pytest.param(UPSTREAM, "", frozenset(), False, id="empty-realm"),
         pytest.param(UPSTREAM, "/token", frozenset(), False, id="relative-realm"),
     ],
 )
 def test_realm_trusted(upstream: str, realm: str, extra: frozenset[str], expected: bool) -> None:
-    """Credentials go only to the upstream host, Docker Hub's auth host, or configured hosts, over https."""
+    """Credentials go only to the upstream's origin, Docker Hub's auth host, or listed realms, over https."""
     assert realm_trusted(upstream, realm, extra) is expected
 
 
 # --- token_validity -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("expires_in", [None, "300", 0, -5, float("nan")])
+@pytest.mark.parametrize("expires_in", [None, "300", 0, -5, float("nan"), True, float("-inf")])
 def test_token_validity_default_when_absent_or_unusable(expires_in: object) -> None:
     """Without a usable expires_in the token is treated as valid for the 60 s default, minus a margin."""
     assert auth.token_validity(expires_in, 1000.0) == auth.token_validity(60, 1000.0)
@@ -175,6 +199,13 @@ def test_token_validity_is_in_the_future_and_before_expiry(expires_in: float) ->
     """Any positive lifetime gives a validity strictly between now and now + expires_in."""
     until = auth.token_validity(expires_in, 1000.0)
     assert 1000.0 < until < 1000.0 + expires_in
+
+
+@pytest.mark.parametrize("expires_in", [10**400, float("inf"), 10**9])
+def test_token_validity_of_huge_lifetimes_is_capped(expires_in: object) -> None:
+    """A lifetime of 10^400, infinity or decades is cut to a day, never an OverflowError."""
+    until = auth.token_validity(expires_in, 1000.0)
+    assert until == auth.token_validity(24 * 3600, 1000.0) < 1000.0 + 24 * 3600
 
 
 # --- UpstreamAuth -------------------------------------------------------------------------------

@@ -257,6 +257,11 @@ def test_docker_hub_name(name: str, expected: str) -> None:
         pytest.param([], None, id="no-headers"),
         pytest.param([""], None, id="empty-header"),
         pytest.param([" , "], None, id="only-separators"),
+        pytest.param(["text/html"], None, id="no-manifest-type"),
+        pytest.param(["application/json, text/plain"], None, id="generic-types-only"),
+        pytest.param(
+            [f"text/html, {oci.OCI_MANIFEST}"], frozenset({oci.OCI_MANIFEST}), id="generic-types-dropped"
+        ),
     ],
 )
 def test_accepted_types(headers: list[str], expected: frozenset[str] | None) -> None:
