@@ -62,6 +62,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	scripts/install-bench-deps
 	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench.shared --runs 1 > bench-results/shared.json
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""`python -m tests.bench.shared`: the shared mode's scenario (issue 18). Not part of `make bench` yet.
+"""`python -m tests.bench.shared`: the shared mode's scenario (issue 18); `make bench` runs it once after
+the main scenarios and writes `bench-results/shared.json`.
 
 Three (`--replicas`) mirrors on one real Redis, each with an empty cache, and `--clients` concurrent curls
 of the cold big blob (1 GiB by default, the seed of `make bench`) spread over them round-robin; then the
