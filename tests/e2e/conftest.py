@@ -11,6 +11,7 @@ import pytest
 from tests.support.catalog import SPECS, Catalog, seed, seed_image
 from tests.support.images import ImageInfo
 from tests.support.registry import HtpasswdAuth, Registry, start_registry
+from tests.support.tls import TestCa, TlsFiles
 from tests.support.tokenserver import TokenServer
 
 E2E_DIR = Path(__file__).parent
@@ -126,3 +127,16 @@ def skopeo_tmp(tmp_path: Path) -> Path:
     path = tmp_path / "skopeo"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> TestCa:
+    """A throwaway CA for a mirror served over TLS."""
+    return TestCa(tmp_path / "ca")
+
+
+@pytest.fixture
+def server_tls(ca: TestCa) -> TlsFiles:
+    """The mirror's server certificate (127.0.0.1 and ::1), signed by `ca`."""
+    pair = ca.issue("server")
+    return TlsFiles(ca.ca, pair.cert, pair.key)

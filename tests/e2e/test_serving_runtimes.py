@@ -44,17 +44,6 @@ def _requests(mirror: MirrorProcess) -> list[dict[str, object]]:
     ]
 
 
-@pytest.fixture
-def ca(tmp_path: Path) -> TestCa:
-    return TestCa(tmp_path / "ca")
-
-
-@pytest.fixture
-def server_tls(ca: TestCa) -> TlsFiles:
-    pair = ca.issue("server")
-    return TlsFiles(ca.ca, pair.cert, pair.key)
-
-
 def test_containerd_pulls_over_https_with_basic_credentials_in_hosts_toml(
     tmp_path: Path, upstream: Registry, server_tls: TlsFiles, v2img: ImageInfo
 ) -> None:

@@ -26,17 +26,6 @@ from tests.support.tls import KeyPair, TestCa, TlsFiles, fingerprint
 IMAGE = "docker.io/library/v2img:latest"
 
 
-@pytest.fixture
-def ca(tmp_path: Path) -> TestCa:
-    return TestCa(tmp_path / "ca")
-
-
-@pytest.fixture
-def server_tls(ca: TestCa) -> TlsFiles:
-    pair = ca.issue("server")
-    return TlsFiles(ca.ca, pair.cert, pair.key)
-
-
 def cert_dir(path: Path, ca: Path, client: KeyPair | None = None) -> Path:
     """A containers/image cert dir: `ca.crt`, and `client.cert`/`client.key` for mTLS."""
     path.mkdir(parents=True, exist_ok=True)
