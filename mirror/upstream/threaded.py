@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
-import os
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
@@ -27,13 +27,14 @@ from yarl import URL
 from mirror.errors import describe
 from mirror.upstream.egress import DIRECT, Proxy, ProxyRules
 from mirror.upstream.fields import content_length
+from mirror.upstream.receive import BUFFER, Coalesced, FileSink, Splicer, can_splice
 from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, TransportError
 
-#: Bytes per `readinto`: the reused buffer of one download.
-BUFFER = 1024 * 1024
 #: Threads for blocking transfers by default (`max_transfers`): each download holds one for its whole
 #: length. Past them, a download's headers and body go over the session instead (`TransportBusy`).
 MAX_TRANSFERS = 64
+_A = TypeVar("_A")
+_R = TypeVar("_R", int, bytes)
 
 
 class Stopped(Exception):
@@ -193,11 +194,12 @@ class ThreadedTransport:
                 send["Proxy-Authorization"] = key.proxy.authorization
         try:
             conn.request(method, target, headers=send)
+            sock = conn.sock  # a `Connection: close` answer takes it from `conn`
             resp = conn.getresponse()
         except BaseException:
             self.discard(conn)
             raise
-        return ThreadedResponse(self, key, conn, resp)
+        return ThreadedResponse(self, key, conn, resp, sock)
 
     async def close(self) -> None:
         self.shut_down()
@@ -224,11 +226,13 @@ class ThreadedResponse:
         key: Origin,
         conn: http.client.HTTPConnection,
         resp: http.client.HTTPResponse,
+        sock: socket.socket | None = None,
     ) -> None:
         self._pool = pool
         self._key = key
         self._conn: http.client.HTTPConnection | None = conn
         self._resp = resp
+        self._sock = sock
         self.status = resp.status
         self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(resp.getheaders()))
         chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
@@ -249,12 +253,8 @@ class ThreadedResponse:
 
         If this is cancelled, the pump is stopped and waited for (its socket is shut down, so that is
         quick): the thread must be done with `fd` before the caller closes it."""
-        loop = asyncio.get_running_loop()
-
-        def on_chunk(count: int) -> None:  # in the transfer thread
-            loop.call_soon_threadsafe(on_bytes, count)
-
-        job = self._pool.executor.submit(self.pump, fd, hash_update, on_chunk, skip)
+        counts = Coalesced(asyncio.get_running_loop(), on_bytes)
+        job = self._pool.executor.submit(self.pump, fd, hash_update, counts.add, skip)
         cancelled = False
         while True:
             try:
@@ -283,36 +283,69 @@ class ThreadedResponse:
 
         Raises BodyBroken when the connection fails, Stopped when `stop()` was called, and OSError
         when writing the file fails."""
+        sink = FileSink(fd, hash_update, on_chunk, skip)
+        if self._resp.chunked:
+            self._pump_chunked(sink)
+            return
+        remaining = self._resp.length  # None: the body ends with the connection
+        buffer = memoryview(bytearray(BUFFER))
+        # The first receive goes through http.client's reader, which may hold the body's first bytes
+        # (read along with the headers); it hands them all over, so after it the socket is ours.
+        spliceable = can_splice(self._sock, sink)
+        splicer: Splicer | None = None
+        try:
+            while remaining is None or remaining > 0:
+                want = BUFFER if remaining is None else min(BUFFER, remaining)
+                if splicer is not None:
+                    count = self._received(splicer.receive, want)
+                    if count:
+                        sink.take_spliced(splicer.pipe, count)
+                else:
+                    count = self._received(self._resp.fp.readinto1, buffer[:want])
+                    sink.take(buffer[:count])
+                if not count:
+                    break  # a connection closed early: the caller compares sizes
+                remaining = None if remaining is None else remaining - count
+                if spliceable and splicer is None and not sink.skip:
+                    assert self._sock is not None
+                    splicer = Splicer(self._sock)
+        finally:
+            if splicer is not None:
+                splicer.close()
+        self._complete = remaining == 0
+
+    def _pump_chunked(self, sink: FileSink) -> None:
+        """A chunk-coded body, through http.client's decoder."""
         while True:
-            if self._stop.is_set():
-                raise Stopped
-            try:
-                # At most one receive: what has arrived goes on at once, even if the upstream stalls.
-                data = memoryview(self._resp.read1(BUFFER))
-            except (OSError, http.client.HTTPException) as exc:
-                if self._stop.is_set():
-                    raise Stopped from None
-                raise BodyBroken(describe(exc)) from None
+            data = memoryview(self._received(self._resp.read1, BUFFER))
             if not data:
-                if self._stop.is_set():  # the shut-down socket reads as the end
-                    raise Stopped
-                # The end, or a connection closed early (the caller compares sizes).
-                self._complete = self._resp.length == 0 or (self._resp.chunked and self._resp.isclosed())
+                self._complete = self._resp.isclosed()
                 return
-            if skip:
-                dropped = min(skip, len(data))
-                data, skip = data[dropped:], skip - dropped
-                if not data:
-                    continue
-            _write_all(fd, data)
-            hash_update(data)
-            on_chunk(len(data))
+            sink.take(data)
+
+    def _received(self, receive: Callable[[_A], _R], arg: _A) -> _R:
+        """`receive(arg)`, its failure a BodyBroken (or Stopped after `stop()`), and an end of the
+        stream Stopped too when `stop()` shut the socket down."""
+        if self._stop.is_set():
+            raise Stopped
+        try:
+            got = receive(arg)
+        except (OSError, http.client.HTTPException) as exc:
+            if self._stop.is_set():
+                raise Stopped from None
+            raise BodyBroken(describe(exc)) from None
+        if not got and self._stop.is_set():  # the shut-down socket reads as the end
+            raise Stopped
+        return got
 
     def stop(self) -> None:
         """Make a running `pump` end soon (from any thread): shuts the socket down."""
         self._stop.set()
         if self._conn is not None:
             _shut_down(self._conn)
+        if self._sock is not None:  # held by the response alone after a `Connection: close` answer
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
 
     def release(self) -> None:
         """Give the connection back if the body was read to its end, else close it; frees the slot."""
@@ -334,9 +367,3 @@ def _shut_down(conn: http.client.HTTPConnection) -> None:
     if conn.sock is not None:
         with contextlib.suppress(OSError):  # already closed
             conn.sock.shutdown(socket.SHUT_RDWR)
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        written = os.write(fd, data)
-        data = data[written:]

@@ -1,11 +1,13 @@
-"""The threaded transport: bodies written and hashed whole, a Range's skipped bytes dropped, connections
-reused (and a stale one replaced), a stalled body stopped by cancelling its pump or closing the transport."""
+"""The threaded transport: bodies written and hashed whole (received into a buffer, or spliced into a
+readable file), a Range's skipped bytes dropped, connections reused (and a stale one replaced), a stalled
+body stopped by cancelling its pump or closing the transport, counts handed over with one wake-up."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import os
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler
@@ -14,11 +16,15 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
+from mirror.upstream import threaded
+from mirror.upstream.receive import Coalesced, Splicer
 from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport
 from mirror.upstream.transport import BodyBroken
 from tests.support.net import BackgroundServer
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
+WRITE_ONLY = os.O_WRONLY | os.O_CREAT | os.O_TRUNC  # received into the reused buffer
+READ_WRITE = os.O_RDWR | os.O_CREAT | os.O_TRUNC  # spliced, and hashed from the file's pages
 
 
 class Server(BackgroundServer):
@@ -73,13 +79,27 @@ async def transport() -> AsyncIterator[ThreadedTransport]:
     await transport.close()
 
 
+@pytest.fixture
+def splicers(monkeypatch: pytest.MonkeyPatch) -> list[Splicer]:
+    """Every Splicer the pumps make (the splice path was taken)."""
+    made: list[Splicer] = []
+
+    class Counted(Splicer):
+        def __init__(self, sock: socket.socket) -> None:
+            super().__init__(sock)
+            made.append(self)
+
+    monkeypatch.setattr(threaded, "Splicer", Counted)
+    return made
+
+
 async def fetch(
-    transport: ThreadedTransport, url: URL, target: Path, skip: int = 0
+    transport: ThreadedTransport, url: URL, target: Path, skip: int = 0, flags: int = WRITE_ONLY
 ) -> tuple[bytes, str, ThreadedResponse]:
     resp = await transport.send("GET", url, {})
     hasher = hashlib.sha256()
     seen: list[int] = []
-    fd = await asyncio.to_thread(os.open, target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    fd = await asyncio.to_thread(os.open, target, flags)
     try:
         await resp.pump_into(fd, hasher.update, seen.append, skip)
     finally:
@@ -101,11 +121,36 @@ async def test_body_is_written_and_hashed_and_the_connection_reused(
     assert len(set(server.peers)) == 1  # one connection for all three
 
 
+async def test_a_readable_file_gets_the_body_by_splice(
+    server: Server, transport: ThreadedTransport, tmp_path: Path, splicers: list[Splicer]
+) -> None:
+    """With a descriptor open for reading too, bodies are spliced into the file and hashed from its
+    pages: whole and right, three in a row over one connection."""
+    for n in range(3):
+        data, digest, resp = await fetch(transport, server.url("/blob"), tmp_path / f"b{n}", flags=READ_WRITE)
+        resp.release()
+        assert data == BODY
+        assert digest == hashlib.sha256(BODY).hexdigest()
+    assert len(splicers) == 3
+    assert len(set(server.peers)) == 1
+
+
+async def test_a_write_only_file_gets_the_body_through_the_buffer(
+    server: Server, transport: ThreadedTransport, tmp_path: Path, splicers: list[Splicer]
+) -> None:
+    """A descriptor the hash cannot map is written from the receive buffer instead."""
+    data, _, resp = await fetch(transport, server.url("/blob"), tmp_path / "b")
+    resp.release()
+    assert data == BODY
+    assert not splicers
+
+
+@pytest.mark.parametrize("flags", [WRITE_ONLY, READ_WRITE], ids=["buffer", "splice"])
 async def test_skip_drops_the_bytes_an_ignored_range_sent_again(
-    server: Server, transport: ThreadedTransport, tmp_path: Path
+    server: Server, transport: ThreadedTransport, tmp_path: Path, flags: int
 ) -> None:
     """`skip` drops the first bytes from the file and from the hash."""
-    data, digest, resp = await fetch(transport, server.url("/blob"), tmp_path / "b", skip=1000)
+    data, digest, resp = await fetch(transport, server.url("/blob"), tmp_path / "b", skip=1000, flags=flags)
     resp.release()
     assert data == BODY[1000:]
     assert digest == hashlib.sha256(BODY[1000:]).hexdigest()
@@ -132,12 +177,13 @@ class StalledPump:
         self.task = asyncio.create_task(resp.pump_into(fd, lambda _: None, lambda _: self.received.set()))
 
 
+@pytest.mark.parametrize("flags", [WRITE_ONLY, READ_WRITE], ids=["buffer", "splice"])
 async def test_cancelling_a_pump_stops_a_stalled_body(
-    server: Server, transport: ThreadedTransport, tmp_path: Path
+    server: Server, transport: ThreadedTransport, tmp_path: Path, flags: int
 ) -> None:
     """A pump waiting on a stalled body ends soon when cancelled, and only once its thread is done."""
     resp = await transport.send("GET", server.url("/stall"), {})
-    fd = await asyncio.to_thread(os.open, tmp_path / "s", os.O_WRONLY | os.O_CREAT)
+    fd = await asyncio.to_thread(os.open, tmp_path / "s", flags)
     try:
         pump = StalledPump(resp, fd)
         await asyncio.wait_for(pump.received.wait(), 5)  # the bytes before the stall arrive
@@ -151,13 +197,14 @@ async def test_cancelling_a_pump_stops_a_stalled_body(
         await asyncio.to_thread(os.close, fd)
 
 
+@pytest.mark.parametrize("flags", [WRITE_ONLY, READ_WRITE], ids=["buffer", "splice"])
 async def test_closing_the_transport_unblocks_a_thread_reading_a_stalled_body(
-    server: Server, tmp_path: Path
+    server: Server, tmp_path: Path, flags: int
 ) -> None:
     """A 30 s read time-out does not hold a transfer thread once the transport is closed."""
     transport = ThreadedTransport(connect_timeout=5, read_timeout=30)
     resp = await transport.send("GET", server.url("/stall"), {})
-    fd = await asyncio.to_thread(os.open, tmp_path / "s", os.O_WRONLY | os.O_CREAT)
+    fd = await asyncio.to_thread(os.open, tmp_path / "s", flags)
     try:
         pump = StalledPump(resp, fd)
         await asyncio.wait_for(pump.received.wait(), 5)
@@ -181,3 +228,16 @@ async def test_short_writes_go_on_from_the_byte_the_disk_stopped_at(
     data, _, resp = await fetch(transport, server.url("/blob"), tmp_path / "b")
     resp.release()
     assert data == BODY
+
+
+async def test_counts_added_before_the_loop_runs_arrive_in_one_call() -> None:
+    """Counts added while the loop is busy reach `on_bytes` summed, in one call."""
+    seen: list[int] = []
+    counts = Coalesced(asyncio.get_running_loop(), seen.append)
+    for count in (3, 4, 5):  # the loop runs nothing in between, as while it is busy elsewhere
+        counts.add(count)
+    await asyncio.sleep(0)
+    assert seen == [12]
+    counts.add(1)
+    await asyncio.sleep(0)
+    assert seen == [12, 1]
