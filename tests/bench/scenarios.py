@@ -13,6 +13,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tests.bench.burst import cold_burst
 from tests.bench.load import BenchError, check_transfers, curl_get, curl_parallel, timed_pull, wrk
 from tests.bench.stack import WHO, Env, Sample
 from tests.support.skopeo import write_direct_registries_conf, write_registries_conf
@@ -164,4 +165,5 @@ SCENARIOS = (
     Scenario(5, "cold_pull", "cold pull of the 6-layer image (skopeo)", cold_pull),
     Scenario(6, "herd", "herd: concurrent clients of the cold big blob", herd),
     Scenario(7, "cold_ttfb", "cold big blob: TTFB and throughput", cold_ttfb),
+    Scenario(12, "cold_burst", "cold small-blob burst (300 x 2-8 KiB, 8 at a time)", cold_burst),
 )

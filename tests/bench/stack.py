@@ -36,6 +36,7 @@ class Target:
     url: str
     settle: Callable[[Sequence[str]], None]  # wait until background fetches of these digests are over
     stats: ProcStats | None = None  # the mirror's process tree, to measure
+    pid: int | None = None  # the server's process (None: the upstream itself)
 
     @property
     def host(self) -> str:
@@ -99,7 +100,8 @@ class Env:
         """The long-lived (cached) mirror or reference, or the limit (`limit` URL, default the upstream)."""
         if who == "mirror":
             assert self.mirror.proc is not None
-            return Target(self.mirror.url, settle_mirror(self.mirror), ProcStats(self.mirror.proc.pid))
+            pid = self.mirror.proc.pid
+            return Target(self.mirror.url, settle_mirror(self.mirror), ProcStats(pid), pid)
         if who == "reference":
             return Target(self.reference.url, settle_reference(self.reference))
         return Target(limit or self.upstream.url, _no_settle)
@@ -110,10 +112,11 @@ class Env:
         if who == "mirror":
             with self.fresh_mirror(label) as mirror:
                 assert mirror.proc is not None
-                yield Target(mirror.url, settle_mirror(mirror), ProcStats(mirror.proc.pid))
+                pid = mirror.proc.pid
+                yield Target(mirror.url, settle_mirror(mirror), ProcStats(pid), pid)
         elif who == "reference":
             with self.fresh_reference(label) as reference:
-                yield Target(reference.url, settle_reference(reference))
+                yield Target(reference.url, settle_reference(reference), pid=reference.pid)
         else:
             yield Target(self.upstream.url, _no_settle)
 

@@ -28,6 +28,16 @@ def _vs_reference(factor: float) -> Check:
     return check
 
 
+def _below_reference(factor: float) -> Check:
+    def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
+        if mirror is None or not reference:
+            return None
+        ratio = mirror / reference
+        return ratio <= factor, f"{ratio:.2f}x reference"
+
+    return check
+
+
 def _at_most(bound: float, strict: bool = False) -> Check:
     def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
         if mirror is None:
@@ -150,5 +160,21 @@ ROWS = (
         ("mirror_gbps", "reference_gbps", "limit_gbps"),
         "≥ 0.9 x upstream",
         _vs_limit(">=", 0.9),
+    ),
+    Row(
+        "12. cold small-blob burst: server CPU per request (µs)",
+        "cold_burst",
+        ",.0f",
+        ("mirror", "reference", "limit"),
+        "≤ 1.0 x reference",
+        _below_reference(1.0),
+    ),
+    Row(
+        "12. cold small-blob burst: wall time per request (µs)",
+        "cold_burst",
+        ",.0f",
+        ("mirror_wall_us", "reference_wall_us", "limit_wall_us"),
+        "≤ 1.5 x straight",
+        _vs_limit("<=", 1.5),
     ),
 )

@@ -102,6 +102,12 @@ class Registry:
         return None
 
     @property
+    def pid(self) -> int:
+        """The running process's id."""
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         """Whether the process is alive."""
         return self._proc is not None and self._proc.poll() is None
