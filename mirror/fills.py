@@ -250,8 +250,7 @@ class Fills:
                 fill.attach(fd)
                 file, temp = opened, path
                 await self._download(upstream, fill, opened, resp)
-                await asyncio.to_thread(opened.close)
-                await asyncio.to_thread(self._store.commit, fill.digest, path, fill.written)
+                await asyncio.to_thread(_commit, self._store, opened, fill.digest, path, fill.written)
                 temp = None
                 self._on_commit(fill.digest)
                 log.info(
@@ -407,6 +406,12 @@ def reason_of(exc: errors.RegistryError) -> str:
 def _skip_for(resp: BlobBody, written: int) -> int:
     """Bytes to drop from a resumed response: all we have when the upstream ignored our Range."""
     return written if written and resp.status == 200 else 0
+
+
+def _commit(store: BlobStore, file: IO[bytes], digest: str, path: Path, size: int) -> None:
+    """Close the verified temp file and adopt it into the store: one thread hop for both."""
+    file.close()
+    store.commit(digest, path, size)
 
 
 def _discard_temp(file: IO[bytes], path: Path, fd: int) -> None:

@@ -132,11 +132,21 @@ class BlobStore:
             removed = sum(1 for _ in self.tmp_dir.iterdir())
             shutil.rmtree(self.tmp_dir)
         self.tmp_dir.mkdir(parents=True)
+        self._make_blob_dirs()
         return removed
+
+    def _make_blob_dirs(self) -> None:
+        """The 256 directories new blobs go to, made now rather than by the first commit into each
+        (a mkdir on the path of a cold blob)."""
+        root = Path(self._cache.directory)
+        for n in range(256):
+            with contextlib.suppress(FileExistsError):
+                (root / f"{n:02x}").mkdir()
 
     @translated
     def open_temp(self, digest: str) -> tuple[IO[bytes], Path, int]:
-        """A new temp file for a fill of `digest`: open for writing, its path, and a read descriptor."""
+        """A new temp file for a fill of `digest`: open for writing (and reading: spliced bytes are hashed
+        from its pages), its path, and a read descriptor."""
         fd, name = tempfile.mkstemp(prefix=digest.replace(":", "-") + ".", dir=self.tmp_dir)
         return os.fdopen(fd, "wb", buffering=0), Path(name), os.open(name, os.O_RDONLY)
 

@@ -306,7 +306,7 @@ class ThreadedResponse:
                 if not count:
                     break  # a connection closed early: the caller compares sizes
                 remaining = None if remaining is None else remaining - count
-                if spliceable and splicer is None and not sink.skip:
+                if spliceable and splicer is None and not sink.skip and remaining != 0:
                     assert self._sock is not None
                     splicer = Splicer(self._sock)
         finally:

@@ -1,4 +1,4 @@
-"""The blob store on disk: one level of at most 256 directories; blobs stored under diskcache's own
+"""The blob store on disk: one level of at most 256 directories, made at start-up; blobs stored under diskcache's own
 two-level layout (by earlier versions) stay readable; sizes of a set of digests by index lookups; one
 eviction plan for `evict` and `prune --dry-run`."""
 
@@ -34,6 +34,20 @@ def test_blob_files_sit_one_directory_deep_in_at_most_256_directories(tmp_path: 
             stored = store.open(digest)
             assert stored is not None
             stored.close()
+    finally:
+        store.close()
+
+
+def test_start_up_makes_the_blob_directories_so_a_commit_makes_none(tmp_path: Path) -> None:
+    """`recover` makes all 256 directories: committing a cold blob creates no directory on its path."""
+    store = BlobStore(tmp_path)
+    try:
+        store.recover()
+        before = {p for p in (tmp_path / "blobs").iterdir() if p.is_dir()}
+        put_blob(store, b"x" * 100_000)
+        after = {p for p in (tmp_path / "blobs").iterdir() if p.is_dir()}
+        assert len(before) == 256
+        assert after == before
     finally:
         store.close()
 
