@@ -134,8 +134,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     manifests = ManifestCache(disk=manifest_disk, shared=shared.coordinator if shared else None)
     listings = ListingCache(manifest_disk)
 
-    def committed(digest: str) -> None:
-        evictor.poke()
+    def committed(digest: str, size: int) -> None:
+        evictor.poke(size)
         if shared is not None:
             shared.committed(digest)
 

@@ -156,7 +156,7 @@ class Fills:
         self,
         store: BlobStore,
         metrics: Metrics,
-        on_commit: Callable[[str], None] = lambda digest: None,
+        on_commit: Callable[[str, int], None] = lambda digest, size: None,
         limits: FillLimits = FillLimits(),
     ) -> None:
         self._store = store
@@ -252,7 +252,7 @@ class Fills:
                 await self._download(upstream, fill, opened, resp)
                 await asyncio.to_thread(_commit, self._store, opened, fill.digest, path, fill.written)
                 temp = None
-                self._on_commit(fill.digest)
+                self._on_commit(fill.digest, fill.written)
                 log.info(
                     "blob_fill_committed",
                     digest=fill.digest,

@@ -13,6 +13,10 @@ from mirror.metrics import Metrics
 from mirror.storage.blobs import BlobEntry, BlobStore
 
 log = structlog.get_logger("mirror.eviction")
+#: Commits in a row that may skip the size check while the size last measured plus what they added stays
+#: under the high watermark (a cold small blob then costs no index query and no thread hop); the next one
+#: checks anyway, which bounds what another writer to the store could add unseen.
+UNCHECKED_COMMITS = 64
 
 
 class Evictor:
@@ -32,11 +36,23 @@ class Evictor:
         self._protected = protected
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._size: int | None = None  # blob bytes as last measured, plus commits since
+        self._unchecked = 0
 
-    def poke(self) -> None:
-        """Something was committed: check the size soon (coalesced with a batch under way)."""
+    def poke(self, added: int | None = None) -> None:
+        """Something was committed (`added` bytes, None: unknown): check the size soon (coalesced with
+        a batch under way), unless the size known stays under the high watermark with it."""
         if self._task is not None and not self._task.done():
             self._again = True
+            return
+        if (
+            added is not None
+            and self._size is not None
+            and self._size + added <= self.high
+            and self._unchecked < UNCHECKED_COMMITS
+        ):
+            self._size += added
+            self._unchecked += 1
             return
         self._task = asyncio.create_task(self._run(), name="eviction")
 
@@ -50,12 +66,14 @@ class Evictor:
     async def evict_if_needed(self) -> int:
         """One batch if the store is over the high watermark; returns the bytes evicted."""
         size = await asyncio.to_thread(self._store.blob_bytes)
+        self._size, self._unchecked = size, 0
         if size <= self.high:
             return 0
         count, freed = await asyncio.to_thread(_tally, self._store.evict(self.low, self._protected()))
         self._metrics.evictions.inc(count)
         self._metrics.evicted_bytes.inc(freed)
         after = await asyncio.to_thread(self._store.blob_bytes)
+        self._size = after
         log.info(
             "cache_evicted",
             blobs=count,
