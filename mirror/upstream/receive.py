@@ -30,6 +30,9 @@ from mirror.upstream.transport import HashUpdate, OnBytes
 #: a cold GiB takes about 2,300 receives on loopback (each returns what has arrived, ~450 KiB);
 #: 256 KiB and 4 MiB measured the same CPU per GiB, within the noise.
 BUFFER = 1024 * 1024
+#: The buffer of a body that will be spliced: its first receive only takes over what http.client read
+#: along with the headers (at most its 8 KiB buffer) or a small body whole, so no MiB is allocated.
+FIRST_RECEIVE = 64 * 1024
 _SET_PIPE_SIZE = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
