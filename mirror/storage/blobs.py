@@ -145,8 +145,7 @@ class BlobStore:
 
     @translated
     def open_temp(self, digest: str) -> tuple[IO[bytes], Path, int]:
-        """A new temp file for a fill of `digest`: open for writing (and reading: spliced bytes are hashed
-        from its pages), its path, and a read descriptor."""
+        """A new temp file for a fill of `digest`: open for writing, its path, and a read descriptor."""
         fd, name = tempfile.mkstemp(prefix=digest.replace(":", "-") + ".", dir=self.tmp_dir)
         return os.fdopen(fd, "wb", buffering=0), Path(name), os.open(name, os.O_RDONLY)
 

@@ -27,7 +27,7 @@ from yarl import URL
 from mirror.errors import describe
 from mirror.upstream.egress import DIRECT, Proxy, ProxyRules
 from mirror.upstream.fields import content_length
-from mirror.upstream.receive import BUFFER, FIRST_RECEIVE, Coalesced, FileSink, Splicer, can_splice
+from mirror.upstream.receive import BUFFER, Coalesced, FileSink
 from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, TransportError
 
 #: Threads for blocking transfers by default (`max_transfers`): each download holds one for its whole
@@ -288,32 +288,16 @@ class ThreadedResponse:
             self._pump_chunked(sink)
             return
         remaining = self._resp.length  # None: the body ends with the connection
-        # The first receive goes through http.client's reader, which may hold the body's first bytes
-        # (read along with the headers); it hands them all over, so after it the socket is ours.
-        spliceable = can_splice(self._sock, sink)
-        size = FIRST_RECEIVE if spliceable and not skip else BUFFER
-        buffer = memoryview(bytearray(size if remaining is None else min(size, remaining)))
-        splicer: Splicer | None = None
-        try:
-            while remaining is None or remaining > 0:
-                if splicer is not None:
-                    want = BUFFER if remaining is None else min(BUFFER, remaining)
-                    count = self._received(splicer.receive, want)
-                    if count:
-                        sink.take_spliced(splicer.pipe, count)
-                else:
-                    want = len(buffer) if remaining is None else min(len(buffer), remaining)
-                    count = self._received(self._resp.fp.readinto1, buffer[:want])
-                    sink.take(buffer[:count])
-                if not count:
-                    break  # a connection closed early: the caller compares sizes
-                remaining = None if remaining is None else remaining - count
-                if spliceable and splicer is None and not sink.skip and remaining != 0:
-                    assert self._sock is not None
-                    splicer = Splicer(self._sock)
-        finally:
-            if splicer is not None:
-                splicer.close()
+        buffer = memoryview(bytearray(BUFFER if remaining is None else min(BUFFER, remaining)))
+        while remaining is None or remaining > 0:
+            want = len(buffer) if remaining is None else min(len(buffer), remaining)
+            # At most one receive (http.client's reader first hands over what it read with the
+            # headers): what has arrived goes on at once, even if the upstream stalls.
+            count = self._received(self._resp.fp.readinto1, buffer[:want])
+            if not count:
+                break  # a connection closed early: the caller compares sizes
+            sink.take(buffer[:count])
+            remaining = None if remaining is None else remaining - count
         self._complete = remaining == 0
 
     def _pump_chunked(self, sink: FileSink) -> None:
