@@ -2,12 +2,14 @@
 
 - `ProxyRegistry`: the reference, Debian's docker-registry (distribution 2.8) in proxy mode.
 - `Nginx`: nginx with sendfile serving the cached big blob, the limit for cached-blob scenarios.
-- `ProcStats`: CPU seconds and peak RSS of a process and its descendants, from /proc.
+- `ProcStats`: CPU seconds and peak RSS of a process and its descendants, from /proc;
+  `children_cpu_seconds`: the CPU of the clients the bench ran and waited for (curl).
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,12 @@ class Nginx:
         """SIGTERM the master (it stops its workers), SIGKILL after a grace period."""
         proc, self.proc = self.proc, None
         stop_process(proc, grace_s=_STOP_TIMEOUT_S)
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's children that ended and were waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _children_by_parent() -> dict[int, list[int]]:

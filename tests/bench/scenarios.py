@@ -15,10 +15,12 @@ from dataclasses import dataclass
 
 from tests.bench.burst import cold_burst
 from tests.bench.load import BenchError, check_transfers, curl_get, curl_parallel, timed_pull, wrk
+from tests.bench.procs import ProcStats, children_cpu_seconds
 from tests.bench.stack import WHO, Env, Sample
 from tests.support.skopeo import write_direct_registries_conf, write_registries_conf
 
 GB = 1e9
+GIB = 1024**3
 REPEATS = 3  # transfers per target per run in the cached-blob scenarios
 
 
@@ -132,16 +134,25 @@ def herd(env: Env, run: int) -> Sample:
 
 
 def cold_ttfb(env: Env, run: int) -> Sample:
-    """7. One curl of the cold big blob: time to first byte (ms) and throughput (`<who>_gbps`)."""
+    """7. One curl of the cold big blob: time to first byte (ms), throughput (`<who>_gbps`), and CPU
+    seconds per GiB of the server (`<who>_cpu_s`; the upstream's own for the limit), of the upstream
+    feeding it and of curl."""
     sd = env.seeded
     sample: Sample = {}
+    upstream = ProcStats(env.upstream.pid)
     for who in rotate(run):
         with env.cold(who, f"ttfb-{run}-{who}") as target:
             mark = env.upstream_mark()
+            server = ProcStats(target.pid) if target.pid is not None else upstream
+            cpu = (server.cpu_seconds(), upstream.cpu_seconds(), children_cpu_seconds())
             with target.measure(sample):
                 transfer = curl_get(target.blob_url(sd.big_name, sd.big_digest))
                 check_transfers([transfer], sd.big_size, f"{who} cold blob")
                 target.settle([sd.big_digest])
+            per_gib = GIB / sd.big_size
+            sample[f"{who}_cpu_s"] = (server.cpu_seconds() - cpu[0]) * per_gib
+            sample[f"{who}_upstream_cpu_s"] = (upstream.cpu_seconds() - cpu[1]) * per_gib
+            sample[f"{who}_client_cpu_s"] = (children_cpu_seconds() - cpu[2]) * per_gib  # curl, the one child
             _, fetched = env.upstream_window(mark)
         sample[who] = transfer.ttfb * 1000
         sample[f"{who}_gbps"] = sd.big_size / transfer.total / GB

@@ -28,6 +28,10 @@ def _vs_reference(factor: float) -> Check:
     return check
 
 
+def _no_target(mirror: float | None, reference: float | None, limit: float | None) -> None:
+    """A row reported for the figures alone."""
+
+
 def _below_reference(factor: float) -> Check:
     def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
         if mirror is None or not reference:
@@ -160,6 +164,30 @@ ROWS = (
         ("mirror_gbps", "reference_gbps", "limit_gbps"),
         "≥ 0.9 x upstream",
         _vs_limit(">=", 0.9),
+    ),
+    Row(
+        "7. CPU-s per cold GiB: the server (the upstream's own when straight)",
+        "cold_ttfb",
+        ".2f",
+        ("mirror_cpu_s", "reference_cpu_s", "limit_cpu_s"),
+        "≤ 1.1 (mirror)",
+        _at_most(1.1),
+    ),
+    Row(
+        "7. CPU-s per cold GiB: the upstream feeding it",
+        "cold_ttfb",
+        ".2f",
+        ("mirror_upstream_cpu_s", "reference_upstream_cpu_s", "limit_upstream_cpu_s"),
+        "—",
+        _no_target,
+    ),
+    Row(
+        "7. CPU-s per cold GiB: the client (curl)",
+        "cold_ttfb",
+        ".2f",
+        ("mirror_client_cpu_s", "reference_client_cpu_s", "limit_client_cpu_s"),
+        "—",
+        _no_target,
     ),
     Row(
         "12. cold small-blob burst: server CPU per request (µs)",
