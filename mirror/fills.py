@@ -295,8 +295,12 @@ class Fills:
                 raise
             detail = f"download took longer than fill_max_seconds ({self._limits.max_seconds:g} s)"
             self._fail(fill, errors.UpstreamUnavailable(detail), "upstream_error")
-        except OSError as exc:  # writing the temp file, in the transfer thread
-            self._not_stored(fill, Refused(reason_of_os_error(exc), f"cache write failed: {exc.strerror}"))
+        except OSError as exc:  # writing the temp file (in the transfer thread), or committing it
+            detail = f"cache write failed: {exc.strerror}"
+            if fill.verified:  # the readers have every byte: only the cache entry is lost
+                self._fail(fill, errors.StorageUnavailable(detail), "disk")
+            else:
+                self._not_stored(fill, Refused(reason_of_os_error(exc), detail))
         except Exception as exc:  # a bug or a surprise: every reader still gets an answer, and we hear of it
             log.exception("blob_fill_crashed", digest=fill.digest, bytes=fill.written)
             self._fail(fill, errors.UpstreamUnavailable(f"download failed: {type(exc).__name__}"), "internal")
