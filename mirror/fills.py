@@ -305,8 +305,8 @@ class Fills:
             log.exception("blob_fill_crashed", digest=fill.digest, bytes=fill.written)
             self._fail(fill, errors.UpstreamUnavailable(f"download failed: {type(exc).__name__}"), "internal")
         finally:
-            if reservation is not None:
-                reservation.release()
+            if reservation is not None:  # released by the commit already, unless the fill failed
+                await asyncio.to_thread(reservation.release)
             self._stopped.discard(fill)
             self._fills.pop(fill.digest, None)
             self._metrics.fills_in_flight.dec()

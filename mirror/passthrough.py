@@ -214,13 +214,21 @@ class PassThrough:
 
 
 async def continue_fill(
-    through: PassThrough, response: web.StreamResponse, fill: Fill, pos: int, end: int | None, whole: bool
+    through: PassThrough | None,
+    response: web.StreamResponse,
+    fill: Fill,
+    pos: int,
+    end: int | None,
+    whole: bool,
 ) -> int:
     """A reader of `fill`, which ended `unstored`, has sent up to `pos`: the rest from upstream (from
-    `pos`, with its own ranged request), verified against the fill's file when the answer is whole."""
+    `pos`, with its own ranged request), verified against the fill's file when the answer is whole.
+    Without `through` (a peer's request: it goes upstream itself) the client is cut off."""
     assert fill.unstored is not None, "only a fill that cannot store its blob hands its readers on"
     if end is not None and pos >= end:
         return 0
+    if through is None:
+        raise PassThroughFailed(f"blob not stored ({fill.unstored}); this answer has no upstream")
     prefix = fill.reader_file() if whole and pos else None
     try:
         return await through.send(

@@ -67,7 +67,7 @@ async def send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> Se
         case Filling(fill):
             try:
                 sent = await send_fill(request, response, fill, start, end)
-                if fill.unstored is not None and answer.rest is not None:  # the rest from upstream
+                if fill.unstored is not None:  # the blob is not stored: the rest from upstream
                     whole = wanted is None
                     sent += await continue_fill(answer.rest, response, fill, start + sent, end, whole)
             except (FillFailed, PassThroughFailed):

@@ -96,7 +96,7 @@ class Reservation:
         self.written = written  # the fill's progress: what it has still to write is size - written()
 
     def release(self) -> None:
-        """Give the bytes back (idempotent)."""
+        """Give the bytes back (idempotent; blocking while a commit holds the count: run it in a thread)."""
         self._room.forget(self)
 
 
@@ -109,20 +109,22 @@ class Room:
         self._limits = limits
         self._metrics = metrics
         self._held: dict[Reservation, None] = {}  # insertion-ordered set
-        self._count = threading.Lock()  # the store's bytes and the reservations change together
+        self._total = 0  # their bytes (read without the lock: an int)
+        # The store's bytes and the reservations change together; it is held across a commit and an
+        # index read, so only threads take it, never the event loop.
+        self._count = threading.Lock()
         self._deciding = asyncio.Lock()  # one reservation decided at a time
         self._refused: OrderedDict[str, tuple[float, str, int | None]] = OrderedDict()
 
     @property
     def reserved(self) -> int:
         """Bytes reserved by fills under way."""
-        with self._count:
-            return sum(r.size for r in self._held)
+        return self._total
 
     def used(self) -> int:
         """Stored blob bytes plus reserved bytes, read together (blocking: the index is read)."""
         with self._count:
-            return self._store.blob_bytes() + sum(r.size for r in self._held)
+            return self._store.blob_bytes() + self._total
 
     async def reserve(self, digest: str, size: int, written: Callable[[], int]) -> Reservation | Refused:
         """Room for `size` bytes of `digest`, evicting first if needed; or why there is none."""
@@ -142,16 +144,20 @@ class Room:
             if size + usage.pending + INDEX_HEADROOM > usage.free:
                 return Refused("disk_full", f"{usage.free} bytes free on the cache filesystem for {size}")
         reservation = Reservation(self, digest, size, written)
+        await asyncio.to_thread(self._hold, reservation)
+        return reservation
+
+    def _hold(self, reservation: Reservation) -> None:
         with self._count:
             self._held[reservation] = None
-        self._metrics.cache_reserved.inc(size)
-        return reservation
+            self._total += reservation.size
+        self._metrics.cache_reserved.inc(reservation.size)
 
     def _usage(self) -> Usage:
         with self._count:
             held = list(self._held)
             stored = self._store.blob_bytes()
-        pending = sum(max(0, r.size - r.written()) for r in held)
+        pending = sum(max(0, r.size - r.written()) for r in held)  # `written` is an int read
         return Usage(stored, sum(r.size for r in held), pending, _free_bytes(self._store.tmp_dir))
 
     def commit(self, reservation: Reservation | None, digest: str, temp: Path, size: int) -> None:
@@ -159,13 +165,18 @@ class Room:
         counted twice nor not at all (blocking: run it in a thread)."""
         with self._count:
             self._store.commit(digest, temp, size)
-            if reservation is not None and self._held.pop(reservation, 0) is None:
-                self._metrics.cache_reserved.dec(reservation.size)
+            if reservation is not None:
+                self._drop(reservation)
 
     def forget(self, reservation: Reservation) -> None:
         with self._count:
-            if self._held.pop(reservation, 0) is None:
-                self._metrics.cache_reserved.dec(reservation.size)
+            self._drop(reservation)
+
+    def _drop(self, reservation: Reservation) -> None:
+        """With the count held: `reservation` no longer counts (once)."""
+        if self._held.pop(reservation, 0) is None:
+            self._total -= reservation.size
+            self._metrics.cache_reserved.dec(reservation.size)
 
     def refuse(self, digest: str, size: int | None, reason: str) -> None:
         """Remember for `REFUSED_SECONDS` that `digest` (of `size` bytes) could not be stored."""
