@@ -121,3 +121,48 @@ async def test_pass_through_of_wrong_bytes_never_sends_the_whole_body(
     assert resp.status == 200
     with pytest.raises(aiohttp.ClientPayloadError):
         await resp.read()
+
+
+async def test_fill_without_room_beside_other_reservations_is_streamed_whole(
+    fake: FakeUpstream, make_mirror: MirrorFactory
+) -> None:
+    """While a stalled fill holds 600 KB of a 1 MiB cache, a second 600 KB blob gets no room
+    (cache_full): its client gets it whole from upstream, and it is not stored."""
+    mirror = await make_mirror(cache_max_bytes=str(LIMIT))
+    held = fake.add_blob(_payload(600 * KB, seed=20))
+    fake.faults[held] = "stall_midway"
+    data = _payload(600 * KB, seed=21)
+    digest = fake.add_blob(data)
+    stalled = asyncio.create_task(mirror.get(f"/v2/library/x/blobs/{held}"))
+    await eventually(lambda: _room(mirror).reserved == 600 * KB)
+    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+    assert await _metric(mirror, 'mirror_blob_passthrough_total{reason="cache_full"}') == 1
+    assert not await stored(mirror, digest)
+    fake.release.set()
+    assert len(await (await stalled).read()) == 600 * KB
+
+
+async def test_broken_pass_through_is_resumed_with_range(
+    fake: FakeUpstream, make_mirror: MirrorFactory
+) -> None:
+    """An upstream body cut off half-way through a pass-through is resumed from where it broke: the
+    client gets the whole blob, verified."""
+    mirror = await make_mirror(cache_max_bytes=str(LIMIT))
+    data = _payload(LIMIT + 1, seed=5)
+    digest = fake.add_blob(data)
+    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data  # now known too large
+    fake.faults[digest] = "truncate_once"  # the next reader's stream (no fill first) breaks half-way
+    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+    assert await _metric(mirror, "mirror_fill_resumes_total") == 1
+
+
+async def test_dripping_pass_through_is_cut_off(fake: FakeUpstream, make_mirror: MirrorFactory) -> None:
+    """A pass-through whose upstream sends fewer than fill_min_bytes in fill_min_window (while the
+    client waits) ends the client's connection instead of holding it for ever."""
+    mirror = await make_mirror(cache_max_bytes=str(LIMIT), fill_min_bytes=1000, fill_min_window=0.3)
+    digest = fake.add_blob(_payload(LIMIT + 1, seed=6))
+    fake.faults[digest] = "drip"
+    resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
+    assert resp.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
