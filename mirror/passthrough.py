@@ -4,8 +4,9 @@ When a blob gets no room (larger than the cache, the disk full, a quota; `storag
 its temp file fails mid-way, its readers still get the whole blob: each one continues from its own
 offset with its own ranged upstream request, and new readers of it get such a stream from the start.
 Upstream bytes go through a pipe: a transfer thread receives them into it (hashing them, as a fill
-does) and the event loop sends them on, so a slow client slows its own upstream stream and nothing
-else, and memory stays bounded. An answer that is the whole blob is verified: the bytes a fill already
+does) and the event loop sends them on, so a slow client slows its own upstream stream, and memory
+stays bounded. (A body received over the session, past `max_transfers`, writes the pipe from the default
+executor: while its client lags, that write holds one of its threads.) An answer that is the whole blob is verified: the bytes a fill already
 sent are hashed from its temp file, the rest as they arrive, and the last byte is held back until the
 digest matches (a mismatch cuts the connection one byte short). A ranged answer cannot be verified (the
 rest of the blob is never seen): only its length is checked. A broken upstream body is resumed with

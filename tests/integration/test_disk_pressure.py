@@ -166,3 +166,16 @@ async def test_dripping_pass_through_is_cut_off(fake: FakeUpstream, make_mirror:
     assert resp.status == 200
     with pytest.raises(aiohttp.ClientPayloadError):
         await resp.read()
+
+
+async def test_failed_fill_gives_its_reservation_back(fake: FakeUpstream, make_mirror: MirrorFactory) -> None:
+    """A fill that fails (its bytes do not hash to the digest) releases the room it reserved."""
+    mirror = await make_mirror(cache_max_bytes=str(LIMIT))
+    digest = fake.add_blob(_payload(300 * KB, seed=7))
+    fake.faults[digest] = "wrong_bytes"
+    resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+    await eventually(lambda: _room(mirror).reserved == 0)
+    assert await _metric(mirror, "mirror_cache_reserved_bytes") == 0
+    assert await _metric(mirror, 'mirror_fill_failures_total{reason="digest_mismatch"}') == 1
