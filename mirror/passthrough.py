@@ -5,12 +5,13 @@ its temp file fails mid-way, its readers still get the whole blob: each one cont
 offset with its own ranged upstream request, and new readers of it get such a stream from the start.
 Upstream bytes go through a pipe: a transfer thread receives them into it (hashing them, as a fill
 does) and the event loop sends them on, so a slow client slows its own upstream stream, and memory
-stays bounded. (A body received over the session, past `max_transfers`, writes the pipe from the default
-executor: while its client lags, that write holds one of its threads.) An answer that is the whole blob is verified: the bytes a fill already
-sent are hashed from its temp file, the rest as they arrive, and the last byte is held back until the
-digest matches (a mismatch cuts the connection one byte short). A ranged answer cannot be verified (the
-rest of the blob is never seen): only its length is checked. A broken upstream body is resumed with
-Range like a fill's; the fill limits apply (`fill_min_bytes` in `fill_min_window`, `fill_max_seconds`).
+stays bounded. (A body received over the session, past `max_transfers`, writes the pipe from the
+default executor: while its client lags, that write holds one of its threads.) An answer that is the
+whole blob is verified: the bytes a fill already sent are hashed from its temp file, the rest as they
+arrive, and the last byte is held back until the digest matches (a mismatch cuts the connection one
+byte short). A ranged answer cannot be verified (the rest of the blob is never seen): only its length
+is checked. A broken upstream body is resumed with Range like a fill's; the fill limits apply
+(`fill_min_bytes` in `fill_min_window`, `fill_max_seconds`).
 """
 
 from __future__ import annotations
