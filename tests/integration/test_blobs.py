@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from mirror import keys
-from mirror.upstream.threaded import BUFFER as CHUNK  # one receive of a blob download
+from mirror.upstream.receive import BUFFER as CHUNK  # one receive of a blob download
 from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
 from tests.support.digests import sha256

@@ -1,6 +1,6 @@
-"""The blob store on disk: one level of at most 256 directories, made at start-up; blobs stored under diskcache's own
-two-level layout (by earlier versions) stay readable; sizes of a set of digests by index lookups; one
-eviction plan for `evict` and `prune --dry-run`."""
+"""The blob store on disk: one level of at most 256 directories, made at start-up; blobs stored under
+diskcache's own two-level layout (by earlier versions) stay readable; sizes of a set of digests by index
+lookups; one eviction plan for `evict` and `prune --dry-run`."""
 
 from __future__ import annotations
 
