@@ -2,9 +2,9 @@
 
 One transfer thread receives a body (`receive.py`: one receive at a time into a reused buffer), writes
 it and hashes it, releasing the GIL for each step, instead of moving every chunk through the event loop
-(why, with figures: the README's "Design"). Connections are pooled per origin and proxy; `close` shuts busy ones
-down so that no thread outlives the mirror. Only blob GETs take this path. Through a forward proxy
-(chosen per request by the upstream's `ProxyRules`), https targets are reached with `CONNECT`
+(why, with figures: the README's "Design"). Connections are pooled per origin and proxy; `close` shuts
+busy ones down so that no thread outlives the mirror. Only blob GETs take this path. Through a forward
+proxy (chosen per request by the upstream's `ProxyRules`), https targets are reached with `CONNECT`
 (`set_tunnel`) and plain http ones with absolute URIs.
 """
 
