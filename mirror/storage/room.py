@@ -132,20 +132,34 @@ class Room:
             return await self._reserve(digest, size, written)
 
     async def _reserve(self, digest: str, size: int, written: Callable[[], int]) -> Reservation | Refused:
-        usage = await asyncio.to_thread(self._usage)
-        target = eviction_target(size, usage, self._limits)
-        if isinstance(target, Refused):
-            return target
-        if target < usage.stored:
-            await self._evictor.make_room(target)
-            usage = await asyncio.to_thread(self._usage)
-            if usage.stored + usage.reserved + size > self._limits.limit:
-                return Refused("cache_full", "pinned blobs and blobs being read leave no room")
-            if size + usage.pending + INDEX_HEADROOM > usage.free:
-                return Refused("disk_full", f"{usage.free} bytes free on the cache filesystem for {size}")
         reservation = Reservation(self, digest, size, written)
+        # The common case in one thread hop: the blob fits as things are, and is held at once.
+        decided = await asyncio.to_thread(self._hold_if_room, reservation)
+        if decided is None:
+            return reservation
+        if isinstance(decided, Refused):
+            return decided
+        usage = decided
+        target = eviction_target(size, usage, self._limits)
+        assert not isinstance(target, Refused)  # refusals were answered in the thread
+        await self._evictor.make_room(target)
+        usage = await asyncio.to_thread(self._usage)
+        if usage.stored + usage.reserved + size > self._limits.limit:
+            return Refused("cache_full", "pinned blobs and blobs being read leave no room")
+        if size + usage.pending + INDEX_HEADROOM > usage.free:
+            return Refused("disk_full", f"{usage.free} bytes free on the cache filesystem for {size}")
         await asyncio.to_thread(self._hold, reservation)
         return reservation
+
+    def _hold_if_room(self, reservation: Reservation) -> Usage | Refused | None:
+        """Hold `reservation` if it fits without evicting (None); else why it cannot fit, or the usage
+        room must be made from (blocking: run it in a thread)."""
+        usage = self._usage()
+        target = eviction_target(reservation.size, usage, self._limits)
+        if isinstance(target, Refused) or target < usage.stored:
+            return target if isinstance(target, Refused) else usage
+        self._hold(reservation)
+        return None
 
     def _hold(self, reservation: Reservation) -> None:
         with self._count:
