@@ -28,6 +28,11 @@ def _vs_reference(factor: float) -> Check:
     return check
 
 
+def _reported(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
+    """No target: the figure is there to explain the others."""
+    return None
+
+
 def _at_most(bound: float, strict: bool = False) -> Check:
     def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
         if mirror is None:
@@ -150,5 +155,48 @@ ROWS = (
         ("mirror_gbps", "reference_gbps", "limit_gbps"),
         "≥ 0.9 x upstream",
         _vs_limit(">=", 0.9),
+    ),
+    Row(
+        "8. WAN upstream: cold pull, 6-layer image, skopeo (s)",
+        "wan_pull",
+        ".2f",
+        ("mirror", "reference", "limit"),
+        "≤ 1.05 x straight",
+        _vs_limit("<=", 1.05),
+    ),
+    Row(
+        "8. WAN upstream: cold pull, upstream requests (worst run)",
+        "wan_pull",
+        ".0f",
+        ("mirror_upstream_requests", "reference_upstream_requests", "limit_upstream_requests"),
+        "—",
+        _reported,
+        worst=True,
+    ),
+    Row(
+        "8. WAN upstream: cold pull, connections over the link (worst run)",
+        "wan_pull",
+        ".0f",
+        ("mirror_link_connections", "reference_link_connections", "limit_link_connections"),
+        "—",
+        _reported,
+        worst=True,
+    ),
+    Row(
+        "9. WAN upstream: herd of {herd} on the cold {big} blob vs 1 straight (s)",
+        "wan_herd",
+        ".2f",
+        ("mirror", None, "limit"),
+        "≤ 1.1 x one straight download",
+        _vs_limit("<=", 1.1),
+    ),
+    Row(
+        "9. WAN upstream: herd, upstream bytes / blob size (worst run)",
+        "wan_herd",
+        ".3f",
+        ("mirror_upstream_ratio", None, "limit_upstream_ratio"),
+        "≤ 1.01",
+        _at_most(1.01),
+        worst=True,
     ),
 )
