@@ -14,6 +14,7 @@ from tests.bench.scenarios import (
     manifest_by_tag,
     small_blob,
 )
+from tests.bench.soak import soak
 from tests.bench.stack import Env, Sample
 from tests.bench.wan_scenarios import wan_cold_pull, wan_herd
 
@@ -37,4 +38,5 @@ SCENARIOS = (
     Scenario(7, "cold_ttfb", "cold big blob: TTFB and throughput", cold_ttfb),
     Scenario(8, "wan_pull", "WAN upstream: cold pull of the 6-layer image (skopeo)", wan_cold_pull),
     Scenario(9, "wan_herd", "WAN upstream: herd of the cold big blob vs one download", wan_herd),
+    Scenario(10, "soak", "soak: mixed traffic on many connections", soak, once=True),
 )

@@ -29,8 +29,9 @@ def _cell(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
-def table_rows(samples: dict[str, list[Sample]], big: str, herd: int) -> list[dict[str, Any]]:
-    """Each row's figures, the mirror/reference ratio and whether the target is met."""
+def table_rows(samples: dict[str, list[Sample]], **names: object) -> list[dict[str, Any]]:
+    """Each row's figures, the mirror/reference ratio and whether the target is met; `names` fill the
+    labels' placeholders (`big`, `herd`, `soak`)."""
     rows = []
     for row in ROWS:
         runs = samples.get(row.scenario, [])
@@ -39,7 +40,7 @@ def table_rows(samples: dict[str, list[Sample]], big: str, herd: int) -> list[di
         ratio = mirror / reference if mirror is not None and reference else None
         rows.append(
             {
-                "label": row.label.format(big=big, herd=herd),
+                "label": row.label.format(**names),
                 "scenario": row.scenario,
                 "mirror": mirror,
                 "reference": reference,

@@ -79,6 +79,16 @@ def settle_reference(reference: ProxyRegistry) -> Callable[[Sequence[str]], None
     return settle
 
 
+@dataclass(frozen=True)
+class SoakSettings:
+    """The soak's shape (scenario 10): connections in all, load processes, seconds of warm-up and of soak."""
+
+    connections: int = 1000
+    processes: int = 2  # one event loop cannot drive 1,000 hashing connections alone on this machine
+    warmup_s: float = 10.0
+    duration_s: float = 60.0
+
+
 @dataclass
 class Env:
     """Everything a scenario needs; `notes` collects what looked odd, for the report."""
@@ -94,6 +104,7 @@ class Env:
     herd: int
     wan: Shaper  # the WAN-shaped link in front of `upstream`
     logs_dir: Path | None = None  # where logs with warnings or errors are copied for the report
+    soak: SoakSettings = field(default_factory=SoakSettings)
     mirror_logs: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

@@ -199,4 +199,49 @@ ROWS = (
         _at_most(1.01),
         worst=True,
     ),
+    Row(
+        "10. soak: {soak}, requests/s after the warm-up",
+        "soak",
+        ",.0f",
+        ("mirror", None, None),
+        "—",
+        _reported,
+    ),
+    Row("10. soak: 5xx answers", "soak", ".0f", ("mirror_5xx", None, None), "0", _at_most(0)),
+    Row(
+        "10. soak: failed requests (non-200, resets, timeouts)",
+        "soak",
+        ".0f",
+        ("mirror_failed", None, None),
+        "0",
+        _at_most(0),
+    ),
+    Row(
+        "10. soak: bodies with wrong bytes",
+        "soak",
+        ".0f",
+        ("mirror_wrong_bytes", None, None),
+        "0",
+        _at_most(0),
+    ),
+    Row(
+        "10. soak: mirror RSS at the end / after the warm-up",
+        "soak",
+        ".3f",
+        ("mirror_rss_growth", None, None),
+        "≤ 1.10",
+        _at_most(1.10),
+    ),
+    *(
+        Row(
+            f"10. soak: {kind} GET {q} (ms)",
+            "soak",
+            ".1f",
+            (f"mirror_{key}_{q}_ms", None, None),
+            "—",
+            _reported,
+        )
+        for kind, key in (("manifest", "manifest"), ("cached blob", "cached"), ("cold blob", "cold"))
+        for q in ("p50", "p99")
+    ),
 )
