@@ -41,6 +41,12 @@ def parser() -> argparse.ArgumentParser:
         "--soak-seconds", type=float, help="soak duration after its warm-up (default 60; 10 quick)"
     )
     p.add_argument("--soak-warmup", type=float, default=10.0, help="soak warm-up seconds (default 10)")
+    p.add_argument(
+        "--bigstore-blobs",
+        type=int,
+        default=100_000,
+        help="blobs in scenario 11's store (default 100000; 1000000 seeds in ~13 min, once)",
+    )
     p.add_argument("--wan-latency-ms", type=float, default=30.0, help="WAN link, one way (default 30)")
     p.add_argument("--wan-rate-mb", type=float, default=0, help="WAN MB/s per connection (default 0: none)")
     p.add_argument("--wan-total-rate-mb", type=float, default=100, help="WAN MB/s in all (default 100)")
@@ -132,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 wan=wan,
                 logs_dir=logs_dir,
             )
-            env.soak = soak
+            env.soak, env.bigstore_blobs = soak, args.bigstore_blobs
             print(
                 f"servers up, caches warm ({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True
             )
@@ -164,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             big=_size_label(big_size),
             herd=args.herd,
             soak=f"{soak.connections:,} connections, {soak.duration_s:g} s",
+            blobs=f"{args.bigstore_blobs:,} blobs",
         ),
         "resources": report.resources(samples),
         "errors": errors,

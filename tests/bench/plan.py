@@ -16,6 +16,7 @@ from tests.bench.scenarios import (
 )
 from tests.bench.soak import soak
 from tests.bench.stack import Env, Sample
+from tests.bench.store_scenario import big_store
 from tests.bench.wan_scenarios import wan_cold_pull, wan_herd
 
 
@@ -39,4 +40,5 @@ SCENARIOS = (
     Scenario(8, "wan_pull", "WAN upstream: cold pull of the 6-layer image (skopeo)", wan_cold_pull),
     Scenario(9, "wan_herd", "WAN upstream: herd of the cold big blob vs one download", wan_herd),
     Scenario(10, "soak", "soak: mixed traffic on many connections", soak, once=True),
+    Scenario(11, "bigstore", "start-up on a store of many blobs", big_store, once=True),
 )

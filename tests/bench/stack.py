@@ -105,6 +105,7 @@ class Env:
     wan: Shaper  # the WAN-shaped link in front of `upstream`
     logs_dir: Path | None = None  # where logs with warnings or errors are copied for the report
     soak: SoakSettings = field(default_factory=SoakSettings)
+    bigstore_blobs: int = 100_000  # blobs in scenario 11's store
     mirror_logs: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

@@ -33,6 +33,15 @@ def _reported(mirror: float | None, reference: float | None, limit: float | None
     return None
 
 
+def _above_limit(margin: float) -> Check:
+    def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
+        if mirror is None or limit is None:
+            return None
+        return mirror - limit <= margin, f"{mirror - limit:+.1f} vs limit"
+
+    return check
+
+
 def _at_most(bound: float, strict: bool = False) -> Check:
     def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
         if mirror is None:
@@ -243,5 +252,69 @@ ROWS = (
         )
         for kind, key in (("manifest", "manifest"), ("cached blob", "cached"), ("cold blob", "cold"))
         for q in ("p50", "p99")
+    ),
+    Row(
+        "11. store of {blobs} (limit: empty store): seconds to serving",
+        "bigstore",
+        ".2f",
+        ("mirror_ready_s", None, "limit_ready_s"),
+        "≤ 0.5",
+        _at_most(0.5),
+    ),
+    Row(
+        "11. store of {blobs}: RSS at serving (MiB)",
+        "bigstore",
+        ".1f",
+        ("mirror_rss_ready_mib", None, "limit_rss_ready_mib"),
+        "≤ empty + 10 MiB",
+        _above_limit(10),
+    ),
+    Row(
+        "11. store of {blobs}: heap (anonymous RSS) at serving (MiB)",
+        "bigstore",
+        ".1f",
+        ("mirror_heap_ready_mib", None, "limit_heap_ready_mib"),
+        "≤ empty + 10 MiB",
+        _above_limit(10),
+    ),
+    Row(
+        "11. store of {blobs}: /metrics scrape (ms)",
+        "bigstore",
+        ".1f",
+        ("mirror_scrape_ms", None, "limit_scrape_ms"),
+        "O(1): ≤ 2 x empty",
+        _vs_limit("<=", 2.0),
+    ),
+    Row(
+        "11. store of {blobs}: background integrity pass done (s after spawn)",
+        "bigstore",
+        ".1f",
+        ("mirror_checked_s", None, "limit_checked_s"),
+        "—",
+        _reported,
+    ),
+    Row(
+        "11. store of {blobs}: RSS after the integrity pass (MiB)",
+        "bigstore",
+        ".1f",
+        ("mirror_rss_checked_mib", None, "limit_rss_checked_mib"),
+        "—",
+        _reported,
+    ),
+    Row(
+        "11. store of {blobs}, evicting 87 % at start-up: seconds to serving",
+        "bigstore",
+        ".2f",
+        ("mirror_evict_ready_s", None, None),
+        "≤ 0.5 (eviction in the background)",
+        _at_most(0.5),
+    ),
+    Row(
+        "11. store of {blobs}: start-up eviction, blobs/s (from spawn to done)",
+        "bigstore",
+        ",.0f",
+        ("mirror_eviction_rate", None, None),
+        "—",
+        _reported,
     ),
 )
