@@ -120,6 +120,7 @@ def run(blobs: int, workdir: Path = WORKDIR, python: Path = Path(sys.executable)
         copy = workdir / "run"
         shutil.rmtree(copy, ignore_errors=True)
         shutil.copytree(seeded, copy)
+        os.sync()  # the copy's writeback must not compete with the start measured
         report[label] = measure(copy, workdir, limit, python.absolute())
     shutil.rmtree(workdir / "run", ignore_errors=True)
     return report

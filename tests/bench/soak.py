@@ -57,6 +57,8 @@ class Driven:
 
     outputs: list[dict[str, Any]] = field(default_factory=list)
     rss_warm: int | None = None
+    cpu_warm: float = 0.0  # the mirror's CPU seconds when the warm-up ended
+    cpu_end: float = 0.0
     rss_end: int = 0
     rss_peak: int = 0
     connections: float = 0.0
@@ -138,9 +140,9 @@ def _drive(plans: list[Path], warmup_s: float, stats: ProcStats, gauge: Callable
         while all(p.poll() is None for p in procs):
             rss = stats.rss()
             if time.monotonic() - started >= warmup_s and driven.rss_warm is None:
-                driven.rss_warm = rss
+                driven.rss_warm, driven.cpu_warm = rss, stats.cpu_seconds()
             if driven.rss_warm is not None:
-                driven.rss_end = rss
+                driven.rss_end, driven.cpu_end = rss, stats.cpu_seconds()
             driven.rss_peak = max(driven.rss_peak, rss)
             driven.connections = max(driven.connections, gauge())
             time.sleep(SAMPLE_EVERY_S)  # the sampling period, not a wait for a state
@@ -168,11 +170,18 @@ def soak(env: Env, run: int) -> Sample:
         plans = _plans(env, mirror.port, blobs, mirror.workdir)
         stats = ProcStats(mirror.proc.pid)
         driven = _drive(plans, env.soak.warmup_s, stats, lambda: mirror.metric("mirror_connections"))
+        abandoned = mirror.metric("mirror_fill_failures_total", reason="abandoned")
     assert driven.rss_warm is not None
     sample["mirror_rss_warm_mib"] = driven.rss_warm / MIB
     sample["mirror_rss_end_mib"] = driven.rss_end / MIB
     sample["mirror_peak_rss_mib"] = driven.rss_peak / MIB
     sample["mirror_rss_growth"] = driven.rss_end / driven.rss_warm
     sample["mirror_connections_open"] = driven.connections
+    sample["mirror_fills_abandoned"] = abandoned
+    sample["mirror_cpu_s"] = driven.cpu_end - driven.cpu_warm
+    sample["mirror_cores"] = sample["mirror_cpu_s"] / env.soak.duration_s
+    sample["load_cores"] = sum(out["cpu_s"] for out in driven.outputs) / (
+        env.soak.duration_s + env.soak.warmup_s
+    )
     env.notes += _merge(driven.outputs, sample, env.soak.duration_s)
     return sample

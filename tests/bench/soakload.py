@@ -151,6 +151,7 @@ def main() -> int:
         "wrong_bytes": tally.wrong_bytes,
         "cold_done": tally.cold_done,
         "latencies": tally.latencies,
+        "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2]),
     }
     Path(sys.argv[2]).write_text(json.dumps(out))  # a file: a pipe would fill while the parent samples
     return 0

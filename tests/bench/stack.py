@@ -37,6 +37,16 @@ class Target:
     url: str
     settle: Callable[[Sequence[str]], None]  # wait until background fetches of these digests are over
     stats: ProcStats | None = None  # the mirror's process tree, to measure
+    log: Path | None = None  # the mirror's JSON log
+
+    def fill_seconds(self, digest: str) -> float | None:
+        """How long the mirror's upstream download of `digest` took, from its `blob_fill_committed` line."""
+        if self.log is None or not self.log.is_file():
+            return None
+        for line in self.log.read_text(errors="replace").splitlines():
+            if '"blob_fill_committed"' in line and digest in line:
+                return float(json.loads(line)["seconds"])
+        return None
 
     @property
     def host(self) -> str:
@@ -126,7 +136,7 @@ class Env:
         if who == "mirror":
             with self.fresh_mirror(label, upstream) as mirror:
                 assert mirror.proc is not None
-                yield Target(mirror.url, settle_mirror(mirror), ProcStats(mirror.proc.pid))
+                yield Target(mirror.url, settle_mirror(mirror), ProcStats(mirror.proc.pid), mirror.log_path)
         elif who == "reference":
             with self.fresh_reference(label, upstream) as reference:
                 yield Target(reference.url, settle_reference(reference))

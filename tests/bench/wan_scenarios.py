@@ -17,7 +17,8 @@ def wan_cold_pull(env: Env, run: int) -> Sample:
 
 def wan_herd(env: Env, run: int) -> Sample:
     """9. `env.herd` curls of the cold big blob through a fresh mirror over the link, against one curl
-    straight over it: wall seconds, upstream bytes / blob, connections over the link."""
+    straight over it: wall seconds, the first client's, the mirror's upstream download's (`_fill_s`),
+    upstream bytes / blob, connections over the link."""
     sd = env.seeded
     sample: Sample = {}
     for who in HERD_WHO[run % 2 :] + HERD_WHO[: run % 2]:
@@ -28,8 +29,12 @@ def wan_herd(env: Env, run: int) -> Sample:
                 wall, transfers = curl_parallel(target.blob_url(sd.big_name, sd.big_digest), clients)
                 check_transfers(transfers, sd.big_size, f"{who} WAN herd")
                 target.settle([sd.big_digest])
+                fill_s = target.fill_seconds(sd.big_digest)
             _, fetched = env.upstream_window(mark)
         sample[who] = wall
+        sample[f"{who}_first_done_s"] = min(t.total for t in transfers)
+        if fill_s is not None:
+            sample[f"{who}_fill_s"] = fill_s
         sample[f"{who}_upstream_ratio"] = fetched / sd.big_size
         sample[f"{who}_link_connections"] = env.wan.stats.connections - links
     return sample
