@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tests.bench.load import BenchError
 from tests.bench.procs import ProcStats
+from tests.bench.scenarios import rotate
 from tests.bench.seed import upload_blob
 from tests.bench.stack import Env, Sample
 from tests.support.registry import Registry
@@ -78,8 +79,6 @@ def fetch_all(base: str, digests: list[str]) -> float:
 
 def cold_burst(env: Env, run: int) -> Sample:
     """12. `BURST_COUNT` cold small blobs, `BURST_CLIENTS` at a time: CPU and wall µs per request."""
-    from tests.bench.scenarios import rotate  # here: scenarios imports this module
-
     digests = ensure_burst(env.upstream, env.storage)
     upstream = ProcStats(env.upstream.pid)
     sample: Sample = {}
