@@ -272,7 +272,7 @@ class Fills:
                 file, temp = opened, path
                 await self._download(upstream, fill, opened, resp)
                 await asyncio.to_thread(self._commit, opened, reservation, fill.digest, path, fill.written)
-                temp = None
+                temp, reservation = None, None  # the commit released the reservation with it
                 self._on_commit(fill.digest, fill.written)
                 log.info(
                     "blob_fill_committed",
@@ -309,11 +309,13 @@ class Fills:
             log.exception("blob_fill_crashed", digest=fill.digest, bytes=fill.written)
             self._fail(fill, errors.UpstreamUnavailable(f"download failed: {type(exc).__name__}"), "internal")
         finally:
-            if reservation is not None:  # released by the commit already, unless the fill failed
-                await asyncio.to_thread(reservation.release)
+            # Out of the table before the first await: a request from now on must not join a fill
+            # that has ended (its file is closed once its readers are gone).
             self._stopped.discard(fill)
             self._fills.pop(fill.digest, None)
             self._metrics.fills_in_flight.dec()
+            if reservation is not None:  # the fill failed: its bytes are no longer reserved
+                await asyncio.to_thread(reservation.release)
             if file is not None and not file.closed:
                 await asyncio.to_thread(file.close)
             if temp is not None:

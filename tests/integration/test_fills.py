@@ -54,6 +54,23 @@ async def test_late_joiner_gets_headers_at_once_and_shares_the_fetch(
     assert "mirror_fill_readers_joined_total 2.0" in await (await mirror.get("/metrics")).text()
 
 
+async def test_a_fill_is_gone_from_the_table_the_moment_it_ends(fake: FakeUpstream, mirror: Client) -> None:
+    """When a fill ends, no request can join it any more: one right after gets the stored blob, never
+    a finished fill whose file is already closed."""
+    data = payload(300_000)
+    digest = fake.add_blob(data)
+    fake.faults[digest] = "stall_late"
+    first = await mirror.get(f"/v2/library/x/blobs/{digest}")
+    fill = mirror.app[keys.FILLS].get(digest)
+    assert fill is not None
+    fake.release.set()
+    await fill.done.wait()
+    assert mirror.app[keys.FILLS].get(digest) is None
+    assert await first.read() == data
+    again = await mirror.get(f"/v2/library/x/blobs/{digest}", headers={"Range": "bytes=1000-"})
+    assert await again.read() == data[1000:]
+
+
 async def test_slow_reader_slows_neither_the_fill_nor_a_fast_reader(
     fake: FakeUpstream, mirror: Client
 ) -> None:
