@@ -98,7 +98,11 @@ async def test_blobs_of_a_deleted_cache_directory_are_still_served_whole(
     digest = fake.add_blob(data)
     assert await (await mirror.get(f"/v2/library/app/blobs/{digest}")).read() == data
     await asyncio.to_thread(shutil.rmtree, tmp_path / "cache")
-    for _ in range(2):
+
+    async def pull() -> bytes:
         resp = await mirror.get(f"/v2/library/app/blobs/{digest}")
-        assert resp.status == 200
-        assert await resp.read() == data
+        assert resp.status == 200, await resp.text()
+        return await resp.read()
+
+    for _ in range(2):  # at once: index lookups from threads that open a new connection to it fail
+        assert await asyncio.gather(*(pull() for _ in range(8))) == [data] * 8
