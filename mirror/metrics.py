@@ -112,6 +112,20 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.blob_corrupt = Counter(
+            "mirror_blob_corrupt",
+            "Stored blobs whose bytes no longer hash to their digest, dropped from the store, by who "
+            "found them (serve: its first serve after start-up; scrub: the background scrubber)",
+            ["by"],
+            registry=r,
+        )
+        self.rehashed_bytes = Counter(
+            "mirror_blob_rehashed_bytes",
+            "Bytes of stored blobs re-hashed to check them (serve: first serves after start-up; "
+            "scrub: the background scrubber)",
+            ["by"],
+            registry=r,
+        )
         self.fill_resumes = Counter(
             "mirror_fill_resumes",
             "Blob downloads resumed with Range after the upstream body broke off",

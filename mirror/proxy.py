@@ -20,6 +20,7 @@ from mirror.singleflight import SingleFlight
 from mirror.storage.blobs import BlobStore
 from mirror.storage.hot import HotBlobs
 from mirror.storage.manifests import ManifestCache, TagEntry
+from mirror.storage.rehash import Verifier
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.transport import BlobSource
 
@@ -44,11 +45,13 @@ class RegistryProxy:
         prefetch: bool = False,
         blobs: BlobSource | None = None,
         shared: SharedFetches | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.upstream = upstream
         #: Where fills get blob bytes: the upstream, or in the shared mode peers before it.
         self._blobs: BlobSource = blobs if blobs is not None else upstream
         self._shared = shared  # the shared mode: one upstream manifest request across replicas
+        self._verifier = verifier  # first-serve re-hashes of stored blobs (None: trust the store)
         self._manifests = manifests
         self._store = store
         self._fills = fills
@@ -185,7 +188,8 @@ class RegistryProxy:
                     self._hot.put(digest, stored.data)
                     stored.close()
                     return BlobAnswer("hit", stored.size, InMemory(stored.data))
-                return BlobAnswer("hit", stored.size, Stored(stored))
+                check = self._verifier.check_for(stored) if self._verifier is not None else None
+                return BlobAnswer("hit", stored.size, Stored(stored, check))
         fill, joined = await self._fills.join(self._blobs, name, digest)
         if fill.finished and fill.error is None:  # verified and being committed: as good as stored
             return BlobAnswer("hit", fill.size, Filling(fill))
