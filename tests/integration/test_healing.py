@@ -188,7 +188,8 @@ async def test_later_pass_finds_rot_in_a_verified_blob(
     data = _blob(10)
     mirror = await make_mirror(scrub_rate=0)
     digest = fake.add_blob(data)
-    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data  # committed: verified
+    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+    await eventually(lambda: stored(mirror, digest))  # committed by its fill: verified
     store = mirror.app[keys.STORE]
     found = await asyncio.to_thread(store.open, digest)
     assert found is not None
