@@ -220,7 +220,7 @@ async def test_shutdown_drains_the_scrubber(
     """Closing the mirror while the scrubber waits on its pace mid-blob cancels it and its re-hash:
     no task and no descriptor is left behind."""
     await stored_with(tmp_path, fake, [_blob(11)], flip=set())
-    mirror = await make_mirror(scrub_rate=1024)  # 1 KiB/s: the first 4 MiB chunk waits over an hour
+    mirror = await make_mirror(scrub_rate=1024)  # 1 KiB/s: the first 1 MiB chunk waits over ten minutes
 
     async def scrubbing() -> bool:
         return await sample(mirror, "mirror_blob_rehashed_bytes_total", "scrub") > 0
