@@ -20,6 +20,8 @@ FILL_FAILURE_REASONS = (
 )
 AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
+#: Who re-hashes stored blobs: their first serve after start-up, or the background scrubber.
+REHASHERS = ("serve", "scrub")
 REDIS_OUTCOMES = ("ok", "error", "skipped")
 #: Where a shared-mode fill got its bytes: a peer holding the blob, the peer filling it, or upstream.
 CLUSTER_SOURCES = ("held", "filling", "upstream")
@@ -217,6 +219,9 @@ class Metrics:
             self.auth_failures.labels(reason)
         for reason in FILL_FAILURE_REASONS:  # present at 0, so increase() sees the first failure
             self.fill_failures.labels(reason)
+        for by in REHASHERS:
+            self.blob_corrupt.labels(by)
+            self.rehashed_bytes.labels(by)
         self.build = Info(
             "mirror_build", "Version and git revision of the mirror, version of Python", registry=r
         )
