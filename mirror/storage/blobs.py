@@ -159,19 +159,15 @@ class BlobStore:
         """The stored blob, or None. A file whose size differs from the recorded one is dropped.
 
         A blob smaller than `read_below` bytes comes with its bytes already read (`data`)."""
-        # diskcache's `get`, plus the rowid (what `verified` knows rows by); tag is the recorded size.
-        row = self._cache._sql(
-            "SELECT rowid, tag, filename FROM Cache WHERE key = ? AND raw = 1", (digest,)
-        ).fetchone()
-        if row is None or row[2] is None:
+        where = self._row(digest)
+        if where is None:
             return None
-        where = BlobFile(int(row[0]), digest, int(row[1] or 0), Path(self._cache.directory) / row[2])
         try:
             file = open(where.path, "rb")  # noqa: SIM115  # closed by StoredBlob.close
         except FileNotFoundError:  # deleted since the query
             return None
         size = where.size
-        if row[1] is None or os.fstat(file.fileno()).st_size != size:
+        if os.fstat(file.fileno()).st_size != size:
             file.close()
             self._cache.delete(digest)
             return None
@@ -188,6 +184,17 @@ class BlobStore:
             self.verified.add(where.rowid)
         verified = where.rowid in self.verified
         return StoredBlob(file, size, lambda: self._done_reading(digest), data, where, verified)
+
+    def _row(self, digest: str) -> BlobFile | None:
+        """The index row of `digest`: what diskcache's `get` reads, plus the rowid (what `verified`
+        knows rows by); the tag column holds the recorded size (-1 when a row has none)."""
+        row = self._cache._sql(
+            "SELECT rowid, tag, filename FROM Cache WHERE key = ? AND raw = 1", (digest,)
+        ).fetchone()
+        if row is None or row[2] is None:
+            return None
+        size = -1 if row[1] is None else int(row[1])
+        return BlobFile(int(row[0]), digest, size, Path(self._cache.directory) / row[2])
 
     def touch(self, digest: str) -> None:
         """Record a hit served without opening the file (from memory), for the LRU order."""
