@@ -38,10 +38,16 @@ Pacer = Callable[[int], Awaitable[None]]
 class Rehash:
     """One re-hash of one stored file, and the verdict everyone serving it waits for."""
 
-    def __init__(self, where: BlobFile, urgent: bool) -> None:
+    def __init__(self, where: BlobFile, urgent: bool, fd: int | None) -> None:
         self.where = where
         self.urgent = urgent  # a client waits for it: never paced
         self.task: asyncio.Task[bool | None] | None = None
+        self.fd = fd  # its own descriptor of the file, closed once the task is done (no thread uses it)
+
+    def close_fd(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     async def passed(self) -> bool:
         """True when the bytes hash to the digest; False on a mismatch, a read error or shutdown."""
@@ -66,6 +72,7 @@ class Verifier:
         self._store = store
         self._metrics = metrics
         self._running: dict[int, Rehash] = {}
+        self._tasks: set[asyncio.Task[bool | None]] = set()  # every re-hash, also one superseded above
         self._buffers = threading.local()  # a read buffer per thread: none per chunk, none per blob
 
     def check_for(self, blob: StoredBlob) -> Rehash | None:
@@ -84,23 +91,31 @@ class Verifier:
         if found is not None and found.where.path == where.path:
             found.urgent = found.urgent or urgent
             return found
-        rehash = Rehash(where, urgent)
-        own_fd = os.dup(fd) if fd is not None else None
-        rehash.task = asyncio.create_task(self._run(rehash, own_fd, pace), name=f"rehash {where.digest}")
+        rehash = Rehash(where, urgent, os.dup(fd) if fd is not None else None)
+        task = asyncio.create_task(self._run(rehash, pace), name=f"rehash {where.digest}")
+        rehash.task = task
         self._running[where.rowid] = rehash
-        rehash.task.add_done_callback(lambda _: self._forget(rehash))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._forget(rehash))
         return rehash
 
     def _forget(self, rehash: Rehash) -> None:
+        """The re-hash ended (even if cancelled before it began): its descriptor is closed."""
+        rehash.close_fd()
         if self._running.get(rehash.where.rowid) is rehash:
             del self._running[rehash.where.rowid]
 
-    async def _run(self, rehash: Rehash, fd: int | None, pace: Pacer | None) -> bool | None:
+    async def _run(self, rehash: Rehash, pace: Pacer | None) -> bool | None:
         """The verdict: True (marked verified), False (dropped), None (the file is gone: no verdict)."""
         where = rehash.where
+
+        def open_file() -> int:  # the descriptor lands in `rehash` even if this task is cancelled
+            rehash.fd = os.open(where.path, os.O_RDONLY)
+            return rehash.fd
+
         try:
-            if fd is None:
-                fd = await asyncio.to_thread(os.open, where.path, os.O_RDONLY)
+            fd = rehash.fd if rehash.fd is not None else await _finished(asyncio.to_thread(open_file))
             detail = await self._hash(rehash, fd, pace)
         except FileNotFoundError:
             return None
@@ -109,13 +124,12 @@ class Verifier:
         except Exception:  # a bug or a surprise: no verdict (a waiting client is cut off), and we hear of it
             log.exception("blob_rehash_crashed", digest=where.digest)
             return None
-        finally:
-            if fd is not None:
-                os.close(fd)
+        rehash.close_fd()
         if detail is None:
             self._store.verified.add(where.rowid)
             return True
         found_by = "serve" if rehash.urgent else "scrub"
+        self._store.verified.discard(where.rowid)  # so it is never served unchecked, dropped or not
         try:
             dropped = await asyncio.to_thread(self._store.drop_file, where)
         except Exception:  # the index failed: the verdict stands, the entry is dropped another time
@@ -166,15 +180,15 @@ class Verifier:
 
     async def close(self) -> None:
         """Cancel the re-hashes under way and wait for them (their descriptors are closed)."""
-        tasks = [r.task for r in self._running.values() if r.task is not None]
+        tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _finished(hop: Coroutine[object, object, int]) -> int:
-    """`await hop` (a thread hop reading `fd`); if cancelled meanwhile, the thread is waited for
-    before the cancellation goes on, so the descriptor is never closed under it."""
+    """`await hop` (a thread hop opening or reading the file); if cancelled meanwhile, the thread is
+    waited for before the cancellation goes on, so the descriptor is never closed under it."""
     future = asyncio.ensure_future(hop)
     try:
         return await asyncio.shield(future)
