@@ -132,6 +132,26 @@ async def test_concurrent_first_serves_share_one_rehash(
     assert await sample(mirror, "mirror_blob_rehashed_bytes_total", "serve") == BLOB
 
 
+async def test_a_client_that_hangs_up_leaves_the_rehash_to_finish(
+    fake: FakeUpstream, make_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    """A first serve whose client hangs up after the headers still completes its re-hash: the blob is
+    then verified, and its next serve needs none."""
+    data = _blob(14)
+    (digest,) = await stored_with(tmp_path, fake, [data], flip=set())
+    mirror = await make_mirror(scrub_rate=0)
+    resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
+    assert resp.status == 200
+    resp.close()
+
+    async def verified() -> bool:
+        return await sample(mirror, "mirror_blob_rehashed_bytes_total", "serve") == BLOB
+
+    await eventually(verified)
+    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+    assert await sample(mirror, "mirror_blob_rehashed_bytes_total", "serve") == BLOB
+
+
 async def test_range_of_unverified_corrupt_blob_is_cut_short(
     fake: FakeUpstream, make_mirror: MirrorFactory, tmp_path: Path
 ) -> None:
