@@ -229,6 +229,23 @@ async def test_later_pass_finds_rot_in_a_verified_blob(
     assert not await stored(mirror, digest)
 
 
+async def test_passes_follow_one_another_every_scrub_interval(
+    fake: FakeUpstream, make_mirror: MirrorFactory, tmp_path: Path
+) -> None:
+    """The scrubber's loop starts the next pass once the interval since the last one began is over
+    (here 0 s): the second pass re-hashes the blob the first one verified."""
+    await stored_with(tmp_path, fake, [_blob(15, MIB)], flip=set())
+    mirror = await make_mirror(scrub_rate=0)
+    scrubber = Scrubber(mirror.app[keys.STORE], mirror.app[keys.VERIFIER], rate=1024 * MIB, every=0.0)
+    running = asyncio.create_task(scrubber.run())
+    try:
+        await eventually(lambda: scrubber.passes >= 2)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert scrubber.pace.bytes >= 2 * MIB
+
+
 def _flip(path: Path) -> None:
     with path.open("r+b") as file:
         file.seek(FLIP_AT)
