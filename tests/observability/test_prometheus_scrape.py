@@ -34,6 +34,7 @@ EXPECTED_ALERTS = {
     "MirrorRateLimitBudgetLow",
     "MirrorCacheNearLimitHighEviction",
     "MirrorFillFailures",
+    "MirrorBlobCorrupt",
     "MirrorServerErrors",
 }
 EXPECTED_RECORDS = {"mirror:cache_hit_ratio:rate5m", "mirror:cache_byte_hit_ratio:rate5m"}
