@@ -18,6 +18,7 @@ from mirror.cluster.mode import SharedMode
 from mirror.config import Settings
 from mirror.fills import FillLimits, Fills
 from mirror.metrics import Metrics
+from mirror.passthrough import PassThroughs
 from mirror.proxy import RegistryProxy
 from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
@@ -29,6 +30,7 @@ from mirror.storage.listings import ListingCache
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
 from mirror.storage.rehash import Verifier
+from mirror.storage.room import CacheLimits, Room
 from mirror.storage.scrubber import Scrubber
 from mirror.tag_lists import TagLists
 from mirror.tls import ServerTls
@@ -122,13 +124,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     pins = PinRecord(settings.pins, settings.cache_dir)
     await asyncio.to_thread(pins.load)
     limit = settings.cache_max_bytes
-    evictor = Evictor(
-        store,
-        metrics,
-        int(limit * settings.cache_high_watermark),
-        int(limit * settings.cache_low_watermark),
-        pins.digests,
-    )
+    high, low = int(limit * settings.cache_high_watermark), int(limit * settings.cache_low_watermark)
+    evictor = Evictor(store, metrics, high, low, pins.digests, reserved=lambda: room.reserved)
+    room = Room(store, evictor, CacheLimits(limit, high, low), metrics)
     evictor.poke()  # in the background: a store far over its limit serves while it shrinks
     shared = SharedMode(settings, metrics, store) if settings.shared else None
     manifests_dir = settings.cache_dir / "manifests"
@@ -148,7 +146,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         settings.abandoned_fills,
         settings.abandoned_fill_bytes,
     )
-    fills = Fills(store, metrics, on_commit=committed, limits=limits)
+    fills = Fills(store, metrics, on_commit=committed, limits=limits, room=room)
+    passthroughs = PassThroughs(limits, metrics, room)
     verifier = Verifier(store, metrics)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()
@@ -181,6 +180,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                 settings.prefetch,
                 blobs=shared.source(upstream) if shared else None,
                 shared=shared.fetches if shared else None,
+                passthroughs=passthroughs,
                 verifier=verifier,
             )
             if upstream_settings.upstream_auth == "client":

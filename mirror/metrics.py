@@ -19,6 +19,8 @@ FILL_FAILURE_REASONS = (
     "internal",
 )
 AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
+#: Why a blob was streamed from upstream without being stored (`storage/room.py`).
+PASSTHROUGH_REASONS = ("too_large", "cache_full", "disk_full", "disk_error")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
 #: Who re-hashes stored blobs: their first serve after start-up, or the background scrubber.
 REHASHERS = ("serve", "scrub")
@@ -187,6 +189,17 @@ class Metrics:
         self.evicted_bytes = Counter(
             "mirror_cache_evicted_bytes", "Bytes evicted to keep the store under its limit", registry=r
         )
+        self.cache_reserved = Gauge(
+            "mirror_cache_reserved_bytes",
+            "Bytes reserved in the blob store by downloads under way (counted against cache_max_bytes)",
+            registry=r,
+        )
+        self.blob_passthrough = Counter(
+            "mirror_blob_passthrough",
+            "Blob answers streamed from upstream without being stored, by why the blob was not stored",
+            ["reason"],
+            registry=r,
+        )
         self.pinned_bytes = Gauge(
             "mirror_cache_pinned_bytes", "Bytes of blobs held by pinned images (never evicted)", registry=r
         )
@@ -219,6 +232,8 @@ class Metrics:
             self.auth_failures.labels(reason)
         for reason in FILL_FAILURE_REASONS:  # present at 0, so increase() sees the first failure
             self.fill_failures.labels(reason)
+        for reason in PASSTHROUGH_REASONS:
+            self.blob_passthrough.labels(reason)
         for by in REHASHERS:
             self.blob_corrupt.labels(by)
             self.rehashed_bytes.labels(by)
