@@ -310,10 +310,12 @@ class Fills:
             log.exception("blob_fill_crashed", digest=fill.digest, bytes=fill.written)
             self._fail(fill, errors.UpstreamUnavailable(f"download failed: {type(exc).__name__}"), "internal")
         finally:
-            if reservation is not None:  # released by the commit already, unless the fill failed
-                await asyncio.to_thread(reservation.release)
+            # Out of the table before any await: a finished fill has closed its file, so a request
+            # that joined it now would find none (it reads the store, or starts a new fill).
             self._stopped.discard(fill)
             self._fills.pop(fill.digest, None)
+            if reservation is not None:  # released by the commit already, unless the fill failed
+                await asyncio.to_thread(reservation.release)
             self._metrics.fills_in_flight.dec()
             if file is not None and not file.closed:
                 await asyncio.to_thread(file.close)

@@ -21,6 +21,7 @@ from mirror.singleflight import SingleFlight
 from mirror.storage.blobs import BlobStore, StoredBlob
 from mirror.storage.hot import HotBlobs
 from mirror.storage.manifests import ManifestCache, TagEntry
+from mirror.storage.rehash import Verifier
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.transport import BlobSource
 
@@ -46,11 +47,13 @@ class RegistryProxy:
         blobs: BlobSource | None = None,
         shared: SharedFetches | None = None,
         passthroughs: PassThroughs | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.upstream = upstream
         #: Where fills get blob bytes: the upstream, or in the shared mode peers before it.
         self._blobs: BlobSource = blobs if blobs is not None else upstream
         self._shared = shared  # the shared mode: one upstream manifest request across replicas
+        self._verifier = verifier  # first-serve re-hashes of stored blobs (None: trust the store)
         self._manifests = manifests
         self._store = store
         self._fills = fills
@@ -188,7 +191,8 @@ class RegistryProxy:
                     self._hot.put(digest, stored.data)
                     stored.close()
                     return BlobAnswer("hit", stored.size, InMemory(stored.data))
-                return BlobAnswer("hit", stored.size, Stored(stored))
+                check = self._verifier.check_for(stored) if self._verifier is not None else None
+                return BlobAnswer("hit", stored.size, Stored(stored, check))
             if self._passthroughs is not None and (refused := self._passthroughs.refused(digest)):
                 reason, size = refused  # not stored lately: no fill, straight from upstream
                 through = self._passthroughs.of(self._blobs, name, digest)

@@ -5,8 +5,10 @@ and the blobs of a deleted one still come whole."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,9 @@ def _damage(path: Path, how: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if how == "overwritten":
         path.write_bytes(b"this is not a database" * 100)
-    else:  # truncated to half
+    else:  # truncated to half, its write-ahead log checkpointed into it first (as a clean stop leaves it)
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
 
@@ -48,6 +52,8 @@ async def test_damaged_index_is_moved_aside_and_started_empty(
     mirror = await make_mirror()
     assert (await mirror.get("/v2/library/app/manifests/1", headers=ACCEPT)).status == 200
     assert (await (await mirror.get(f"/v2/library/app/blobs/{digest}")).read()) == b"b" * 5000
+    moved = await asyncio.to_thread(lambda: [p.name for p in db.parent.glob("cache.db.damaged-*")])
+    assert moved
 
 
 async def test_manifest_disk_write_failure_never_fails_the_request(

@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import threading
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from mirror import keys
+from mirror.storage.room import Reservation
 from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
 from tests.support.mirrorproc import MirrorProcess
@@ -169,3 +172,29 @@ async def test_killed_mid_fill_leaves_nothing_visible(
     finally:
         fake.release.set()
         await asyncio.to_thread(proc.stop)
+
+
+async def test_a_request_while_a_finished_fill_winds_down_reads_the_store(
+    fake: FakeUpstream, mirror: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request arriving after a fill committed and closed its file, while the fill task still
+    releases its reservation, gets the stored blob whole (it once joined the finished fill, hit its
+    closed file after the 200's headers and got the 500's bytes as its body)."""
+    data = payload(100_000, seed=11)
+    digest = fake.add_blob(data)
+    winding_down, go_on = threading.Event(), threading.Event()
+    release = Reservation.release
+
+    def held_release(self: Reservation) -> None:
+        winding_down.set()
+        go_on.wait(10)  # in its thread: the fill task waits here, already finished
+        release(self)
+
+    monkeypatch.setattr(Reservation, "release", held_release)
+    try:
+        assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+        await eventually(winding_down.is_set)
+        again = await mirror.get(f"/v2/library/x/blobs/{digest}")
+        assert (again.status, await again.read()) == (200, data)
+    finally:
+        go_on.set()
