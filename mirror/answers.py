@@ -9,6 +9,7 @@ there; no caller tests flags.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from mirror.fills import Fill
 from mirror.oci import Manifest
@@ -29,11 +30,21 @@ class InMemory:
     data: bytes
 
 
+class Check(Protocol):
+    """The re-hash of a stored blob not verified since start-up, shared by everyone serving it."""
+
+    async def passed(self) -> bool:
+        """Wait for the verdict: True when the bytes match the digest (False: the entry is dropped)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """A stored blob's open file (never evicted while open)."""
+    """A stored blob's open file (never evicted while open); `check` is its first-serve re-hash, if
+    it has not been verified since start-up: its last byte waits for the verdict."""
 
     blob: StoredBlob
+    check: Check | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +78,7 @@ class BlobAnswer:
     def close(self) -> None:
         """Let go of the file or fill the bytes come from."""
         match self.body:
-            case Stored(blob):
+            case Stored(blob, _):
                 blob.close()
             case Filling(fill):
                 fill.release()

@@ -29,7 +29,9 @@ from mirror.storage.integrity import check_store
 from mirror.storage.listings import ListingCache
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
+from mirror.storage.rehash import Verifier
 from mirror.storage.room import CacheLimits, Room
+from mirror.storage.scrubber import Scrubber
 from mirror.tag_lists import TagLists
 from mirror.tls import ServerTls
 from mirror.upstream.breaker import Breaker
@@ -146,6 +148,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     )
     fills = Fills(store, metrics, on_commit=committed, limits=limits, room=room)
     passthroughs = PassThroughs(limits, metrics, room)
+    verifier = Verifier(store, metrics)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
@@ -178,6 +181,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                 blobs=shared.source(upstream) if shared else None,
                 shared=shared.fetches if shared else None,
                 passthroughs=passthroughs,
+                verifier=verifier,
             )
             if upstream_settings.upstream_auth == "client":
                 gates[upstream.label] = ClientGate(
@@ -193,6 +197,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         app[keys.PROXIES], app[keys.ROUTER], app[keys.STORE] = proxies, router, store
         app[keys.FILLS], app[keys.PINS], app[keys.GATES] = fills, pins, gates
         app[keys.REFERRERS], app[keys.TAG_LISTS] = referrers, tag_lists
+        app[keys.VERIFIER] = verifier
         platforms = oci.platform_filter(settings.platforms)
         warming = (
             asyncio.create_task(warm_pins(pins, router, proxies, platforms), name="pin warm-up")
@@ -201,6 +206,11 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         )
         flushing = asyncio.create_task(_flush_access_times(store), name="access-time flush")
         checking = asyncio.create_task(check_store(store), name="integrity pass")
+        scrubbing = (
+            asyncio.create_task(Scrubber(store, verifier, settings.scrub_rate).run(), name="scrubber")
+            if settings.scrub_rate
+            else None
+        )
         log.info(
             "mirror_started",
             version=__version__,
@@ -218,7 +228,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            for task in (warming, flushing, checking):
+            for task in (warming, flushing, checking, scrubbing):
                 if task is not None:
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
@@ -231,6 +241,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
             for tag_list in tag_lists.values():
                 await tag_list.close()
             await fills.close(_grace_left(app))
+            await verifier.close()
             await evictor.close()
             await listings.close()
             await manifests.close()

@@ -124,6 +124,7 @@ class Settings:
     fill_max_seconds: float = 6 * 3600.0
     abandoned_fills: int = 8
     abandoned_fill_bytes: int = 2 * 1024**3
+    scrub_rate: int = 8 * 1024**2  # bytes per second the background scrubber re-hashes; 0: off
     idle_timeout: float = 30.0
     header_timeout: float = 10.0
     log_format: str = "auto"
@@ -254,6 +255,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "fill_max_seconds": values.positive_seconds,
     "abandoned_fills": values.count,
     "abandoned_fill_bytes": values.size,
+    "scrub_rate": values.size_or_zero,
     "idle_timeout": values.positive_seconds,
     "header_timeout": values.positive_seconds,
     "log_format": values.choice("auto", "json", "console"),

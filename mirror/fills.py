@@ -309,8 +309,8 @@ class Fills:
             log.exception("blob_fill_crashed", digest=fill.digest, bytes=fill.written)
             self._fail(fill, errors.UpstreamUnavailable(f"download failed: {type(exc).__name__}"), "internal")
         finally:
-            # Out of the table before the first await: a request from now on must not join a fill
-            # that has ended (its file is closed once its readers are gone).
+            # Out of the table before any await: a finished fill has closed its file, so a request
+            # that joined it now would find none (it reads the store, or starts a new fill).
             self._stopped.discard(fill)
             self._fills.pop(fill.digest, None)
             self._metrics.fills_in_flight.dec()

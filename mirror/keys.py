@@ -20,6 +20,7 @@ from mirror.proxy import RegistryProxy
 from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.pins import PinRecord
+from mirror.storage.rehash import Verifier
 from mirror.tag_lists import TagLists
 from mirror.upstream.clientauth import ClientGate
 from mirror.upstream.router import Router
@@ -35,6 +36,8 @@ ROUTER = web.AppKey("router", Router)
 STORE = web.AppKey("store", BlobStore)
 FILLS = web.AppKey("fills", Fills)
 PINS = web.AppKey("pins", PinRecord)
+#: The first-serve re-hashes of stored blobs (and the scrubber's).
+VERIFIER = web.AppKey("verifier", Verifier)
 
 
 @dataclass

@@ -22,6 +22,8 @@ AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
 #: Why a blob was streamed from upstream without being stored (`storage/room.py`).
 PASSTHROUGH_REASONS = ("too_large", "cache_full", "disk_full", "disk_error")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
+#: Who re-hashes stored blobs: their first serve after start-up, or the background scrubber.
+REHASHERS = ("serve", "scrub")
 REDIS_OUTCOMES = ("ok", "error", "skipped")
 #: Where a shared-mode fill got its bytes: a peer holding the blob, the peer filling it, or upstream.
 CLUSTER_SOURCES = ("held", "filling", "upstream")
@@ -112,6 +114,20 @@ class Metrics:
             "mirror_fill_failures",
             "Blob downloads that ended without a committed blob, by reason",
             ["reason"],
+            registry=r,
+        )
+        self.blob_corrupt = Counter(
+            "mirror_blob_corrupt",
+            "Stored blobs whose bytes no longer hash to their digest, dropped from the store, by who "
+            "found them (serve: its first serve after start-up; scrub: the background scrubber)",
+            ["by"],
+            registry=r,
+        )
+        self.rehashed_bytes = Counter(
+            "mirror_blob_rehashed_bytes",
+            "Bytes of stored blobs re-hashed to check them (serve: first serves after start-up; "
+            "scrub: the background scrubber)",
+            ["by"],
             registry=r,
         )
         self.fill_resumes = Counter(
@@ -218,6 +234,9 @@ class Metrics:
             self.fill_failures.labels(reason)
         for reason in PASSTHROUGH_REASONS:
             self.blob_passthrough.labels(reason)
+        for by in REHASHERS:
+            self.blob_corrupt.labels(by)
+            self.rehashed_bytes.labels(by)
         self.build = Info(
             "mirror_build", "Version and git revision of the mirror, version of Python", registry=r
         )

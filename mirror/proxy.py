@@ -18,9 +18,10 @@ from mirror.fills import Fills
 from mirror.oci import Manifest
 from mirror.passthrough import PassThroughs
 from mirror.singleflight import SingleFlight
-from mirror.storage.blobs import BlobStore
+from mirror.storage.blobs import BlobStore, StoredBlob
 from mirror.storage.hot import HotBlobs
 from mirror.storage.manifests import ManifestCache, TagEntry
+from mirror.storage.rehash import Verifier
 from mirror.upstream.client import UpstreamClient
 from mirror.upstream.transport import BlobSource
 
@@ -46,11 +47,13 @@ class RegistryProxy:
         blobs: BlobSource | None = None,
         shared: SharedFetches | None = None,
         passthroughs: PassThroughs | None = None,
+        verifier: Verifier | None = None,
     ) -> None:
         self.upstream = upstream
         #: Where fills get blob bytes: the upstream, or in the shared mode peers before it.
         self._blobs: BlobSource = blobs if blobs is not None else upstream
         self._shared = shared  # the shared mode: one upstream manifest request across replicas
+        self._verifier = verifier  # first-serve re-hashes of stored blobs (None: trust the store)
         self._manifests = manifests
         self._store = store
         self._fills = fills
@@ -182,13 +185,14 @@ class RegistryProxy:
             self._store.touch(digest)
             return BlobAnswer("hit", len(data), InMemory(data))
         if self._fills.get(digest) is None:  # a fill under way is joined, even if it just committed
-            stored = await asyncio.to_thread(self._store.open, digest, self._hot.max_blob)
+            stored = await self._open_stored(digest)
             if stored is not None:
                 if stored.data is not None:
                     self._hot.put(digest, stored.data)
                     stored.close()
                     return BlobAnswer("hit", stored.size, InMemory(stored.data))
-                return BlobAnswer("hit", stored.size, Stored(stored))
+                check = self._verifier.check_for(stored) if self._verifier is not None else None
+                return BlobAnswer("hit", stored.size, Stored(stored, check))
             if self._passthroughs is not None and (refused := self._passthroughs.refused(digest)):
                 reason, size = refused  # not stored lately: no fill, straight from upstream
                 through = self._passthroughs.of(self._blobs, name, digest)
@@ -198,6 +202,15 @@ class RegistryProxy:
         if fill.finished and fill.error is None:  # verified and being committed: as good as stored
             return BlobAnswer("hit", fill.size, Filling(fill), rest)
         return BlobAnswer("coalesced" if joined else "miss", fill.size, Filling(fill), rest)
+
+    async def _open_stored(self, digest: str) -> StoredBlob | None:
+        """The stored blob, or None: also when the store fails (its directory deleted, its index
+        broken; logged by the store), so that the fill takes the blob from upstream and its readers
+        get it whole through a pass-through instead of a 503."""
+        try:
+            return await asyncio.to_thread(self._store.open, digest, self._hot.max_blob)
+        except errors.StorageUnavailable:
+            return None
 
     async def ensure_blob(self, name: str, digest: str) -> None:
         """Make sure a blob is stored, downloading it if needed."""

@@ -1,6 +1,7 @@
 """Sending a blob answer to a client: its headers and Range, zero-copy `sendfile` from a stored file or
 from the growing temp file of a fill (with a copying fallback), and cutting the connection when a fill
-fails so that the client sees a short body instead of corrupt bytes."""
+fails, or a stored blob's first-serve re-hash does not match, so that the client sees a short body
+instead of corrupt bytes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import IO
 
 from aiohttp import web
 
-from mirror.answers import BlobAnswer, Filling, InMemory, Stored, Upstream
+from mirror.answers import BlobAnswer, Check, Filling, InMemory, Stored, Upstream
 from mirror.fills import Fill, FillFailed
 from mirror.passthrough import PassThroughFailed, continue_fill
 from mirror.ranges import parse_range
@@ -60,9 +61,13 @@ async def send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> Se
         case InMemory(data):
             await response.write(data[start:end])
             sent = len(data[start:end])
-        case Stored(blob):
+        case Stored(blob, check):
             stop = blob.size if end is None else end
-            await send_file(request, response, blob.file, start, stop - start)
+            if check is None:  # verified since start-up: the fast path
+                await send_file(request, response, blob.file, start, stop - start)
+            elif not await _send_checked(request, response, blob.file, start, stop - start, check):
+                _abort(request)
+                return Sent(response, max(0, stop - start - 1), complete=False)
             sent = stop - start
         case Filling(fill):
             try:
@@ -82,6 +87,19 @@ async def send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> Se
                 return Sent(response, 0, complete=False)
     await response.write_eof()
     return Sent(response, sent, complete=True)
+
+
+async def _send_checked(
+    request: web.Request, response: web.StreamResponse, file: IO[bytes], offset: int, count: int, check: Check
+) -> bool:
+    """Send `count` bytes of `file` but the last while the blob is re-hashed; the last only if the
+    bytes matched (False: the caller cuts the connection, one byte short)."""
+    held = 1 if count > 0 else 0
+    await send_file(request, response, file, offset, count - held)
+    if not await check.passed():
+        return False
+    await send_file(request, response, file, offset + count - held, held)
+    return True
 
 
 def _abort(request: web.Request) -> None:

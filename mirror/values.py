@@ -72,6 +72,13 @@ def size(value: Any) -> int:
     return found
 
 
+def size_or_zero(value: Any) -> int:
+    """A size (as `size` reads it), or 0 (off)."""
+    if not isinstance(value, bool) and str(value).strip() == "0":
+        return 0
+    return size(value)
+
+
 def count(value: Any) -> int:
     """A whole number >= 0 (an int, or its decimal text)."""
     if isinstance(value, bool):

@@ -75,4 +75,6 @@ async def _held_or_filling(app: web.Application, digest: str) -> tuple[BlobAnswe
             return BlobAnswer("coalesced", fill.size, Filling(fill)), "fill"
         fill.release()  # it failed before headers: nothing to read
     stored = await asyncio.to_thread(app[keys.STORE].open, digest)
-    return None if stored is None else (BlobAnswer("hit", stored.size, Stored(stored)), "store")
+    if stored is None:
+        return None
+    return BlobAnswer("hit", stored.size, Stored(stored, app[keys.VERIFIER].check_for(stored))), "store"

@@ -25,6 +25,7 @@ import diskcache
 
 from mirror.oci import Digest
 from mirror.storage.failures import translated
+from mirror.storage.verified import VerifiedRows
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,16 @@ class BlobDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no type
         return stored
 
 
+@dataclass(frozen=True, slots=True)
+class BlobFile:
+    """Where one stored blob's bytes are: its index row and its file (a new random name per commit)."""
+
+    rowid: int
+    digest: str
+    size: int
+    path: Path
+
+
 @dataclass(slots=True)
 class StoredBlob:
     """An open, size-checked blob file; while it is open the blob is never evicted."""
@@ -68,6 +79,8 @@ class StoredBlob:
     size: int
     release: Callable[[], None] = field(default=lambda: None)
     data: bytes | None = None  # the whole blob, read along with opening it when it is small
+    where: BlobFile | None = None
+    verified: bool = True  # its bytes were hashed since start-up (`BlobStore.verified`)
 
     def close(self) -> None:
         if not self.file.closed:
@@ -121,6 +134,7 @@ class BlobStore:
             tag_index=False,
             sqlite_cache_size=INDEX_CACHE_PAGES,
         )
+        self.verified = VerifiedRows()  # rows whose file was hashed right since start-up
         self._reading: Counter[str] = Counter()
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -154,10 +168,14 @@ class BlobStore:
         """The stored blob, or None. A file whose size differs from the recorded one is dropped.
 
         A blob smaller than `read_below` bytes comes with its bytes already read (`data`)."""
-        found = self._cache.get(digest, read=True, tag=True)
-        if found is None or found[0] is None:
+        where = self._row(digest)
+        if where is None:
             return None
-        file, size = found
+        try:
+            file = open(where.path, "rb")  # noqa: SIM115  # closed by StoredBlob.close
+        except FileNotFoundError:  # deleted since the query
+            return None
+        size = where.size
         if os.fstat(file.fileno()).st_size != size:
             file.close()
             self._cache.delete(digest)
@@ -166,12 +184,26 @@ class BlobStore:
             self._reading[digest] += 1
             self._touched[digest] = time.time()
         data = file.read() if size < read_below else None
-        if data is not None and str(Digest.of(data, Digest.parse(digest).algorithm)) != digest:  # re-verified
-            file.close()
-            self._done_reading(digest)
-            self._cache.delete(digest)
+        if data is not None:  # a small blob is re-verified whenever it is read
+            if str(Digest.of(data, Digest.parse(digest).algorithm)) != digest:
+                file.close()
+                self._done_reading(digest)
+                self._cache.delete(digest)
+                return None
+            self.verified.add(where.rowid)
+        verified = where.rowid in self.verified
+        return StoredBlob(file, size, lambda: self._done_reading(digest), data, where, verified)
+
+    def _row(self, digest: str) -> BlobFile | None:
+        """The index row of `digest`: what diskcache's `get` reads, plus the rowid (what `verified`
+        knows rows by); the tag column holds the recorded size (-1 when a row has none)."""
+        row = self._cache._sql(
+            "SELECT rowid, tag, filename FROM Cache WHERE key = ? AND raw = 1", (digest,)
+        ).fetchone()
+        if row is None or row[2] is None:
             return None
-        return StoredBlob(file, size, lambda: self._done_reading(digest), data)
+        size = -1 if row[1] is None else int(row[1])
+        return BlobFile(int(row[0]), digest, size, Path(self._cache.directory) / row[2])
 
     def touch(self, digest: str) -> None:
         """Record a hit served without opening the file (from memory), for the LRU order."""
@@ -202,6 +234,9 @@ class BlobStore:
     def commit(self, digest: str, temp: Path, size: int) -> None:
         """Adopt a verified temp file as the blob `digest` (a rename, not a copy)."""
         self._cache.set(digest, _VerifiedFile(temp, size), tag=size)
+        row = self._cache._sql("SELECT rowid FROM Cache WHERE key = ? AND raw = 1", (digest,)).fetchone()
+        if row is not None:  # its bytes were hashed on the way in
+            self.verified.add(int(row[0]))
 
     @translated
     def __contains__(self, digest: str) -> bool:
@@ -307,6 +342,14 @@ class BlobStore:
         )
         base = Path(self._cache.directory)
         return [(int(r), str(k), int(size), base / name) for r, k, size, name in rows.fetchall()]
+
+    def files_after(self, after: int) -> list[BlobFile]:
+        """Up to `BATCH` stored blobs past rowid `after`, in rowid order (the scrubber's batches)."""
+        return [BlobFile(rowid, digest, size, path) for rowid, digest, size, path in self._files(after)]
+
+    def drop_file(self, where: BlobFile) -> bool:
+        """Delete the blob if its index row still names that file (not a copy stored anew since)."""
+        return self._drop_row(where.rowid, where.digest, where.path)
 
     def _all_files(self) -> Iterator[tuple[str, int, Path]]:
         after = 0

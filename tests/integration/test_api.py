@@ -164,7 +164,7 @@ async def test_storage_failure_is_a_503_registry_error(
     def broken(*args: object, **kwargs: object) -> None:
         raise sqlite3.OperationalError("no such table: Cache")
 
-    monkeypatch.setattr(mirror.app[keys.STORE]._cache, "get", broken)  # below the store's translation
+    monkeypatch.setattr(mirror.app[keys.STORE], "_row", broken)  # the index query, below the translation
     digest = fake.add_blob(b"x")
     resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
     assert resp.status == 503

@@ -5,8 +5,10 @@ and the blobs of a deleted one still come whole."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,9 @@ def _damage(path: Path, how: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if how == "overwritten":
         path.write_bytes(b"this is not a database" * 100)
-    else:  # truncated to half
+    else:  # truncated to half, its write-ahead log checkpointed into it first (as a clean stop leaves it)
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 2])
 
@@ -48,6 +52,8 @@ async def test_damaged_index_is_moved_aside_and_started_empty(
     mirror = await make_mirror()
     assert (await mirror.get("/v2/library/app/manifests/1", headers=ACCEPT)).status == 200
     assert (await (await mirror.get(f"/v2/library/app/blobs/{digest}")).read()) == b"b" * 5000
+    moved = await asyncio.to_thread(lambda: [p.name for p in db.parent.glob("cache.db.damaged-*")])
+    assert moved
 
 
 async def test_manifest_disk_write_failure_never_fails_the_request(
@@ -98,7 +104,11 @@ async def test_blobs_of_a_deleted_cache_directory_are_still_served_whole(
     digest = fake.add_blob(data)
     assert await (await mirror.get(f"/v2/library/app/blobs/{digest}")).read() == data
     await asyncio.to_thread(shutil.rmtree, tmp_path / "cache")
-    for _ in range(2):
+
+    async def pull() -> bytes:
         resp = await mirror.get(f"/v2/library/app/blobs/{digest}")
-        assert resp.status == 200
-        assert await resp.read() == data
+        assert resp.status == 200, await resp.text()
+        return await resp.read()
+
+    for _ in range(2):  # at once: index lookups from threads that open a new connection to it fail
+        assert await asyncio.gather(*(pull() for _ in range(8))) == [data] * 8

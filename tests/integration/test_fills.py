@@ -8,10 +8,12 @@ import random
 import signal
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from mirror import keys
+from mirror.storage.room import Reservation
 from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
 from tests.support.mirrorproc import MirrorProcess
@@ -186,3 +188,27 @@ async def test_killed_mid_fill_leaves_nothing_visible(
     finally:
         fake.release.set()
         await asyncio.to_thread(proc.stop)
+
+
+async def test_a_committed_fill_releases_its_reservation_with_the_commit(
+    fake: FakeUpstream, mirror: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A committed fill gives its reserved bytes back in the commit itself, with no release (and no
+    thread hop) after it, and a request right after gets the stored blob whole (a request once joined
+    a finished fill while it still released its reservation, and got the 500's bytes as its body)."""
+    data = payload(100_000, seed=11)
+    digest = fake.add_blob(data)
+    releases: list[Reservation] = []
+    release = Reservation.release
+
+    def counted_release(self: Reservation) -> None:
+        releases.append(self)
+        release(self)
+
+    monkeypatch.setattr(Reservation, "release", counted_release)
+    assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+    await eventually(lambda: mirror.app[keys.FILLS].get(digest) is None)
+    again = await mirror.get(f"/v2/library/x/blobs/{digest}")
+    assert (again.status, await again.read()) == (200, data)
+    assert releases == []
+    assert "mirror_cache_reserved_bytes 0.0" in await (await mirror.get("/metrics")).text()

@@ -35,6 +35,7 @@ EXPECTED_ALERTS = {
     "MirrorCacheNearLimitHighEviction",
     "MirrorBlobsNotStored",
     "MirrorFillFailures",
+    "MirrorBlobCorrupt",
     "MirrorServerErrors",
 }
 EXPECTED_RECORDS = {"mirror:cache_hit_ratio:rate5m", "mirror:cache_byte_hit_ratio:rate5m"}

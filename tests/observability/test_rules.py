@@ -83,6 +83,11 @@ def test_rules_pass_their_unit_tests(promtool: str) -> None:
             "mirror:cache_hit_ratio:rate5m < 0.5",
             "mirror:cache_hit_ratio:rate5m < 1.1",
         ),
+        (
+            "MirrorBlobCorrupt",
+            "increase(mirror_blob_corrupt_total[1h])) > 0",
+            "increase(mirror_blob_corrupt_total[1h])) > 1",
+        ),
     ],
     ids=[
         "upstream-down-never",
@@ -93,6 +98,7 @@ def test_rules_pass_their_unit_tests(promtool: str) -> None:
         "ratelimit-always",
         "hit-ratio-never",
         "hit-ratio-always",
+        "blob-corrupt-never",
     ],
 )
 def test_unit_tests_catch_an_alert_that_never_or_always_fires(

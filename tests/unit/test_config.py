@@ -178,6 +178,8 @@ def test_listen_address_prints_ipv6_in_brackets(listen: Listen, shown: str) -> N
         ("log_format", "json", "json"),
         ("log_format", "console", "console"),
         ("log_level", "debug", "debug"),
+        ("scrub_rate", "8M", 8 * 1024**2),
+        ("scrub_rate", "0", 0),
     ],
 )
 def test_env_values_parsed(key: str, env_value: str, expected: object) -> None:
@@ -247,6 +249,8 @@ BAD_ENV = [
     ("log_format", "xml"),
     ("log_level", "trace"),
     ("log_level", "INFO"),
+    ("scrub_rate", "-1"),
+    ("scrub_rate", "fast"),
 ]
 
 
