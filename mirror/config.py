@@ -124,6 +124,9 @@ class Settings:
     fill_max_seconds: float = 6 * 3600.0
     abandoned_fills: int = 8
     abandoned_fill_bytes: int = 2 * 1024**3
+    fill_range_streams: int = 2
+    fill_range_streams_total: int = 16
+    fill_range_gap: int = 16 * 1024**2
     idle_timeout: float = 30.0
     header_timeout: float = 10.0
     log_format: str = "auto"
@@ -254,6 +257,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "fill_max_seconds": values.positive_seconds,
     "abandoned_fills": values.count,
     "abandoned_fill_bytes": values.size,
+    "fill_range_streams": values.count,
+    "fill_range_streams_total": values.count,
+    "fill_range_gap": values.size,
     "idle_timeout": values.positive_seconds,
     "header_timeout": values.positive_seconds,
     "log_format": values.choice("auto", "json", "console"),

@@ -19,6 +19,9 @@ FILL_FAILURE_REASONS = (
     "internal",
 )
 AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
+#: How a ranged side stream of a fill went: opened and writing, refused (no 206 for its window),
+#: failed mid-way (the main stream covers the rest), or not started because a limit was reached.
+RANGE_STREAM_RESULTS = ("started", "refused", "failed", "limited")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
 REDIS_OUTCOMES = ("ok", "error", "skipped")
 #: Where a shared-mode fill got its bytes: a peer holding the blob, the peer filling it, or upstream.
@@ -117,6 +120,17 @@ class Metrics:
             "Blob downloads resumed with Range after the upstream body broke off",
             registry=r,
         )
+        self.range_streams = Counter(
+            "mirror_fill_range_streams",
+            "Ranged side streams of blob downloads, by result (started, refused, failed, limited)",
+            ["result"],
+            registry=r,
+        )
+        self.range_bytes = Counter(
+            "mirror_fill_range_bytes",
+            "Bytes ranged side streams fetched ahead of their download's main stream",
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "mirror_upstream_errors",
             "Upstream failures by kind: connect, timeout, 5xx, 429 (as the circuit breaker counts them)",
@@ -203,6 +217,8 @@ class Metrics:
             self.auth_failures.labels(reason)
         for reason in FILL_FAILURE_REASONS:  # present at 0, so increase() sees the first failure
             self.fill_failures.labels(reason)
+        for result in RANGE_STREAM_RESULTS:
+            self.range_streams.labels(result)
         self.build = Info(
             "mirror_build", "Version and git revision of the mirror, version of Python", registry=r
         )

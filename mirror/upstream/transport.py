@@ -81,8 +81,15 @@ class BlobSource(Protocol):
     def label(self) -> str:
         """The `upstream` label of metrics and logs."""
 
-    async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlobBody:
-        """The blob's body from `offset` with its headers read; raises the registry error for a refusal."""
+    async def open_blob(self, name: str, digest: str, offset: int = 0, end: int | None = None) -> BlobBody:
+        """The blob's body from `offset` (to `end`, exclusive, when given) with its headers read; raises
+        the registry error for a refusal. A source may answer with more than was asked (200, or a
+        range to the end): the caller checks the status and `Content-Range`."""
+
+
+def byte_range(offset: int, end: int | None) -> str:
+    """The `Range` header value for bytes [offset, end) (to the blob's end when `end` is None)."""
+    return f"bytes={offset}-" if end is None else f"bytes={offset}-{end - 1}"
 
 
 class CountedBody:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,7 +14,7 @@ RANGES = st.lists(st.tuples(st.integers(0, SPAN), st.integers(0, SPAN)), max_siz
 
 
 def built(ranges: list[tuple[int, int]]) -> tuple[Extents, set[int]]:
-    extents, model = Extents(), set()
+    extents, model = Extents(), set[int]()
     for start, end in ranges:
         extents.add(start, end)
         model.update(range(start, end))
@@ -25,7 +27,7 @@ def test_ranges_stay_sorted_disjoint_and_apart(ranges: list[tuple[int, int]]) ->
     extents, model = built(ranges)
     listed = list(extents)
     assert all(s < e for s, e in listed)
-    assert all(e1 < s2 for (_, e1), (s2, _) in zip(listed, listed[1:], strict=False))
+    assert all(e1 < s2 for (_, e1), (s2, _) in itertools.pairwise(listed))
     assert {pos for s, e in listed for pos in range(s, e)} == model
     assert extents.total == len(model)
 
@@ -60,11 +62,15 @@ def test_an_empty_range_adds_nothing() -> None:
     """Adding [a, a) changes nothing."""
     extents = Extents()
     extents.add(5, 5)
-    assert list(extents) == [] and extents.run_from(5) == 5
+    assert list(extents) == []
+    assert extents.run_from(5) == 5
 
 
 def test_window_front_and_holds() -> None:
     """A window's front moves with what arrived; it holds offsets in [start, end) only."""
     window = Window(100, 200, got=30)
     assert window.front == 130
-    assert window.holds(100) and window.holds(199) and not window.holds(200) and not window.holds(99)
+    assert window.holds(100)
+    assert window.holds(199)
+    assert not window.holds(200)
+    assert not window.holds(99)
