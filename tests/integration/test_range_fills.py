@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from aiohttp import ClientResponse
 
 from mirror import keys
 from tests.integration.conftest import MirrorFactory, stored
@@ -30,12 +31,12 @@ def ranges_asked(fake: FakeUpstream) -> list[str | None]:
     return [seen.headers.get("Range") for seen in fake.requests("GET", "/blobs/")]
 
 
-async def held_fill(fake: FakeUpstream, mirror: Client, data: bytes) -> tuple[str, Client]:
+async def held_fill(fake: FakeUpstream, mirror: Client, data: bytes) -> tuple[str, ClientResponse]:
     """A cold fill of `data` whose main stream is held at FRONT bytes (its upstream stalls there)."""
     digest = fake.add_blob(data)
     fake.rate = RATE
     fake.stall_after[digest] = FRONT
-    return digest, await mirror.get(blob_url(digest))  # type: ignore[return-value]
+    return digest, await mirror.get(blob_url(digest))
 
 
 async def read_range(mirror: Client, digest: str, start: int, length: int) -> bytes:
@@ -101,7 +102,9 @@ async def test_a_range_covering_the_last_byte_waits_for_verification(
     assert await whole.read() == data
 
 
-async def test_a_failing_side_stream_is_covered_by_the_main_stream(fake: FakeUpstream, mirror: Client) -> None:
+async def test_a_failing_side_stream_is_covered_by_the_main_stream(
+    fake: FakeUpstream, mirror: Client
+) -> None:
     """A side stream cut off half-way keeps what it brought; the main stream fetches the rest, once."""
     data = payload(SIZE)
     digest, whole = await held_fill(fake, mirror, data)
@@ -115,7 +118,9 @@ async def test_a_failing_side_stream_is_covered_by_the_main_stream(fake: FakeUps
     assert ranges_asked(fake)[-1] == f"bytes={AHEAD + WINDOW // 2}-"
 
 
-async def test_a_side_stream_the_upstream_answers_whole_is_dropped(fake: FakeUpstream, mirror: Client) -> None:
+async def test_a_side_stream_the_upstream_answers_whole_is_dropped(
+    fake: FakeUpstream, mirror: Client
+) -> None:
     """An upstream ignoring Range (200) gets no side stream: the far reader is served by the main stream."""
     data = payload(SIZE)
     digest = fake.add_blob(data)
@@ -148,7 +153,9 @@ async def test_past_the_stream_limit_a_far_reader_waits_for_the_main_stream(
     assert await sample(mirror, "mirror_fill_range_streams_total", '{result="limited"}') >= 1
 
 
-async def test_no_side_stream_for_a_range_near_the_front(fake: FakeUpstream, make_mirror: MirrorFactory) -> None:
+async def test_no_side_stream_for_a_range_near_the_front(
+    fake: FakeUpstream, make_mirror: MirrorFactory
+) -> None:
     """A reader less than `fill_range_gap` beyond the front waits for the main stream: one request."""
     mirror = await make_mirror(fill_range_gap=SIZE)
     data = payload(SIZE)
