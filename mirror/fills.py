@@ -400,7 +400,7 @@ class Fills:
         fd = file.fileno()
         body: BlobBody | None = resp
         fill.main_end = fill.size
-        resumes = 0
+        resumes = redone = 0
         while True:
             await _absorb(fill, fd, hasher)
             if fill.size is not None and fill.front >= fill.size:
@@ -413,6 +413,11 @@ class Fills:
                 continue
             if body is None:
                 body = await self._reopen(upstream, fill)
+            if _overlaps(fill) and redone < MAX_RESUMES:  # a side stream came meanwhile: not fetched twice
+                redone += 1  # (bounded: an upstream answering past the Range asked for would loop)
+                body.release()
+                body = None
+                continue
             os.lseek(fd, fill.front, os.SEEK_SET)  # the pump writes at the descriptor's offset
             try:
                 try:
@@ -526,6 +531,12 @@ def reason_of(exc: errors.RegistryError) -> str:
 def _skip_for(resp: BlobBody, written: int) -> int:
     """Bytes to drop from a resumed response: all we have when the upstream ignored our Range."""
     return written if written and resp.status == 200 else 0
+
+
+def _overlaps(fill: Fill) -> bool:
+    """Whether an active side stream's window starts inside the main stream's body ahead."""
+    end = fill.main_end if fill.main_end is not None else fill.size
+    return any(w.active and fill.front < w.start and (end is None or w.start < end) for w in fill.windows)
 
 
 async def _absorb(fill: Fill, fd: int, hasher: hashlib._Hash) -> None:

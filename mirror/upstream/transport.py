@@ -69,9 +69,11 @@ class BlobBody(Response, Protocol):
     """A blob response (200, or 206 for a Range) whose body is received into a file descriptor."""
 
     async def pump_into(self, fd: int, hash_update: HashUpdate, on_bytes: OnBytes, skip: int = 0) -> None:
-        """Receive the body into `fd` after dropping its first `skip` bytes, hashing it, until its end or
-        the connection's. Raises BodyBroken when the connection fails and OSError when writing fails.
-        Cancelling it stops the receive and returns only once nothing touches `fd` any more."""
+        """Receive the body into `fd` (in order, at the descriptor's current offset: a fill's side
+        streams rely on it) after dropping its first `skip` bytes, hashing it, until its end or the
+        connection's. Raises BodyBroken when the connection fails and OSError when writing fails.
+        Cancelling it stops the receive and returns only once nothing touches `fd` any more, every
+        byte written (and hashed) reported to `on_bytes`: a cut main stream is re-opened after them."""
 
 
 class BlobSource(Protocol):
