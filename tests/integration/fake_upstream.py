@@ -55,10 +55,12 @@ class FakeUpstream:
     strict_accept: bool = False  # answer 406 when the Accept names no manifest's type
     # Blob bodies: `rate` bytes per second per response (None: at once); `sent` counts the body bytes
     # each digest's responses wrote; `stall_after` holds a body sent without Range after that many
-    # bytes until `release`; a ranged body starting at `cut_range_at` is cut off after half.
+    # bytes until `release`; a ranged body starting at `stall_range_at` waits for `release` before its
+    # first byte, one starting at `cut_range_at` is cut off after half.
     rate: int | None = None
     sent: dict[str, int] = field(default_factory=dict)
     stall_after: dict[str, int] = field(default_factory=dict)
+    stall_range_at: dict[str, int] = field(default_factory=dict)
     cut_range_at: dict[str, int] = field(default_factory=dict)
 
     def add_blob(self, data: bytes) -> str:
@@ -233,7 +235,7 @@ class FakeUpstream:
         if rng:
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
         await response.prepare(request)
-        if self.rate is not None or digest in self.stall_after or digest in self.cut_range_at:
+        if self.rate is not None or digest in self.stall_after or digest in self.stall_range_at:
             await self._paced(request, response, digest, body, ranged=bool(rng), start=start)
             return response
         half = len(body) // 2
@@ -273,6 +275,8 @@ class FakeUpstream:
     ) -> None:
         """Write `body` at `rate`, counting what is written into `sent`; stall or cut it as asked."""
         stall = self.stall_after.get(digest) if not ranged else None
+        if ranged and self.stall_range_at.get(digest) == start:
+            stall = 0
         cut = len(body) // 2 if ranged and self.cut_range_at.get(digest) == start else None
         loop = asyncio.get_running_loop()
         began, done = loop.time(), 0
