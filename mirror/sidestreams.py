@@ -57,7 +57,8 @@ class SideStreams:
         far beyond the front, no stream brings them, and the limits allow one."""
         size = fill.size
         gap = self._limits.range_gap
-        if size is None or fill.finished or not fill.ready.is_set() or pos >= size:
+        off = not self._limits.range_streams or not self._limits.range_streams_total
+        if off or size is None or fill.finished or not fill.ready.is_set() or pos >= size:
             return
         if fill.present.run_from(pos) > pos or pos - fill.front <= gap or fill.window_at(pos) is not None:
             return
