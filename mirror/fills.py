@@ -68,6 +68,7 @@ class Fill:
         self.present = Extents()  # bytes in the temp file, from the main stream and side streams
         self.front = 0  # the main stream's position: every byte before it is present and hashed, in order
         self.windows: list[Window] = []  # what side streams are fetching (see `sidestreams.py`)
+        self.ranged = True  # side streams may be tried (until one is refused or fails)
         self.main_end: int | None = None  # where the main stream's current body ends (None: unknown)
         self.temp: Path | None = None  # the temp file's path, for side streams' own descriptors
         self.attached = asyncio.Event()
@@ -82,8 +83,9 @@ class Fill:
         self._readers = 0
         self.abandoned = False  # every reader left while it ran
         self.on_abandoned: Callable[[Fill], None] = lambda fill: None
-        #: A reader waits for bytes [pos, until) that are not there (set by `Fills`: a side stream?).
-        self.on_wanted: Callable[[Fill, int, int | None], None] = lambda fill, pos, until: None
+        #: A reader waits for bytes [pos, until) that are not there (set by `Fills`: a side stream?);
+        #: the last argument is false when it asks again, after a side stream of this fill ended.
+        self.on_wanted: Callable[[Fill, int, int | None, bool], None] = lambda fill, pos, until, first: None
 
     # -- reader side --------------------------------------------------------------------------
 
@@ -129,11 +131,11 @@ class Fill:
         `pos` on that may be sent. `until`: where the reader stops (None: the blob's end).
 
         Raises FillFailed if the fill failed: what a reader already sent must then be cut off."""
-        asked = False
+        asked: int | None = None  # side streams of this fill when the reader last asked for one
         while self._releasable(pos) <= pos and not self.finished:
-            if not asked:
-                asked = True
-                self.on_wanted(self, pos, until)
+            if asked is None or len(self.windows) < asked:
+                self.on_wanted(self, pos, until, asked is None)
+                asked = len(self.windows)
             await asyncio.shield(self._changed)
         if self.error is not None and not self.verified:  # a failed commit leaves the bytes good
             raise FillFailed(str(self.error))
@@ -257,7 +259,9 @@ class Fills:
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(lambda _: self._by_fill.pop(fill, None))
             fill.on_abandoned = self._abandoned
-            fill.on_wanted = lambda fill, pos, until: self._sides.wanted(upstream, fill, pos, until)
+            fill.on_wanted = lambda fill, pos, until, first: self._sides.wanted(
+                upstream, fill, pos, until, first
+            )
         return fill
 
     def _abandoned(self, fill: Fill) -> None:

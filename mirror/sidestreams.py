@@ -9,7 +9,8 @@ stream stops short of the window and hashes it from the file when it gets there 
 so each byte is fetched once and the blob is still committed only once verified.
 
 A side stream whose upstream answers anything but a 206 for exactly its window is dropped unread; one
-that fails mid-way is dropped too, and the main stream covers what it did not bring. At most
+that fails mid-way is dropped too, and the main stream covers what it did not bring; after either, the
+fill tries no more side streams. At most
 `fill_range_streams` run per fill and `fill_range_streams_total` in all: every one holds an upstream
 connection and a transfer thread.
 """
@@ -52,13 +53,16 @@ class SideStreams:
         self._tasks: dict[Fill, set[asyncio.Task[None]]] = {}
         self._running = 0
 
-    def wanted(self, upstream: BlobSource, fill: Fill, pos: int, until: int | None) -> None:
+    def wanted(
+        self, upstream: BlobSource, fill: Fill, pos: int, until: int | None, first: bool = True
+    ) -> None:
         """A reader of `fill` waits for bytes [pos, until): start a side stream for them if they are
-        far beyond the front, no stream brings them, and the limits allow one."""
+        far beyond the front, no stream brings them, and the limits allow one. A reader turned away by
+        a limit asks again (`first` false) when one of this fill's side streams ends."""
         size = fill.size
         gap = self._limits.range_gap
         off = not self._limits.range_streams or not self._limits.range_streams_total
-        if off or size is None or fill.finished or not fill.ready.is_set() or pos >= size:
+        if off or not fill.ranged or size is None or fill.finished or not fill.ready.is_set() or pos >= size:
             return
         if fill.present.run_from(pos) > pos or pos - fill.front <= gap or fill.window_at(pos) is not None:
             return
@@ -66,7 +70,8 @@ class SideStreams:
             len(fill.windows) >= self._limits.range_streams
             or self._running >= self._limits.range_streams_total
         ):
-            self._metrics.range_streams.labels("limited").inc()
+            if first:
+                self._metrics.range_streams.labels("limited").inc()
             return
         end = size if until is None else min(until, size)
         if (taken := fill.next_taken(pos)) is not None:
@@ -97,6 +102,7 @@ class SideStreams:
         try:
             await self._fetch(upstream, fill, window)
         except (errors.RegistryError, BodyBroken, OSError) as exc:
+            fill.ranged = False  # the main stream covers the rest; no more tries for this blob
             self._metrics.range_streams.labels("failed").inc()
             log.warning(
                 "blob_range_stream_failed",
@@ -106,6 +112,7 @@ class SideStreams:
                 detail=str(exc),
             )
         except Exception:  # a bug: the main stream still covers the window, and we hear of it
+            fill.ranged = False
             log.exception("blob_range_stream_crashed", digest=fill.digest, start=window.start)
         finally:
             fill.drop(window)
@@ -115,6 +122,7 @@ class SideStreams:
         body = await upstream.open_blob(fill.name, fill.digest, window.start, window.end)
         try:
             if not _answers(body, window, fill.size):
+                fill.ranged = False  # it would answer the next one the same way
                 self._refused(fill, window, f"upstream answered {body.status} for a Range")
                 return
             await fill.attached.wait()

@@ -135,11 +135,11 @@ async def test_a_side_stream_the_upstream_answers_whole_is_dropped(
 
 
 @pytest.mark.parametrize("limit", ["fill_range_streams", "fill_range_streams_total"])
-async def test_past_the_stream_limit_a_far_reader_waits_for_the_main_stream(
+async def test_past_the_stream_limit_a_far_reader_waits_for_a_free_stream(
     fake: FakeUpstream, make_mirror: MirrorFactory, limit: str
 ) -> None:
-    """With the per-blob (or overall) limit of side streams taken, a second far reader gets none and
-    is served by the main stream."""
+    """With the per-blob (or overall) limit of side streams taken, a second far reader gets none; it
+    gets one once the first side stream ends."""
     mirror = await make_mirror(**{limit: 1, "fill_range_gap": MIB})
     data = payload(SIZE)
     digest, whole = await held_fill(fake, mirror, data)
@@ -157,7 +157,8 @@ async def test_past_the_stream_limit_a_far_reader_waits_for_the_main_stream(
     assert await far == data[second : second + WINDOW]
     assert await first.read() == data[AHEAD:]
     assert await whole.read() == data
-    assert await sample(mirror, "mirror_fill_range_streams_total", started) == 1
+    assert await sample(mirror, "mirror_fill_range_streams_total", started) == 2
+    assert await sample(mirror, "mirror_fill_range_streams_total", '{result="limited"}') == 1
 
 
 async def _equals(value: Awaitable[float], expected: float) -> bool:
