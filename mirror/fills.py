@@ -544,19 +544,21 @@ def _overlaps(fill: Fill) -> bool:
 
 
 async def _absorb(fill: Fill, fd: int, hasher: hashlib._Hash) -> None:
-    """Hash, in order and from the file, bytes side streams put at the main stream's front."""
+    """Hash, in order and from the file, bytes side streams put at the main stream's front (a step
+    per thread hand-off, so that a cancelled fill stops within one)."""
     while (end := fill.present.run_from(fill.front)) > fill.front:
-        await asyncio.to_thread(_hash_file, fd, fill.front, end, hasher)
-        fill.front = end
+        fill.front += await asyncio.to_thread(
+            _hash_file, fd, fill.front, min(end, fill.front + HASH_STEP), hasher
+        )
 
 
-def _hash_file(fd: int, start: int, end: int, hasher: hashlib._Hash) -> None:
-    while start < end:
-        data = os.pread(fd, min(HASH_STEP, end - start), start)
-        if not data:
-            raise OSError(errno.EIO, "temp file shorter than its present bytes")
-        hasher.update(data)
-        start += len(data)
+def _hash_file(fd: int, start: int, end: int, hasher: hashlib._Hash) -> int:
+    """Hash bytes [start, end) of the file; how many that was."""
+    data = os.pread(fd, end - start, start)
+    if len(data) != end - start:
+        raise OSError(errno.EIO, "temp file shorter than its present bytes")
+    hasher.update(data)
+    return len(data)
 
 
 def _discard_temp(file: IO[bytes], path: Path, fd: int) -> None:
