@@ -15,7 +15,9 @@ from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
 from tests.integration.test_capacity import sample
 from tests.integration.test_fills import Client, payload, written
+from tests.integration.test_shared import _shared
 from tests.support.polling import eventually
+from tests.support.redis import RedisServer
 
 MIB = 1024 * 1024
 SIZE = 32 * MIB  # a "large" blob, scaled down so that a paced download takes about a second
@@ -175,3 +177,17 @@ async def test_no_side_stream_for_a_range_near_the_front(
     fake.rate = RATE
     assert await read_range(mirror, digest, AHEAD, WINDOW) == data[AHEAD : AHEAD + WINDOW]
     assert ranges_asked(fake) == [None]
+
+
+async def test_in_the_shared_mode_the_filling_replica_takes_side_streams_from_upstream(
+    fake: FakeUpstream, make_mirror: MirrorFactory, redis_server: RedisServer
+) -> None:
+    """A replica holding a blob's fill lease fetches a far reader's window from the upstream too."""
+    mirror = await make_mirror(**_shared(redis_server))
+    data = payload(SIZE)
+    digest, whole = await held_fill(fake, mirror, data)
+    await eventually(lambda: written(mirror, digest) == FRONT)
+    assert await read_range(mirror, digest, AHEAD, WINDOW) == data[AHEAD : AHEAD + WINDOW]
+    assert await whole.read() == data
+    assert await sample(mirror, "mirror_fill_range_streams_total", '{result="started"}') == 1
+    assert fake.sent[digest] == SIZE
