@@ -191,3 +191,23 @@ async def test_in_the_shared_mode_the_filling_replica_takes_side_streams_from_up
     assert await whole.read() == data
     assert await sample(mirror, "mirror_fill_range_streams_total", '{result="started"}') == 1
     assert fake.sent[digest] == SIZE
+
+
+async def test_over_the_event_loop_transport_streams_are_cut_and_joined_alike(
+    fake: FakeUpstream, make_mirror: MirrorFactory
+) -> None:
+    """With every transfer thread taken, the main and side streams go over the session: the cut main
+    stream counts every byte it hashed, so the blob still commits verified, each byte fetched once."""
+    mirror = await make_mirror(max_transfers=1, shutdown_grace=0)
+    other = fake.add_blob(payload(MIB, seed=9))
+    fake.stall_after[other] = MIB // 2  # holds the one transfer thread
+    await mirror.get(blob_url(other))
+    await eventually(lambda: written(mirror, other) == MIB // 2)
+    data = payload(SIZE)
+    digest, whole = await held_fill(fake, mirror, data)
+    await eventually(lambda: written(mirror, digest) == FRONT)
+    assert await read_range(mirror, digest, AHEAD, WINDOW) == data[AHEAD : AHEAD + WINDOW]
+    assert await whole.read() == data
+    await eventually(lambda: stored(mirror, digest))
+    assert fake.sent[digest] == SIZE
+    assert await sample(mirror, "mirror_blob_transfers_total", '{transport="session"}') == 4
