@@ -1,8 +1,9 @@
-"""What the proxy answers: a manifest, or a blob whose bytes come from one of three places.
+"""What the proxy answers: a manifest, or a blob whose bytes come from one of four places.
 
-A blob's bytes are in memory (a small blob), in a stored file, or in the growing temp file of a fill
-under way: a closed union that `transfer.send_blob` takes apart with `match`. Adding a place means adding
-a class here and a case there; no caller tests flags.
+A blob's bytes are in memory (a small blob), in a stored file, in the growing temp file of a fill
+under way, or straight from upstream (a blob the cache cannot store): a closed union that
+`transfer.send_blob` takes apart with `match`. Adding a place means adding a class here and a case
+there; no caller tests flags.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from mirror.fills import Fill
 from mirror.oci import Manifest
+from mirror.passthrough import PassThrough
 from mirror.storage.blobs import StoredBlob
 
 
@@ -41,7 +43,15 @@ class Filling:
     fill: Fill
 
 
-BlobBytes = InMemory | Stored | Filling
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A blob the cache could not store lately (`reason`): streamed from upstream, not stored."""
+
+    through: PassThrough
+    reason: str
+
+
+BlobBytes = InMemory | Stored | Filling | Upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,8 @@ class BlobAnswer:
     result: str  # hit | miss | coalesced
     size: int | None
     body: BlobBytes
+    #: Where a reader of a fill that ends `unstored` gets the rest of the blob (None: nowhere).
+    rest: PassThrough | None = None
 
     def close(self) -> None:
         """Let go of the file or fill the bytes come from."""
@@ -59,5 +71,5 @@ class BlobAnswer:
                 blob.close()
             case Filling(fill):
                 fill.release()
-            case InMemory():
+            case InMemory() | Upstream():
                 pass

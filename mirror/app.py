@@ -18,6 +18,7 @@ from mirror.cluster.mode import SharedMode
 from mirror.config import Settings
 from mirror.fills import FillLimits, Fills
 from mirror.metrics import Metrics
+from mirror.passthrough import PassThroughs
 from mirror.proxy import RegistryProxy
 from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
@@ -28,6 +29,7 @@ from mirror.storage.integrity import check_store
 from mirror.storage.listings import ListingCache
 from mirror.storage.manifests import ManifestCache, ManifestDisk
 from mirror.storage.pins import PinRecord
+from mirror.storage.room import CacheLimits, Room
 from mirror.tag_lists import TagLists
 from mirror.tls import ServerTls
 from mirror.upstream.breaker import Breaker
@@ -120,13 +122,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     pins = PinRecord(settings.pins, settings.cache_dir)
     await asyncio.to_thread(pins.load)
     limit = settings.cache_max_bytes
-    evictor = Evictor(
-        store,
-        metrics,
-        int(limit * settings.cache_high_watermark),
-        int(limit * settings.cache_low_watermark),
-        pins.digests,
-    )
+    high, low = int(limit * settings.cache_high_watermark), int(limit * settings.cache_low_watermark)
+    evictor = Evictor(store, metrics, high, low, pins.digests, reserved=lambda: room.reserved)
+    room = Room(store, evictor, CacheLimits(limit, high, low), metrics)
     evictor.poke()  # in the background: a store far over its limit serves while it shrinks
     shared = SharedMode(settings, metrics, store) if settings.shared else None
     manifests_dir = settings.cache_dir / "manifests"
@@ -149,7 +147,8 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         settings.fill_range_streams_total,
         settings.fill_range_gap,
     )
-    fills = Fills(store, metrics, on_commit=committed, limits=limits)
+    fills = Fills(store, metrics, on_commit=committed, limits=limits, room=room)
+    passthroughs = PassThroughs(limits, metrics, room)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:
@@ -181,6 +180,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                 settings.prefetch,
                 blobs=shared.source(upstream) if shared else None,
                 shared=shared.fetches if shared else None,
+                passthroughs=passthroughs,
             )
             if upstream_settings.upstream_auth == "client":
                 gates[upstream.label] = ClientGate(

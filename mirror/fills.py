@@ -4,7 +4,10 @@ The first miss for a digest starts a fill: a task that streams the upstream body
 hashing it. Clients read the growing file (never per-client queues, so memory stays bounded whatever
 their number), waiting for bytes not written yet. The fill runs on its own: a client that disconnects
 does not stop it. It resumes a broken upstream body with Range, and commits the file into the store
-only when size and digest match; otherwise every reader is failed and nothing is kept.
+only when size and digest match; otherwise every reader is failed and nothing is kept. A fill reserves
+its blob's size in the cache when the headers come (`storage/room.py`); a blob that gets no room, or
+whose temp file cannot be written (disk full), is not stored: the fill ends `unstored` and its readers
+go on from upstream (`passthrough.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from mirror.extents import Extents, Window
 from mirror.metrics import Metrics
 from mirror.sidestreams import SideStreams
 from mirror.storage.blobs import BlobStore
+from mirror.storage.room import Refused, Reservation, Room, reason_of_os_error
 from mirror.upstream import fields
 from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken
 
@@ -76,6 +80,7 @@ class Fill:
         self.error: errors.RegistryError | None = None
         self.finished = False
         self.verified = False  # size and digest matched: every byte may go out, before the commit
+        self.unstored: str | None = None  # why the blob cannot be stored: readers go on from upstream
         self.ready = asyncio.Event()
         self.done = asyncio.Event()
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -130,14 +135,16 @@ class Fill:
         """Wait until the byte at `pos` may be sent (or the fill ended); the end of the bytes from
         `pos` on that may be sent. `until`: where the reader stops (None: the blob's end).
 
-        Raises FillFailed if the fill failed: what a reader already sent must then be cut off."""
+        Raises FillFailed if the fill failed: what a reader already sent must then be cut off. A fill
+        that ended `unstored` lets its readers have what it wrote: they take the rest from upstream."""
         asked: int | None = None  # side streams of this fill when the reader last asked for one
         while self._releasable(pos) <= pos and not self.finished:
             if asked is None or len(self.windows) < asked:
                 self.on_wanted(self, pos, until, asked is None)
                 asked = len(self.windows)
             await asyncio.shield(self._changed)
-        if self.error is not None and not self.verified:  # a failed commit leaves the bytes good
+        # A failed commit leaves the bytes good.
+        if self.error is not None and not self.verified and self.unstored is None:
             raise FillFailed(str(self.error))
         return self._releasable(pos)
 
@@ -233,8 +240,10 @@ class Fills:
         metrics: Metrics,
         on_commit: Callable[[str], None] = lambda digest: None,
         limits: FillLimits = FillLimits(),
+        room: Room | None = None,
     ) -> None:
         self._store = store
+        self._room = room  # reservations against the cache's limit and free space (None: none made)
         self._metrics = metrics
         self._on_commit = on_commit
         self._limits = limits
@@ -300,7 +309,7 @@ class Fills:
         except BaseException:  # the client left before the headers: it is no reader any more
             fill.release()
             raise
-        if fill.error is not None and fill.size is None:
+        if fill.error is not None and fill.size is None and fill.unstored is None:
             fill.release()
             raise fill.error
         return fill, joined
@@ -310,6 +319,7 @@ class Fills:
         started = time.monotonic()
         file: IO[bytes] | None = None
         temp: Path | None = None
+        reservation: Reservation | None = None
         deadline = asyncio.timeout(self._limits.max_seconds)
         try:
             async with deadline:
@@ -321,6 +331,12 @@ class Fills:
                     resp.release()
                     self._fail(fill, errors.UpstreamUnavailable(ABANDONED), "abandoned")
                     return
+                room = await self._reserve(fill)
+                if isinstance(room, Refused):
+                    resp.release()
+                    self._not_stored(fill, room)
+                    return
+                reservation = room
                 try:
                     opened, path, fd = await self._open_temp(fill.digest)
                 except BaseException:
@@ -332,7 +348,7 @@ class Fills:
                 await self._download(upstream, fill, opened, resp)
                 await self._sides.stop(fill)
                 await asyncio.to_thread(opened.close)
-                await asyncio.to_thread(self._store.commit, fill.digest, path, fill.written)
+                await asyncio.to_thread(self._commit, reservation, fill.digest, path, fill.written)
                 temp = None
                 self._on_commit(fill.digest)
                 log.info(
@@ -343,7 +359,9 @@ class Fills:
                 )
                 fill.finish(None)
         except errors.RegistryError as exc:
-            if fill.ready.is_set():
+            if isinstance(exc, errors.StorageUnavailable) and fill.ready.is_set() and not fill.verified:
+                self._not_stored(fill, _refusal(exc))  # the temp file could not be made
+            elif fill.ready.is_set():
                 self._fail(fill, exc, reason_of(exc))
             else:  # the upstream refused (404, 401, ...): an answer, not a failed download
                 fill.finish(exc)
@@ -358,13 +376,19 @@ class Fills:
                 raise
             detail = f"download took longer than fill_max_seconds ({self._limits.max_seconds:g} s)"
             self._fail(fill, errors.UpstreamUnavailable(detail), "upstream_error")
-        except OSError as exc:  # writing the temp file, in the transfer thread
-            self._fail(fill, errors.StorageUnavailable(f"cache write failed: {exc.strerror}"), "disk")
+        except OSError as exc:  # writing the temp file (in the transfer thread), or committing it
+            detail = f"cache write failed: {exc.strerror}"
+            if fill.verified:  # the readers have every byte: only the cache entry is lost
+                self._fail(fill, errors.StorageUnavailable(detail), "disk")
+            else:
+                self._not_stored(fill, Refused(reason_of_os_error(exc), detail))
         except Exception as exc:  # a bug or a surprise: every reader still gets an answer, and we hear of it
             log.exception("blob_fill_crashed", digest=fill.digest, bytes=fill.written)
             self._fail(fill, errors.UpstreamUnavailable(f"download failed: {type(exc).__name__}"), "internal")
         finally:
             await self._sides.stop(fill)  # before the file is closed and removed
+            if reservation is not None:  # released by the commit already, unless the fill failed
+                await asyncio.to_thread(reservation.release)
             self._stopped.discard(fill)
             self._fills.pop(fill.digest, None)
             self._metrics.fills_in_flight.dec()
@@ -386,6 +410,33 @@ class Fills:
                 file, path, fd = opening.result()
                 await asyncio.to_thread(_discard_temp, file, path, fd)
             raise
+
+    async def _reserve(self, fill: Fill) -> Reservation | Refused | None:
+        """Room for the blob in the cache (None: no room is kept, or its size is not known)."""
+        if self._room is None or fill.size is None:
+            return None
+        return await self._room.reserve(fill.digest, fill.size, lambda: fill.present.total)
+
+    def _commit(self, reservation: Reservation | None, digest: str, temp: Path, size: int) -> None:
+        if self._room is not None:
+            self._room.commit(reservation, digest, temp, size)
+        else:
+            self._store.commit(digest, temp, size)
+
+    def _not_stored(self, fill: Fill, refused: Refused) -> None:
+        """The blob cannot be stored: the fill ends `unstored`, its readers go on from upstream."""
+        log.warning(
+            "blob_not_stored",
+            digest=fill.digest,
+            reason=refused.reason,
+            detail=refused.detail,
+            size=fill.size,
+            bytes=fill.written,
+        )
+        if self._room is not None:
+            self._room.refuse(fill.digest, fill.size, refused.reason)
+        fill.unstored = refused.reason
+        fill.finish(errors.StorageUnavailable(f"blob not stored: {refused.detail}"))
 
     def _fail(self, fill: Fill, exc: errors.RegistryError, reason: str) -> None:
         self._metrics.fill_failures.labels(reason).inc()
@@ -566,3 +617,10 @@ def _discard_temp(file: IO[bytes], path: Path, fd: int) -> None:
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+def _refusal(exc: errors.StorageUnavailable) -> Refused:
+    """Why a storage failure (translated from an OSError) keeps a blob from being stored."""
+    cause = exc.__cause__
+    reason = reason_of_os_error(cause) if isinstance(cause, OSError) else "disk_error"
+    return Refused(reason, str(exc))

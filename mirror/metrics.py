@@ -22,6 +22,8 @@ AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
 #: How a ranged side stream of a fill went: opened and writing, refused (no 206 for its window),
 #: failed mid-way (the main stream covers the rest), or not started because a limit was reached.
 RANGE_STREAM_RESULTS = ("started", "refused", "failed", "limited")
+#: Why a blob was streamed from upstream without being stored (`storage/room.py`).
+PASSTHROUGH_REASONS = ("too_large", "cache_full", "disk_full", "disk_error")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
 REDIS_OUTCOMES = ("ok", "error", "skipped")
 #: Where a shared-mode fill got its bytes: a peer holding the blob, the peer filling it, or upstream.
@@ -185,6 +187,17 @@ class Metrics:
         self.evicted_bytes = Counter(
             "mirror_cache_evicted_bytes", "Bytes evicted to keep the store under its limit", registry=r
         )
+        self.cache_reserved = Gauge(
+            "mirror_cache_reserved_bytes",
+            "Bytes reserved in the blob store by downloads under way (counted against cache_max_bytes)",
+            registry=r,
+        )
+        self.blob_passthrough = Counter(
+            "mirror_blob_passthrough",
+            "Blob answers streamed from upstream without being stored, by why the blob was not stored",
+            ["reason"],
+            registry=r,
+        )
         self.pinned_bytes = Gauge(
             "mirror_cache_pinned_bytes", "Bytes of blobs held by pinned images (never evicted)", registry=r
         )
@@ -219,6 +232,8 @@ class Metrics:
             self.fill_failures.labels(reason)
         for result in RANGE_STREAM_RESULTS:
             self.range_streams.labels(result)
+        for reason in PASSTHROUGH_REASONS:
+            self.blob_passthrough.labels(reason)
         self.build = Info(
             "mirror_build", "Version and git revision of the mirror, version of Python", registry=r
         )

@@ -12,10 +12,11 @@ import asyncio
 import structlog
 
 from mirror import errors, oci
-from mirror.answers import BlobAnswer, Filling, InMemory, ManifestAnswer, Stored
+from mirror.answers import BlobAnswer, Filling, InMemory, ManifestAnswer, Stored, Upstream
 from mirror.cluster.once import SharedFetches
 from mirror.fills import Fills
 from mirror.oci import Manifest
+from mirror.passthrough import PassThroughs
 from mirror.singleflight import SingleFlight
 from mirror.storage.blobs import BlobStore
 from mirror.storage.hot import HotBlobs
@@ -44,6 +45,7 @@ class RegistryProxy:
         prefetch: bool = False,
         blobs: BlobSource | None = None,
         shared: SharedFetches | None = None,
+        passthroughs: PassThroughs | None = None,
     ) -> None:
         self.upstream = upstream
         #: Where fills get blob bytes: the upstream, or in the shared mode peers before it.
@@ -52,6 +54,7 @@ class RegistryProxy:
         self._manifests = manifests
         self._store = store
         self._fills = fills
+        self._passthroughs = passthroughs  # blobs the cache cannot store, streamed from upstream
         self._hot = hot
         self._tag_ttl = tag_ttl
         self._negative_ttl = negative_ttl
@@ -186,10 +189,15 @@ class RegistryProxy:
                     stored.close()
                     return BlobAnswer("hit", stored.size, InMemory(stored.data))
                 return BlobAnswer("hit", stored.size, Stored(stored))
+            if self._passthroughs is not None and (refused := self._passthroughs.refused(digest)):
+                reason, size = refused  # not stored lately: no fill, straight from upstream
+                through = self._passthroughs.of(self._blobs, name, digest)
+                return BlobAnswer("miss", size, Upstream(through, reason))
         fill, joined = await self._fills.join(self._blobs, name, digest)
+        rest = self._passthroughs.of(self._blobs, name, digest) if self._passthroughs is not None else None
         if fill.finished and fill.error is None:  # verified and being committed: as good as stored
-            return BlobAnswer("hit", fill.size, Filling(fill))
-        return BlobAnswer("coalesced" if joined else "miss", fill.size, Filling(fill))
+            return BlobAnswer("hit", fill.size, Filling(fill), rest)
+        return BlobAnswer("coalesced" if joined else "miss", fill.size, Filling(fill), rest)
 
     async def ensure_blob(self, name: str, digest: str) -> None:
         """Make sure a blob is stored, downloading it if needed."""

@@ -11,8 +11,9 @@ from typing import IO
 
 from aiohttp import web
 
-from mirror.answers import BlobAnswer, Filling, InMemory, Stored
+from mirror.answers import BlobAnswer, Filling, InMemory, Stored, Upstream
 from mirror.fills import Fill, FillFailed
+from mirror.passthrough import PassThroughFailed, continue_fill
 from mirror.ranges import parse_range
 
 #: Bytes per step of the copying fallback.
@@ -66,7 +67,17 @@ async def send_blob(request: web.Request, answer: BlobAnswer, digest: str) -> Se
         case Filling(fill):
             try:
                 sent = await send_fill(request, response, fill, start, end)
-            except FillFailed:
+                if fill.unstored is not None:  # the blob is not stored: the rest from upstream
+                    whole = wanted is None
+                    sent += await continue_fill(answer.rest, response, fill, start + sent, end, whole)
+            except (FillFailed, PassThroughFailed):
+                _abort(request)
+                return Sent(response, 0, complete=False)
+        case Upstream(through, reason):
+            try:
+                whole = wanted is None
+                sent = await through.send(response, start, end, size=size, reason=reason, whole=whole)
+            except PassThroughFailed:
                 _abort(request)
                 return Sent(response, 0, complete=False)
     await response.write_eof()

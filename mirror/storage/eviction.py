@@ -1,6 +1,7 @@
 """Keeping the blob store under its size limit: when a commit takes it over the high watermark, least
-recently used blobs are evicted down to the low watermark, in one batch, in a thread. Pinned blobs and
-blobs being read are never evicted."""
+recently used blobs are evicted down to the low watermark, in one batch, in a thread. Bytes reserved by
+fills under way count as stored (`room.py`), and a fill about to start has room made for it at once
+(`make_room`), with the same plan. Pinned blobs and blobs being read are never evicted."""
 
 from __future__ import annotations
 
@@ -25,13 +26,16 @@ class Evictor:
         high: int,
         low: int,
         protected: Callable[[], Collection[str]],
+        reserved: Callable[[], int] = lambda: 0,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self.high, self.low = high, low
         self._protected = protected
+        self._reserved = reserved  # bytes fills under way will add
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self._evicting = asyncio.Lock()  # one batch at a time, whoever asks
 
     def poke(self) -> None:
         """Something was committed: check the size soon (coalesced with a batch under way)."""
@@ -48,11 +52,29 @@ class Evictor:
                 return
 
     async def evict_if_needed(self) -> int:
-        """One batch if the store is over the high watermark; returns the bytes evicted."""
-        size = await asyncio.to_thread(self._store.blob_bytes)
-        if size <= self.high:
-            return 0
-        count, freed = await asyncio.to_thread(_tally, self._store.evict(self.low, self._protected()))
+        """One batch if the store (with reservations) is over the high watermark; the bytes evicted."""
+        async with self._evicting:
+            size = await asyncio.to_thread(self._store.blob_bytes)
+            reserved = self._reserved()
+            if size + reserved <= self.high:
+                return 0
+            freed, after = await self._batch(max(0, self.low - reserved), size, "watermark")
+        if after + reserved > self.high:
+            log.warning("cache_over_limit", size=after, limit=self.high, reason="pinned or in use")
+        return freed
+
+    async def make_room(self, target: int) -> int:
+        """Evict now until the stored blobs take at most `target` bytes (as far as pins and readers
+        allow), for a fill that reserves room; the bytes evicted."""
+        async with self._evicting:
+            size = await asyncio.to_thread(self._store.blob_bytes)
+            if size <= target:
+                return 0
+            freed, _ = await self._batch(target, size, "reservation")
+        return freed
+
+    async def _batch(self, target: int, size: int, why: str) -> tuple[int, int]:
+        count, freed = await asyncio.to_thread(_tally, self._store.evict(target, self._protected()))
         self._metrics.evictions.inc(count)
         self._metrics.evicted_bytes.inc(freed)
         after = await asyncio.to_thread(self._store.blob_bytes)
@@ -62,12 +84,12 @@ class Evictor:
             bytes=freed,
             size_before=size,
             size_after=after,
+            target=target,
             high=self.high,
             low=self.low,
+            reason=why,
         )
-        if after > self.high:
-            log.warning("cache_over_limit", size=after, limit=self.high, reason="pinned or in use")
-        return freed
+        return freed, after
 
     async def close(self) -> None:
         if self._task is not None:

@@ -30,6 +30,7 @@ import diskcache
 import structlog
 from aiocache import SimpleMemoryCache
 
+from mirror import errors
 from mirror.oci import Digest, Manifest
 from mirror.storage.failures import translated
 
@@ -114,7 +115,7 @@ class ManifestCache:
             return None
         try:
             return await asyncio.to_thread(self._disk.get, key)
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, errors.StorageUnavailable) as exc:  # translated or not
             log.warning("manifest_disk_read_failed", detail=f"{type(exc).__name__}: {exc}"[:300])
             return None
 
@@ -125,7 +126,7 @@ class ManifestCache:
             return
         try:
             await asyncio.to_thread(self._disk.set, key, value)
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, sqlite3.Error, errors.StorageUnavailable) as exc:  # translated or not
             log.warning("manifest_disk_write_failed", detail=f"{type(exc).__name__}: {exc}"[:300])
 
     @staticmethod

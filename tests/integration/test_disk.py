@@ -1,5 +1,6 @@
 """A full, damaged or vanished cache disk degrades the mirror, never breaks it: damaged indexes are
-moved aside, manifest writes are best effort, low disk and a deleted cache directory show in /readyz."""
+moved aside, manifest writes are best effort, low disk and a deleted cache directory show in /readyz,
+and the blobs of a deleted one still come whole."""
 
 from __future__ import annotations
 
@@ -86,3 +87,18 @@ async def test_deleted_cache_directory_fails_readiness(mirror: Client, tmp_path:
     ready = await mirror.get("/readyz")
     assert ready.status == 503
     assert (await ready.json())["checks"]["cache_writable"] is False
+
+
+async def test_blobs_of_a_deleted_cache_directory_are_still_served_whole(
+    fake: FakeUpstream, mirror: Client, tmp_path: Path
+) -> None:
+    """A stored blob whose cache directory was deleted under the running mirror comes whole from
+    upstream (never 200 with 0 bytes), on every request until the pod is restarted."""
+    data = bytes(range(256)) * 4096  # past the in-memory hot-blob size: a file on disk
+    digest = fake.add_blob(data)
+    assert await (await mirror.get(f"/v2/library/app/blobs/{digest}")).read() == data
+    await asyncio.to_thread(shutil.rmtree, tmp_path / "cache")
+    for _ in range(2):
+        resp = await mirror.get(f"/v2/library/app/blobs/{digest}")
+        assert resp.status == 200
+        assert await resp.read() == data

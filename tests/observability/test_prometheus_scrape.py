@@ -33,6 +33,7 @@ EXPECTED_ALERTS = {
     "MirrorRedisUnreachable",
     "MirrorRateLimitBudgetLow",
     "MirrorCacheNearLimitHighEviction",
+    "MirrorBlobsNotStored",
     "MirrorFillFailures",
     "MirrorServerErrors",
 }

@@ -36,13 +36,16 @@ class MirrorProcess:
         client_cert: KeyPair | None = None,
         args: Sequence[str] = (),
         open_files: tuple[int, int] | None = None,
+        cache_fs_size: str | None = None,
     ) -> None:
         """`ip` is the loopback address clients use (127.0.0.1 or ::1; Docker takes every 127.0.0.0/8
         registry for insecure and reads no certs.d for it); `listen` the address to listen on when it is
         another (`::` for all IPv6 addresses), default `ip`. `tls`: serve HTTPS with its cert and key
         (clients trust its CA); `client_cert`: what the readiness probe and `metrics()` present when the
         mirror requires client certificates; `args`: more `mirror serve` arguments;
-        `open_files`: the (soft, hard) RLIMIT_NOFILE it starts with."""
+        `open_files`: the (soft, hard) RLIMIT_NOFILE it starts with; `cache_fs_size` (`64m`): the cache
+        directory is a tmpfs of that size, mounted in a private mount namespace of the mirror process
+        (needs root; the test reaches it through `cache_path()`)."""
         self.workdir = workdir
         self.tls = tls
         self.client_cert = client_cert
@@ -55,6 +58,7 @@ class MirrorProcess:
         self.listen = host_port(listen or ip, self.port)
         self.extra_env = dict(env or {})
         self.open_files = open_files  # (soft, hard) RLIMIT_NOFILE the process starts with
+        self.cache_fs_size = cache_fs_size
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -95,12 +99,24 @@ class MirrorProcess:
         ]
         if self.tls is not None:
             args += ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+        if self.cache_fs_size is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            args = [*_in_tmpfs(self.cache_dir, self.cache_fs_size), *args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 args, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._limit
             )
         wait_http(f"{self.url}/readyz", ok_statuses={200}, proc=self.proc, **self._tls_args())
         return self
+
+    def cache_path(self, relative: str = "") -> Path:
+        """A path under the cache directory as the mirror sees it (through its mount namespace when the
+        cache is a private tmpfs)."""
+        base = self.cache_dir
+        if self.cache_fs_size is not None:
+            assert self.proc is not None, "the mirror is not running"
+            base = Path(f"/proc/{self.proc.pid}/root") / self.cache_dir.relative_to("/")
+        return base / relative if relative else base
 
     def _limit(self) -> None:
         """In the child before exec: the open-file limit it is started with, if one was given."""
@@ -134,3 +150,14 @@ class MirrorProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+#: Mounts a tmpfs of size $2 on $1 in the new mount namespace, then `exec`s the rest (the PID stays
+#: the mirror's, so `stop()` signals the mirror itself).
+_TMPFS_SCRIPT = 'set -e; mount -t tmpfs -o "size=$2" mirror-cache "$1"; shift 2; exec "$@"'
+
+
+def _in_tmpfs(directory: Path, size: str) -> list[str]:
+    """The argv prefix that runs a command with `directory` on a private tmpfs of `size`."""
+    unshare = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _TMPFS_SCRIPT]
+    return [*unshare, "sh", str(directory), size]

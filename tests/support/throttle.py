@@ -69,6 +69,8 @@ class ThrottledProxy:
 
     def stop(self) -> None:
         self._stopped.set()
+        with contextlib.suppress(OSError):  # wakes the accepting thread (closing alone does not)
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             sockets, threads = list(self._sockets), list(self._threads)
