@@ -59,9 +59,11 @@ image:
 test-fast: $(STAMP)
 	$(BIN)/pytest --ignore=tests/e2e -q
 
+# `make bench BENCH_FLAGS="--bigstore-blobs 1000000"`: any `python -m tests.bench` options (see its --help).
+BENCH_FLAGS ?=
 bench: $(STAMP)
 	scripts/install-bench-deps
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m tests.bench $(BENCH_FLAGS)
 	$(BIN)/python -m tests.bench.shared --runs 1 > bench-results/shared.json
 
 clean:

@@ -276,15 +276,20 @@ class Fills:
     def _abandoned(self, fill: Fill) -> None:
         """Every reader of `fill` left: it runs on only within the abandoned-fill budget (count and bytes
         still to download, over all such fills), else it is stopped: a few kilobytes of requests must
-        never make the mirror download gigabytes."""
-        if self._over_budget(fill):
+        never make the mirror download gigabytes. A fill with every byte downloaded (its last reader
+        often leaves while the commit runs) costs nothing more: it is never stopped, nor counted."""
+        if fill.remaining != 0 and self._over_budget(fill):
             task = self._by_fill.get(fill)
             if task is not None and not task.done():
                 self._stopped.add(fill)
                 task.cancel()
 
     def _over_budget(self, fill: Fill) -> bool:
-        others = [f for f in self._fills.values() if f.abandoned and f is not fill and f not in self._stopped]
+        others = [
+            f
+            for f in self._fills.values()
+            if f.abandoned and f is not fill and f not in self._stopped and f.remaining != 0
+        ]
         # Before its headers a fill's size is not known: it is judged again when they come.
         left = [f.remaining for f in (*others, fill) if f.ready.is_set()]
         unknown = any(r is None for r in left)

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.bench import report
-from tests.bench.scenarios import SCENARIOS, Scenario
+from tests.bench.plan import SCENARIOS, Scenario
 from tests.bench.seed import GIB, MIB, ensure_seeded
-from tests.bench.stack import WARM_TAG_TTL_S, Env, Sample, start_env
+from tests.bench.stack import WARM_TAG_TTL_S, Env, Sample, SoakSettings, start_env
+from tests.bench.wan import Shape
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = ("docker-registry", "skopeo", "nginx", "wrk", "curl")
@@ -35,6 +36,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="seconds per wrk run (default 5; 2 with --quick)")
     p.add_argument("--herd", type=int, default=16, help="clients in the herd scenario (default 16)")
     p.add_argument("--only", help="comma-separated scenario numbers, e.g. 1,3,6")
+    p.add_argument("--soak-connections", type=int, default=1000, help="soak connections (default 1000)")
+    p.add_argument(
+        "--soak-seconds", type=float, help="soak duration after its warm-up (default 60; 10 quick)"
+    )
+    p.add_argument("--soak-warmup", type=float, default=10.0, help="soak warm-up seconds (default 10)")
+    p.add_argument(
+        "--bigstore-blobs",
+        type=int,
+        default=100_000,
+        help="blobs in scenario 11's store (default 100000; 1000000 seeds in ~13 min, once)",
+    )
+    p.add_argument("--wan-latency-ms", type=float, default=30.0, help="WAN link, one way (default 30)")
+    p.add_argument("--wan-rate-mb", type=float, default=0, help="WAN MB/s per connection (default 0: none)")
+    p.add_argument("--wan-total-rate-mb", type=float, default=100, help="WAN MB/s in all (default 100)")
     p.add_argument("--out", type=Path, default=REPO / "bench-results", help="where latest.md/.json go")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
     return p
@@ -57,6 +72,8 @@ def _run_all(
     samples: dict[str, list[Sample]] = {s.key: [] for s in scenarios}
     for run in range(runs):
         for scenario in scenarios:
+            if scenario.once and run > 0:
+                continue
             started = time.monotonic()
             try:
                 sample = scenario.run(env, run)
@@ -92,6 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     duration_s = args.duration or (2.0 if args.quick else 5.0)
     big_size = 64 * MIB if args.quick else GIB
     scenarios = _selected(args.only)
+    soak = SoakSettings(
+        connections=args.soak_connections,
+        warmup_s=args.soak_warmup,
+        duration_s=args.soak_seconds or (10.0 if args.quick else 60.0),
+    )
+    wan = Shape(
+        args.wan_latency_ms / 1000, args.wan_rate_mb * 1e6 or None, args.wan_total_rate_mb * 1e6 or None
+    )
     seeded, storage = ensure_seeded(big_size)
     setup_s = time.monotonic() - started
     print(f"seeded upstream content ready in {setup_s:.1f} s ({storage})", file=sys.stderr, flush=True)
@@ -104,8 +129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             logs_dir = args.out / "logs"
             shutil.rmtree(logs_dir, ignore_errors=True)  # only this run's logs stay beside latest.md
             env = start_env(
-                stack, workdir, seeded, storage, duration_s=duration_s, herd=args.herd, logs_dir=logs_dir
+                stack,
+                workdir,
+                seeded,
+                storage,
+                duration_s=duration_s,
+                herd=args.herd,
+                wan=wan,
+                logs_dir=logs_dir,
             )
+            env.soak, env.bigstore_blobs = soak, args.bigstore_blobs
             print(
                 f"servers up, caches warm ({time.monotonic() - started:.1f} s)", file=sys.stderr, flush=True
             )
@@ -126,11 +159,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": runs,
         "duration_s": duration_s,
         "herd_clients": args.herd,
+        "wan": wan.describe(),
+        "soak": asdict(soak),
         "warm_tag_ttl_s": WARM_TAG_TTL_S,
         "big_size": big_size,
         "seeded": asdict(seeded),
         "samples": samples,
-        "rows": report.table_rows(samples, _size_label(big_size), args.herd),
+        "rows": report.table_rows(
+            samples,
+            big=_size_label(big_size),
+            herd=args.herd,
+            soak=f"{soak.connections:,} connections, {soak.duration_s:g} s",
+            blobs=f"{args.bigstore_blobs:,} blobs",
+        ),
         "resources": report.resources(samples),
         "errors": errors,
         "notes": notes,

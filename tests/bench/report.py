@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from tests.bench.scenarios import SCENARIOS
+from tests.bench.plan import SCENARIOS
 from tests.bench.stack import Sample
 from tests.bench.targets import ROWS
 
@@ -29,8 +29,9 @@ def _cell(value: float | None, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
-def table_rows(samples: dict[str, list[Sample]], big: str, herd: int) -> list[dict[str, Any]]:
-    """Each row's figures, the mirror/reference ratio and whether the target is met."""
+def table_rows(samples: dict[str, list[Sample]], **names: object) -> list[dict[str, Any]]:
+    """Each row's figures, the mirror/reference ratio and whether the target is met; `names` fill the
+    labels' placeholders (`big`, `herd`, `soak`)."""
     rows = []
     for row in ROWS:
         runs = samples.get(row.scenario, [])
@@ -39,7 +40,7 @@ def table_rows(samples: dict[str, list[Sample]], big: str, herd: int) -> list[di
         ratio = mirror / reference if mirror is not None and reference else None
         rows.append(
             {
-                "label": row.label.format(big=big, herd=herd),
+                "label": row.label.format(**names),
                 "scenario": row.scenario,
                 "mirror": mirror,
                 "reference": reference,
@@ -114,7 +115,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"Python {m['python']}. Commit {report['git']['commit']}{dirty}. {report['runs']} runs per scenario "
         f"(medians; worst run where marked), big blob {report['big_size']:,} bytes, "
         f"wrk {report['duration_s']:g} s, reference: distribution 2.8 in proxy mode; the warm mirror runs "
-        f"with a tag TTL of {report['warm_tag_ttl_s']} s. "
+        f"with a tag TTL of {report['warm_tag_ttl_s']} s. WAN link (8, 9): {report.get('wan', '—')}. "
         f"Total {report['wall_seconds']:.0f} s; load average {report['loadavg']['start']} at the start, "
         f"{report['loadavg']['end']} at the end.",
         "",
@@ -133,7 +134,9 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "Limits: nginx with sendfile for cached blobs; the upstream registry itself for request rates and "
-        "cold fetches; skopeo or 16 curls straight from the upstream for the pull and the herd.",
+        "cold fetches; skopeo or 16 curls straight from the upstream for the pull and the herd; skopeo or "
+        "one curl straight over the WAN link for 8 and 9 (the reference is left out of 9: it fetches the "
+        "blob once per client).",
     ]
     if report["errors"]:
         lines += ["", "## Scenarios that could not run", ""]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import shutil
 import statistics
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from tests.bench.load import BenchError, check_transfers, curl_get, curl_parallel, timed_pull, wrk
 from tests.bench.stack import WHO, Env, Sample
@@ -89,28 +87,38 @@ def small_blob(env: Env, run: int) -> Sample:
     return _rate(env, run, f"/v2/{sd.small_name}/blobs/{sd.small_digest}", {})
 
 
-def cold_pull(env: Env, run: int) -> Sample:
-    """5. skopeo copies the 6-layer image through a fresh mirror / reference, or straight from upstream."""
+def pull(env: Env, run: int, prefix: str, upstream: str | None = None) -> Sample:
+    """skopeo copies the 6-layer image through a fresh mirror / reference, or straight from `upstream`
+    (default the upstream on loopback): seconds, and `<who>_upstream_ratio`, `<who>_upstream_requests`
+    (and `<who>_link_connections` opened over the WAN link when it is the upstream)."""
     sd = env.seeded
     sample: Sample = {}
     for who in rotate(run):
-        label = f"pull-{run}-{who}"
+        label = f"{prefix}-{run}-{who}"
         scratch = env.workdir / label
         scratch.mkdir(parents=True, exist_ok=True)
-        with env.cold(who, label) as target:
+        with env.cold(who, label, upstream) as target:
             conf = scratch / "registries.conf"
             if who == "limit":
                 write_direct_registries_conf(conf, target.host)
             else:
                 write_registries_conf(conf, target.host)
-            mark = env.upstream_mark()
+            mark, links = env.upstream_mark(), env.wan.stats.connections
             with target.measure(sample):
                 sample[who] = timed_pull(f"docker.io/{sd.layers_name}:{sd.layers_tag}", conf, scratch)
                 target.settle(sd.layers_blobs)
-            _, fetched = env.upstream_window(mark)
+            requests, fetched = env.upstream_window(mark)
         sample[f"{who}_upstream_ratio"] = fetched / sd.layers_image_bytes
+        sample[f"{who}_upstream_requests"] = requests
+        if upstream == env.wan.url:
+            sample[f"{who}_link_connections"] = env.wan.stats.connections - links
         shutil.rmtree(scratch, ignore_errors=True)
     return sample
+
+
+def cold_pull(env: Env, run: int) -> Sample:
+    """5. skopeo copies the 6-layer image through a fresh mirror / reference, or straight from upstream."""
+    return pull(env, run, "pull")
 
 
 def herd(env: Env, run: int) -> Sample:
@@ -146,22 +154,3 @@ def cold_ttfb(env: Env, run: int) -> Sample:
         sample[f"{who}_gbps"] = sd.big_size / transfer.total / GB
         sample[f"{who}_upstream_ratio"] = fetched / sd.big_size
     return sample
-
-
-@dataclass(frozen=True)
-class Scenario:
-    number: int
-    key: str
-    title: str
-    run: Callable[[Env, int], Sample]
-
-
-SCENARIOS = (
-    Scenario(1, "cached_1", "cached big blob, 1 stream", cached_one_stream),
-    Scenario(2, "cached_4", "cached big blob, 4 streams", cached_four_streams),
-    Scenario(3, "manifest", "manifest GET by tag, 64 connections", manifest_by_tag),
-    Scenario(4, "small_blob", "small blob GET (369 B), 64 connections", small_blob),
-    Scenario(5, "cold_pull", "cold pull of the 6-layer image (skopeo)", cold_pull),
-    Scenario(6, "herd", "herd: concurrent clients of the cold big blob", herd),
-    Scenario(7, "cold_ttfb", "cold big blob: TTFB and throughput", cold_ttfb),
-)

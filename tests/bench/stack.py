@@ -16,6 +16,7 @@ from pathlib import Path
 from tests.bench.load import fetch_verified
 from tests.bench.procs import Nginx, ProcStats, ProxyRegistry
 from tests.bench.seed import Seeded, blob_path
+from tests.bench.wan import Shape, Shaper
 from tests.support.mirrorproc import MirrorProcess
 from tests.support.polling import wait_until
 from tests.support.registry import Registry
@@ -36,6 +37,16 @@ class Target:
     url: str
     settle: Callable[[Sequence[str]], None]  # wait until background fetches of these digests are over
     stats: ProcStats | None = None  # the mirror's process tree, to measure
+    log: Path | None = None  # the mirror's JSON log
+
+    def fill_seconds(self, digest: str) -> float | None:
+        """How long the mirror's upstream download of `digest` took, from its `blob_fill_committed` line."""
+        if self.log is None or not self.log.is_file():
+            return None
+        for line in self.log.read_text(errors="replace").splitlines():
+            if '"blob_fill_committed"' in line and digest in line:
+                return float(json.loads(line)["seconds"])
+        return None
 
     @property
     def host(self) -> str:
@@ -78,6 +89,16 @@ def settle_reference(reference: ProxyRegistry) -> Callable[[Sequence[str]], None
     return settle
 
 
+@dataclass(frozen=True)
+class SoakSettings:
+    """The soak's shape (scenario 10): connections in all, load processes, seconds of warm-up and of soak."""
+
+    connections: int = 1000
+    processes: int = 2  # one event loop cannot drive 1,000 hashing connections alone on this machine
+    warmup_s: float = 10.0
+    duration_s: float = 60.0
+
+
 @dataclass
 class Env:
     """Everything a scenario needs; `notes` collects what looked odd, for the report."""
@@ -91,7 +112,10 @@ class Env:
     reference: ProxyRegistry
     duration_s: float
     herd: int
+    wan: Shaper  # the WAN-shaped link in front of `upstream`
     logs_dir: Path | None = None  # where logs with warnings or errors are copied for the report
+    soak: SoakSettings = field(default_factory=SoakSettings)
+    bigstore_blobs: int = 100_000  # blobs in scenario 11's store
     mirror_logs: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -105,22 +129,26 @@ class Env:
         return Target(limit or self.upstream.url, _no_settle)
 
     @contextlib.contextmanager
-    def cold(self, who: str, label: str) -> Iterator[Target]:
-        """A fresh mirror or reference (empty cache), or the upstream itself for the limit."""
+    def cold(self, who: str, label: str, upstream: str | None = None) -> Iterator[Target]:
+        """A fresh mirror or reference (empty cache), or the upstream itself for the limit; `upstream`
+        is the URL all three reach it by (default the upstream's own, on loopback)."""
+        upstream = upstream or self.upstream.url
         if who == "mirror":
-            with self.fresh_mirror(label) as mirror:
+            with self.fresh_mirror(label, upstream) as mirror:
                 assert mirror.proc is not None
-                yield Target(mirror.url, settle_mirror(mirror), ProcStats(mirror.proc.pid))
+                yield Target(mirror.url, settle_mirror(mirror), ProcStats(mirror.proc.pid), mirror.log_path)
         elif who == "reference":
-            with self.fresh_reference(label) as reference:
+            with self.fresh_reference(label, upstream) as reference:
                 yield Target(reference.url, settle_reference(reference))
         else:
-            yield Target(self.upstream.url, _no_settle)
+            yield Target(upstream, _no_settle)
 
     @contextlib.contextmanager
-    def fresh_mirror(self, label: str) -> Iterator[MirrorProcess]:
+    def fresh_mirror(
+        self, label: str, upstream: str | None = None, env: dict[str, str] | None = None
+    ) -> Iterator[MirrorProcess]:
         workdir = self.workdir / f"mirror-{label}"
-        mirror = MirrorProcess(workdir, self.upstream.url)
+        mirror = MirrorProcess(workdir, upstream or self.upstream.url, env)
         failed = True
         try:
             mirror.start()
@@ -134,9 +162,9 @@ class Env:
             shutil.rmtree(workdir / "cache", ignore_errors=True)
 
     @contextlib.contextmanager
-    def fresh_reference(self, label: str) -> Iterator[ProxyRegistry]:
+    def fresh_reference(self, label: str, upstream: str | None = None) -> Iterator[ProxyRegistry]:
         workdir = self.workdir / f"reference-{label}"
-        reference = ProxyRegistry(workdir, self.upstream.url)
+        reference = ProxyRegistry(workdir, upstream or self.upstream.url)
         try:
             reference.start()
             yield reference
@@ -207,14 +235,19 @@ def start_env(
     *,
     duration_s: float,
     herd: int,
+    wan: Shape,
     logs_dir: Path | None = None,
 ) -> Env:
-    """Start the upstream (over the seeded storage), nginx, and the warm mirror and reference, and fill
-    both caches with the big blob (digest checked), the small blob and the tagged manifest."""
+    """Start the upstream (over the seeded storage), the WAN link in front of it, nginx, and the warm
+    mirror and reference, and fill both caches with the big blob (digest checked), the small blob and
+    the tagged manifest."""
     upstream = Registry(workdir / "upstream")
     upstream.root = storage  # read-only use of the cached seed: GETs write nothing
     stack.callback(upstream.stop)
     upstream.start()
+    shaper = Shaper(upstream.port, wan)
+    stack.callback(shaper.stop)
+    shaper.start()
     nginx = Nginx(workdir / "nginx", {"big": blob_path(storage, seeded.big_digest)})
     stack.callback(nginx.stop)
     nginx.start()
@@ -223,7 +256,9 @@ def start_env(
     reference.start()
     # Tag TTL beyond the bench's length: the manifest scenario measures hits "within the TTL" (issue 8).
     mirror = MirrorProcess(workdir / "mirror-warm", upstream.url, env={"MIRROR_TAG_TTL": str(WARM_TAG_TTL_S)})
-    env = Env(workdir, seeded, storage, upstream, nginx, mirror, reference, duration_s, herd, logs_dir)
+    env = Env(
+        workdir, seeded, storage, upstream, nginx, mirror, reference, duration_s, herd, shaper, logs_dir
+    )
     stack.callback(env.audit, mirror.log_path, "warm")
     stack.callback(mirror.stop)
     mirror.start()

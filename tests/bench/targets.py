@@ -28,6 +28,20 @@ def _vs_reference(factor: float) -> Check:
     return check
 
 
+def _reported(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
+    """No target: the figure is there to explain the others."""
+    return None
+
+
+def _above_limit(margin: float) -> Check:
+    def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
+        if mirror is None or limit is None:
+            return None
+        return mirror - limit <= margin, f"{mirror - limit:+.1f} vs limit"
+
+    return check
+
+
 def _at_most(bound: float, strict: bool = False) -> Check:
     def check(mirror: float | None, reference: float | None, limit: float | None) -> tuple[bool, str] | None:
         if mirror is None:
@@ -150,5 +164,197 @@ ROWS = (
         ("mirror_gbps", "reference_gbps", "limit_gbps"),
         "≥ 0.9 x upstream",
         _vs_limit(">=", 0.9),
+    ),
+    Row(
+        "8. WAN upstream: cold pull, 6-layer image, skopeo (s)",
+        "wan_pull",
+        ".2f",
+        ("mirror", "reference", "limit"),
+        "≤ 1.05 x straight",
+        _vs_limit("<=", 1.05),
+    ),
+    Row(
+        "8. WAN upstream: cold pull, upstream requests (worst run)",
+        "wan_pull",
+        ".0f",
+        ("mirror_upstream_requests", "reference_upstream_requests", "limit_upstream_requests"),
+        "—",
+        _reported,
+        worst=True,
+    ),
+    Row(
+        "8. WAN upstream: cold pull, connections over the link (worst run)",
+        "wan_pull",
+        ".0f",
+        ("mirror_link_connections", "reference_link_connections", "limit_link_connections"),
+        "—",
+        _reported,
+        worst=True,
+    ),
+    Row(
+        "9. WAN upstream: herd of {herd} on the cold {big} blob vs 1 straight (s)",
+        "wan_herd",
+        ".2f",
+        ("mirror", None, "limit"),
+        "≤ 1.1 x one straight download",
+        _vs_limit("<=", 1.1),
+    ),
+    Row(
+        "9. WAN upstream: herd, first client done (s)",
+        "wan_herd",
+        ".2f",
+        ("mirror_first_done_s", None, "limit_first_done_s"),
+        "—",
+        _reported,
+    ),
+    Row(
+        "9. WAN upstream: herd, the mirror's upstream download (s)",
+        "wan_herd",
+        ".2f",
+        ("mirror_fill_s", None, "limit"),
+        "≤ 1.05 x one straight download",
+        _vs_limit("<=", 1.05),
+    ),
+    Row(
+        "9. WAN upstream: herd, upstream bytes / blob size (worst run)",
+        "wan_herd",
+        ".3f",
+        ("mirror_upstream_ratio", None, "limit_upstream_ratio"),
+        "≤ 1.01",
+        _at_most(1.01),
+        worst=True,
+    ),
+    Row(
+        "10. soak: {soak}, requests/s after the warm-up",
+        "soak",
+        ",.0f",
+        ("mirror", None, None),
+        "—",
+        _reported,
+    ),
+    Row(
+        "10. soak: CPU cores busy, mirror (load generator in the limit column)",
+        "soak",
+        ".2f",
+        ("mirror_cores", None, "load_cores"),
+        "—",
+        _reported,
+    ),
+    Row(
+        "10. soak: client connections open at the mirror (most seen)",
+        "soak",
+        ",.0f",
+        ("mirror_connections_open", None, None),
+        "—",
+        _reported,
+    ),
+    Row("10. soak: 5xx answers", "soak", ".0f", ("mirror_5xx", None, None), "0", _at_most(0)),
+    Row(
+        "10. soak: failed requests (non-200, resets, timeouts)",
+        "soak",
+        ".0f",
+        ("mirror_failed", None, None),
+        "0",
+        _at_most(0),
+    ),
+    Row(
+        "10. soak: bodies with wrong bytes",
+        "soak",
+        ".0f",
+        ("mirror_wrong_bytes", None, None),
+        "0",
+        _at_most(0),
+    ),
+    Row(
+        "10. soak: cold requests (the limit column: fills stopped as abandoned, blobs not stored)",
+        "soak",
+        ",.0f",
+        ("mirror_cold_requests", None, "mirror_fills_abandoned"),
+        "—",
+        _reported,
+    ),
+    Row(
+        "10. soak: mirror RSS at the end / after the warm-up",
+        "soak",
+        ".3f",
+        ("mirror_rss_growth", None, None),
+        "≤ 1.10",
+        _at_most(1.10),
+    ),
+    *(
+        Row(
+            f"10. soak: {kind} GET {q} (ms)",
+            "soak",
+            ".1f",
+            (f"mirror_{key}_{q}_ms", None, None),
+            "—",
+            _reported,
+        )
+        for kind, key in (("manifest", "manifest"), ("cached blob", "cached"), ("cold blob", "cold"))
+        for q in ("p50", "p99")
+    ),
+    Row(
+        "11. store of {blobs} (limit: empty store): seconds to serving",
+        "bigstore",
+        ".2f",
+        ("mirror_ready_s", None, "limit_ready_s"),
+        "≤ 0.5",
+        _at_most(0.5),
+    ),
+    Row(
+        "11. store of {blobs}: RSS at serving (MiB)",
+        "bigstore",
+        ".1f",
+        ("mirror_rss_ready_mib", None, "limit_rss_ready_mib"),
+        "≤ empty + 10 MiB",
+        _above_limit(10),
+    ),
+    Row(
+        "11. store of {blobs}: heap (anonymous RSS) at serving (MiB)",
+        "bigstore",
+        ".1f",
+        ("mirror_heap_ready_mib", None, "limit_heap_ready_mib"),
+        "≤ empty + 10 MiB",
+        _above_limit(10),
+    ),
+    Row(
+        "11. store of {blobs}: /metrics scrape (ms)",
+        "bigstore",
+        ".1f",
+        ("mirror_scrape_ms", None, "limit_scrape_ms"),
+        "O(1): ≤ 2 x empty",
+        _vs_limit("<=", 2.0),
+    ),
+    Row(
+        "11. store of {blobs}: background integrity pass done (s after spawn)",
+        "bigstore",
+        ".1f",
+        ("mirror_checked_s", None, "limit_checked_s"),
+        "—",
+        _reported,
+    ),
+    Row(
+        "11. store of {blobs}: RSS after the integrity pass (MiB)",
+        "bigstore",
+        ".1f",
+        ("mirror_rss_checked_mib", None, "limit_rss_checked_mib"),
+        "—",
+        _reported,
+    ),
+    Row(
+        "11. store of {blobs}, evicting 87 % at start-up: seconds to serving",
+        "bigstore",
+        ".2f",
+        ("mirror_evict_ready_s", None, None),
+        "≤ 0.5 (eviction in the background)",
+        _at_most(0.5),
+    ),
+    Row(
+        "11. store of {blobs}: start-up eviction, blobs/s (from spawn to done)",
+        "bigstore",
+        ",.0f",
+        ("mirror_eviction_rate", None, None),
+        "—",
+        _reported,
     ),
 )

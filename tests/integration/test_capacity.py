@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from mirror import fills, keys, oci
-from tests.integration.conftest import MirrorFactory
+from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
 from tests.support.polling import eventually
 
@@ -63,6 +63,21 @@ async def test_abandoned_fills_past_the_byte_budget_are_stopped(
     await hang_up_after_headers(mirror, digest)
     await eventually(lambda: not mirror.app[keys.FILLS]._fills, PROMPTLY)
     assert await sample(mirror, "mirror_fill_failures_total", '{reason="abandoned"}') == 1
+
+
+async def test_a_fill_whose_readers_had_every_byte_is_committed_whatever_the_budget(
+    fake: FakeUpstream, make_mirror: MirrorFactory
+) -> None:
+    """A client that leaves once it has the whole blob, while the commit still runs, costs the fill
+    nothing more to download: it is stored, never stopped as abandoned (even with no budget at all)."""
+    mirror = await make_mirror(abandoned_fills=0, shutdown_grace=0)
+    blobs = {fake.add_blob(bytes([n]) * 2_000_000): bytes([n]) * 2_000_000 for n in range(12)}
+    for digest, data in blobs.items():
+        assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+    await eventually(lambda: not mirror.app[keys.FILLS]._fills, PROMPTLY)
+    assert await sample(mirror, "mirror_fill_failures_total", '{reason="abandoned"}') == 0
+    for digest in blobs:
+        assert await stored(mirror, digest)
 
 
 async def test_cold_blob_past_max_transfers_gets_headers_and_bytes(
