@@ -145,6 +145,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         settings.fill_max_seconds,
         settings.abandoned_fills,
         settings.abandoned_fill_bytes,
+        settings.fill_range_streams,
+        settings.fill_range_streams_total,
+        settings.fill_range_gap,
     )
     fills = Fills(store, metrics, on_commit=committed, limits=limits, room=room)
     passthroughs = PassThroughs(limits, metrics, room)

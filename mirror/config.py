@@ -125,6 +125,9 @@ class Settings:
     abandoned_fills: int = 8
     abandoned_fill_bytes: int = 2 * 1024**3
     scrub_rate: int = 8 * 1024**2  # bytes per second the background scrubber re-hashes; 0: off
+    fill_range_streams: int = 2
+    fill_range_streams_total: int = 16
+    fill_range_gap: int = 16 * 1024**2
     idle_timeout: float = 30.0
     header_timeout: float = 10.0
     log_format: str = "auto"
@@ -256,6 +259,9 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "abandoned_fills": values.count,
     "abandoned_fill_bytes": values.size,
     "scrub_rate": values.size_or_zero,
+    "fill_range_streams": values.count,
+    "fill_range_streams_total": values.count,
+    "fill_range_gap": values.size,
     "idle_timeout": values.positive_seconds,
     "header_timeout": values.positive_seconds,
     "log_format": values.choice("auto", "json", "console"),

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -24,12 +26,17 @@ from typing import IO
 import structlog
 
 from mirror import errors, oci
+from mirror.extents import Extents, Window
 from mirror.metrics import Metrics
+from mirror.sidestreams import SideStreams
 from mirror.storage.blobs import BlobStore
 from mirror.storage.room import Refused, Reservation, Room, reason_of_os_error
+from mirror.upstream import fields
 from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken
 
 MAX_RESUMES = 5
+#: Bytes per read when the main stream hashes what side streams wrote (from the page cache).
+HASH_STEP = 4 * 1024 * 1024
 RESUME_BACKOFF = 0.2
 ABANDONED = "download stopped: its readers left and the abandoned-download budget is spent"
 
@@ -43,6 +50,9 @@ class FillLimits:
     max_seconds: float = 6 * 3600.0  # a whole fill, headers to commit
     abandoned: int = 8  # fills without readers allowed to run on
     abandoned_bytes: int = 2 * 1024**3  # bytes those may still download, together
+    range_streams: int = 2  # ranged side streams per fill, for readers far ahead of its front
+    range_streams_total: int = 16  # side streams of all fills together
+    range_gap: int = 16 * 1024**2  # how far ahead of the front a reader must be to get one
 
 
 log = structlog.get_logger("mirror.fills")
@@ -59,7 +69,14 @@ class Fill:
         self.digest = digest
         self.name = name
         self.size: int | None = None
-        self.written = 0
+        self.present = Extents()  # bytes in the temp file, from the main stream and side streams
+        self.front = 0  # the main stream's position: every byte before it is present and hashed, in order
+        self.windows: list[Window] = []  # what side streams are fetching (see `sidestreams.py`)
+        self.ranged = True  # side streams may be tried (until one is refused or fails)
+        self.main_end: int | None = None  # where the main stream's current body ends (None: unknown)
+        self.temp: Path | None = None  # the temp file's path, for side streams' own descriptors
+        self.attached = asyncio.Event()
+        self._cut: asyncio.Future[None] | None = None  # set to stop the main stream's current body
         self.error: errors.RegistryError | None = None
         self.finished = False
         self.verified = False  # size and digest matched: every byte may go out, before the commit
@@ -71,6 +88,9 @@ class Fill:
         self._readers = 0
         self.abandoned = False  # every reader left while it ran
         self.on_abandoned: Callable[[Fill], None] = lambda fill: None
+        #: A reader waits for bytes [pos, until) that are not there (set by `Fills`: a side stream?);
+        #: the last argument is false when it asks again, after a side stream of this fill ended.
+        self.on_wanted: Callable[[Fill, int, int | None, bool], None] = lambda fill, pos, until, first: None
 
     # -- reader side --------------------------------------------------------------------------
 
@@ -86,9 +106,14 @@ class Fill:
         self._close_if_unused()
 
     @property
+    def written(self) -> int:
+        """Bytes present from the blob's start on, without a gap."""
+        return self.present.run_from(0)
+
+    @property
     def remaining(self) -> int | None:
         """Bytes still to download, None when the size is not known."""
-        return None if self.size is None else max(0, self.size - self.written)
+        return None if self.size is None else max(0, self.size - self.present.total)
 
     def reader_file(self) -> IO[bytes]:
         """A file object over the temp file for `sendfile`/`pread` at explicit offsets; valid while the
@@ -96,25 +121,32 @@ class Fill:
         assert self._fd is not None, "reader_file() on a fill that has no file"
         return open(self._fd, "rb", buffering=0, closefd=False)  # closed by the reader
 
-    def _releasable(self) -> int:
-        """Bytes readers may have: all that is written, except that the last byte of a blob of known
-        size is held back until the digest is verified, so no client ever receives the whole body of
-        a blob that turns out corrupt (its connection is cut one byte short instead)."""
+    def _releasable(self, pos: int) -> int:
+        """The end of the bytes from `pos` on readers may have: those present, except that the last
+        byte of a blob of known size is held back until the digest is verified, so no client ever
+        receives the whole body of a blob that turns out corrupt (its connection is cut one byte short
+        instead)."""
+        end = self.present.run_from(pos)
         if self.verified or self.finished or self.size is None:
-            return self.written
-        return min(self.written, self.size - 1)
+            return end
+        return min(end, self.size - 1)
 
-    async def available(self, pos: int) -> int:
-        """Wait until bytes past `pos` may be sent (or the fill ended); how many bytes may be sent.
+    async def available(self, pos: int, until: int | None = None) -> int:
+        """Wait until the byte at `pos` may be sent (or the fill ended); the end of the bytes from
+        `pos` on that may be sent. `until`: where the reader stops (None: the blob's end).
 
         Raises FillFailed if the fill failed: what a reader already sent must then be cut off. A fill
         that ended `unstored` lets its readers have what it wrote: they take the rest from upstream."""
-        while self._releasable() <= pos and not self.finished:
+        asked: int | None = None  # side streams of this fill when the reader last asked for one
+        while self._releasable(pos) <= pos and not self.finished:
+            if asked is None or len(self.windows) < asked:
+                self.on_wanted(self, pos, until, asked is None)
+                asked = len(self.windows)
             await asyncio.shield(self._changed)
         # A failed commit leaves the bytes good.
         if self.error is not None and not self.verified and self.unstored is None:
             raise FillFailed(str(self.error))
-        return self._releasable()
+        return self._releasable(pos)
 
     # -- writer side --------------------------------------------------------------------------
 
@@ -126,11 +158,54 @@ class Fill:
     def attach(self, fd: int) -> None:
         """The temp file the bytes go to; closed once the fill ended and no reader holds it."""
         self._fd = fd
+        self.attached.set()
 
     def wrote(self, count: int) -> None:
-        """`count` more bytes are in the file."""
-        self.written += count
+        """`count` more bytes are in the file at the front (the main stream's, in order)."""
+        self.present.add(self.front, self.front + count)
+        self.front += count
         self._notify()
+
+    # -- side streams (`sidestreams.py`) and the main stream between them ------------------------
+
+    def window_at(self, pos: int) -> Window | None:
+        """The side stream fetching the byte at `pos`, if any."""
+        return next((w for w in self.windows if w.holds(pos)), None)
+
+    def next_taken(self, pos: int) -> int | None:
+        """The first offset after `pos` that is present or being fetched by a side stream."""
+        found = [w.start for w in self.windows if w.start > pos]
+        if (present := self.present.next_from(pos + 1)) is not None:
+            found.append(present)
+        return min(found, default=None)
+
+    def side_wrote(self, window: Window, count: int) -> None:
+        """`count` more bytes of `window` are in the file."""
+        self.present.add(window.front, window.front + count)
+        window.got += count
+        self._notify()
+
+    def activate(self, window: Window) -> None:
+        """`window`'s bytes are coming: a main stream body that would fetch them again is cut."""
+        window.active = True
+        cut = self._cut
+        ahead = self.main_end is None or self.main_end > window.start
+        if cut is not None and not cut.done() and self.front < window.start and ahead:
+            cut.set_result(None)
+
+    def drop(self, window: Window) -> None:
+        """`window`'s stream ended: what it wrote stays present, the rest is the main stream's again."""
+        self.windows.remove(window)
+        self._notify()
+
+    def cutting(self) -> asyncio.Future[None]:
+        """A future `activate` completes when the main stream's current body must stop."""
+        self._cut = asyncio.get_running_loop().create_future()
+        return self._cut
+
+    async def changed(self) -> None:
+        """Wait for the next change of the fill's state."""
+        await asyncio.shield(self._changed)
 
     def verify(self) -> None:
         """Size and digest matched: every byte may go out, before the commit."""
@@ -176,6 +251,7 @@ class Fills:
         self._tasks: set[asyncio.Task[None]] = set()
         self._by_fill: dict[Fill, asyncio.Task[None]] = {}
         self._stopped: set[Fill] = set()  # stopped on purpose (abandoned past the budget)
+        self._sides = SideStreams(limits, metrics, self._pump)
 
     def get(self, digest: str) -> Fill | None:
         return self._fills.get(digest)
@@ -192,6 +268,9 @@ class Fills:
             task.add_done_callback(self._tasks.discard)
             task.add_done_callback(lambda _: self._by_fill.pop(fill, None))
             fill.on_abandoned = self._abandoned
+            fill.on_wanted = lambda fill, pos, until, first: self._sides.wanted(
+                upstream, fill, pos, until, first
+            )
         return fill
 
     def _abandoned(self, fill: Fill) -> None:
@@ -268,9 +347,11 @@ class Fills:
                 except BaseException:
                     resp.release()
                     raise
+                fill.temp = path
                 fill.attach(fd)
                 file, temp = opened, path
                 await self._download(upstream, fill, opened, resp)
+                await self._sides.stop(fill)
                 await asyncio.to_thread(self._commit, opened, reservation, fill.digest, path, fill.written)
                 temp, reservation = None, None  # the commit released the reservation with it
                 self._on_commit(fill.digest, fill.written)
@@ -313,9 +394,10 @@ class Fills:
             # that joined it now would find none (it reads the store, or starts a new fill).
             self._stopped.discard(fill)
             self._fills.pop(fill.digest, None)
-            self._metrics.fills_in_flight.dec()
+            await self._sides.stop(fill)  # before the file is closed and removed
             if reservation is not None:  # the fill failed: its bytes are no longer reserved
                 await asyncio.to_thread(reservation.release)
+            self._metrics.fills_in_flight.dec()
             if file is not None and not file.closed:
                 await asyncio.to_thread(file.close)
             if temp is not None:
@@ -339,7 +421,7 @@ class Fills:
         """Room for the blob in the cache (None: no room is kept, or its size is not known)."""
         if self._room is None or fill.size is None:
             return None
-        return await self._room.reserve(fill.digest, fill.size, lambda: fill.written)
+        return await self._room.reserve(fill.digest, fill.size, lambda: fill.present.total)
 
     def _commit(
         self, file: IO[bytes], reservation: Reservation | None, digest: str, temp: Path, size: int
@@ -374,54 +456,100 @@ class Fills:
         fill.finish(exc)
 
     async def _download(self, upstream: BlobSource, fill: Fill, file: IO[bytes], resp: BlobBody) -> None:
-        """Stream the upstream body into `file`, resuming with Range; raise unless size and digest match."""
+        """Stream the upstream body into `file`, resuming with Range; raise unless size and digest match.
+
+        The main stream hashes every byte in order. Where side streams put bytes ahead of it, it stops
+        short of them (its body is cut and re-opened with a bounded Range), hashes them from the file
+        as they arrive, and goes on after them: no byte is fetched twice on purpose."""
         hasher = oci.Digest.parse(fill.digest).hasher()
-        written = fill.wrote  # the source counts its own bytes (upstream's, or a peer's)
-        resumes = 0
+        fd = file.fileno()
+        body: BlobBody | None = resp
+        fill.main_end = fill.size
+        resumes = redone = 0
         while True:
+            await _absorb(fill, fd, hasher)
+            if fill.size is not None and fill.front >= fill.size:
+                break
+            if fill.window_at(fill.front) is not None:  # a side stream brings the next bytes
+                if body is not None:
+                    body.release()
+                    body = None
+                await fill.changed()
+                continue
+            if body is None:
+                body = await self._reopen(upstream, fill)
+            if _overlaps(fill) and redone < MAX_RESUMES:  # a side stream came meanwhile: not fetched twice
+                redone += 1  # (bounded: an upstream answering past the Range asked for would loop)
+                body.release()
+                body = None
+                continue
+            os.lseek(fd, fill.front, os.SEEK_SET)  # the pump writes at the descriptor's offset
             try:
                 try:
-                    await self._pump(resp, fill, file.fileno(), hasher.update, written)
+                    skip = _skip_for(body, fill.front)
+                    cut = await self._pump(
+                        body, lambda: fill.front, fd, hasher.update, fill.wrote, skip, fill.cutting()
+                    )
                 finally:
-                    resp.release()
+                    body.release()
+                    body = None
             except BodyBroken as exc:
                 problem = str(exc)
             else:
-                if fill.size is None or fill.written >= fill.size:
-                    break
+                if cut or fill.size is None or fill.front >= (fill.main_end or fill.size):
+                    if fill.size is None:
+                        break
+                    continue
                 problem = "upstream body ended early"
             resumes += 1
             if resumes > MAX_RESUMES:
                 raise errors.UpstreamUnavailable(f"blob download failed: {problem}")
-            log.info("blob_fill_resumed", digest=fill.digest, offset=fill.written, detail=problem)
+            log.info("blob_fill_resumed", digest=fill.digest, offset=fill.front, detail=problem)
             self._metrics.fill_resumes.inc()
             await asyncio.sleep(RESUME_BACKOFF * 2 ** (resumes - 1))
-            resp = await upstream.open_blob(fill.name, fill.digest, offset=fill.written)
-        if fill.size is not None and fill.written != fill.size:
-            raise SizeMismatch(f"upstream sent {fill.written} bytes, announced {fill.size}")
+        if fill.size is not None and fill.front != fill.size:
+            raise SizeMismatch(f"upstream sent {fill.front} bytes, announced {fill.size}")
         if hasher.hexdigest() != oci.Digest.parse(fill.digest).hex:
             raise DigestMismatch(f"upstream bytes do not hash to {fill.digest}")
         # Readers need not wait for the file to be closed and committed: the bytes are right.
         fill.verify()
 
+    async def _reopen(self, upstream: BlobSource, fill: Fill) -> BlobBody:
+        """A main stream body from the front, up to the next bytes present or being fetched."""
+        taken = fill.next_taken(fill.front)
+        end = taken if taken is not None and fill.size is not None and taken < fill.size else None
+        body = await upstream.open_blob(fill.name, fill.digest, offset=fill.front, end=end)
+        answered = fields.content_range(body.headers.get("Content-Range")) if body.status == 206 else None
+        fill.main_end = answered[1] if answered is not None else fill.size
+        return body
+
     async def _pump(
         self,
         resp: BlobBody,
-        fill: Fill,
+        progress: Callable[[], int],
         fd: int,
         hash_update: Callable[[memoryview], object],
         on_bytes: Callable[[int], None],
-    ) -> None:
+        skip: int = 0,
+        cut: asyncio.Future[None] | None = None,
+    ) -> bool:
         """`pump_into`, ended as a broken body (so resumed, at most MAX_RESUMES times) whenever fewer
-        than `min_bytes` arrive in `min_window` seconds: a drip never holds a fill for ever."""
-        pump = asyncio.ensure_future(resp.pump_into(fd, hash_update, on_bytes, _skip_for(resp, fill.written)))
+        than `min_bytes` arrive in `min_window` seconds (by `progress`): a drip never holds a fill for
+        ever. Stopped early when `cut` completes; returns whether it was."""
+        pump = asyncio.ensure_future(resp.pump_into(fd, hash_update, on_bytes, skip))
+        waiting: set[asyncio.Future[None]] = {pump} if cut is None else {pump, cut}
         try:
             while True:
-                mark = fill.written
-                done, _ = await asyncio.wait({pump}, timeout=self._limits.min_window)
-                if done:
-                    return pump.result()
-                got = fill.written - mark
+                mark = progress()
+                done, _ = await asyncio.wait(
+                    waiting, timeout=self._limits.min_window, return_when=asyncio.FIRST_COMPLETED
+                )
+                if pump in done:
+                    pump.result()
+                    return False
+                if cut is not None and cut.done():
+                    return True
+                got = progress() - mark
                 if got < self._limits.min_bytes:
                     raise BodyBroken(
                         f"upstream sent {got} bytes in {self._limits.min_window:g} s "
@@ -468,6 +596,30 @@ def reason_of(exc: errors.RegistryError) -> str:
 def _skip_for(resp: BlobBody, written: int) -> int:
     """Bytes to drop from a resumed response: all we have when the upstream ignored our Range."""
     return written if written and resp.status == 200 else 0
+
+
+def _overlaps(fill: Fill) -> bool:
+    """Whether an active side stream's window starts inside the main stream's body ahead."""
+    end = fill.main_end if fill.main_end is not None else fill.size
+    return any(w.active and fill.front < w.start and (end is None or w.start < end) for w in fill.windows)
+
+
+async def _absorb(fill: Fill, fd: int, hasher: hashlib._Hash) -> None:
+    """Hash, in order and from the file, bytes side streams put at the main stream's front (a step
+    per thread hand-off, so that a cancelled fill stops within one)."""
+    while (end := fill.present.run_from(fill.front)) > fill.front:
+        fill.front += await asyncio.to_thread(
+            _hash_file, fd, fill.front, min(end, fill.front + HASH_STEP), hasher
+        )
+
+
+def _hash_file(fd: int, start: int, end: int, hasher: hashlib._Hash) -> int:
+    """Hash bytes [start, end) of the file; how many that was."""
+    data = os.pread(fd, end - start, start)
+    if len(data) != end - start:
+        raise OSError(errno.EIO, "temp file shorter than its present bytes")
+    hasher.update(data)
+    return len(data)
 
 
 def _discard_temp(file: IO[bytes], path: Path, fd: int) -> None:

@@ -19,6 +19,9 @@ FILL_FAILURE_REASONS = (
     "internal",
 )
 AUTH_FAILURE_REASONS = ("missing", "malformed", "wrong")
+#: How a ranged side stream of a fill went: opened and writing, refused (no 206 for its window),
+#: failed mid-way (the main stream covers the rest), or not started because a limit was reached.
+RANGE_STREAM_RESULTS = ("started", "refused", "failed", "limited")
 #: Why a blob was streamed from upstream without being stored (`storage/room.py`).
 PASSTHROUGH_REASONS = ("too_large", "cache_full", "disk_full", "disk_error")
 UPSTREAM_ERROR_KINDS = ("connect", "timeout", "5xx", "429")
@@ -135,6 +138,17 @@ class Metrics:
             "Blob downloads resumed with Range after the upstream body broke off",
             registry=r,
         )
+        self.range_streams = Counter(
+            "mirror_fill_range_streams",
+            "Ranged side streams of blob downloads, by result (started, refused, failed, limited)",
+            ["result"],
+            registry=r,
+        )
+        self.range_bytes = Counter(
+            "mirror_fill_range_bytes",
+            "Bytes ranged side streams fetched ahead of their download's main stream",
+            registry=r,
+        )
         self.upstream_errors = Counter(
             "mirror_upstream_errors",
             "Upstream failures by kind: connect, timeout, 5xx, 429 (as the circuit breaker counts them)",
@@ -232,6 +246,8 @@ class Metrics:
             self.auth_failures.labels(reason)
         for reason in FILL_FAILURE_REASONS:  # present at 0, so increase() sees the first failure
             self.fill_failures.labels(reason)
+        for result in RANGE_STREAM_RESULTS:
+            self.range_streams.labels(result)
         for reason in PASSTHROUGH_REASONS:
             self.blob_passthrough.labels(reason)
         for by in REHASHERS:

@@ -40,6 +40,7 @@ class RequestContext:
     identity: str | None = None  # Basic user, token name or client certificate subject
     auth: str = "none"  # how the identity was proved: basic | token | cert | none
     client_cert: str | None = None  # the verified client certificate's subject (mTLS)
+    prepared: web.StreamResponse | None = None  # the response whose headers went out, once one did
 
 
 CONTEXT = web.RequestKey("context", RequestContext)
@@ -100,12 +101,17 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         seconds = time.monotonic() - started
         _record(request, ctx, status, seconds)
+    # The handler's own answer had its headers out when it failed: an error response now would reach
+    # the client as body bytes of that answer. Cut the connection: it sees a short body.
+    if ctx.prepared is not None and response is not ctx.prepared and request.transport is not None:
+        request.transport.abort()
     return response
 
 
 async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
     """`on_response_prepare`: every response, streamed ones included, says the API version and request id."""
     ctx = context(request)
+    ctx.prepared = response
     if ctx.kind != "other" and ctx.started:
         request.app[keys.METRICS].time_to_first_byte.labels(ctx.kind, ctx.result).observe(
             time.monotonic() - ctx.started

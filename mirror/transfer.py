@@ -167,7 +167,7 @@ async def send_fill(
     file: IO[bytes] | None = None
     try:
         while end is None or pos < end:
-            written = await fill.available(pos)
+            written = await fill.available(pos, end)
             if written <= pos:
                 break
             if file is None:  # opened once bytes exist: the temp file is created after the headers

@@ -169,5 +169,9 @@ class ClusterSource:
     def label(self) -> str:
         return self._upstream.label
 
-    async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlobBody:
+    async def open_blob(self, name: str, digest: str, offset: int = 0, end: int | None = None) -> BlobBody:
+        """A bounded range (a fill's side stream, or its main stream between them) comes from the
+        upstream while this replica fills the blob itself; otherwise the peers' bodies run to the end."""
+        if end is not None and self._cluster.leased(digest):
+            return await self._upstream.open_blob(name, digest, offset, end)
         return await self._cluster.open_blob(self._upstream, name, digest, offset)

@@ -27,7 +27,7 @@ from mirror.upstream.auth import Challenge, UpstreamAuth, mirror_refused
 from mirror.upstream.health import UpstreamHealth
 from mirror.upstream.session import SessionResponse, SessionTransport
 from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport, TransportBusy
-from mirror.upstream.transport import BlobBody, CountedBody, Response, Transport, TransportError
+from mirror.upstream.transport import BlobBody, CountedBody, Response, Transport, TransportError, byte_range
 
 R = TypeVar("R", bound=Response)
 MAX_REDIRECTS = 5
@@ -157,12 +157,13 @@ class UpstreamClient:
             return None
         return ManifestHead(digest, media_type)
 
-    async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlobBody:
-        """A blob response (200, or 206 from `offset`) with its headers read; the caller must release it.
+    async def open_blob(self, name: str, digest: str, offset: int = 0, end: int | None = None) -> BlobBody:
+        """A blob response (200, or 206 for bytes [`offset`, `end`)) with its headers read; the caller
+        must release it.
 
         It is received over the threaded transport while one of its `max_transfers` threads is free,
         else over the session: asking for headers never waits behind running bodies."""
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        headers = {"Range": byte_range(offset, end)} if offset or end is not None else {}
         path = f"blobs/{digest}"
         if self.bodies.active < self.bodies.max_transfers:
             with contextlib.suppress(TransportBusy):  # taken meanwhile (during auth)

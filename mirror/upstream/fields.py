@@ -33,6 +33,22 @@ def content_length(value: str | None) -> int | None:
     return int(text)
 
 
+def content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """A `Content-Range: bytes first-last/size` as (first, last + 1, size or None for `*`); None when
+    absent or unreadable (a side stream then takes the answer for one it did not ask for)."""
+    if value is None:
+        return None
+    unit, _, spec = value.strip().partition(" ")
+    span, _, total = spec.partition("/")
+    first, _, last = span.partition("-")
+    numbers = (first, last) if total == "*" else (first, last, total)
+    if unit != "bytes" or not all(
+        n.isascii() and n.isdigit() and len(n) <= MAX_LENGTH_DIGITS for n in numbers
+    ):
+        return None
+    return int(first), int(last) + 1, None if total == "*" else int(total)
+
+
 def digest(value: str | None, what: str = "Docker-Content-Digest") -> str | None:
     """The digest an upstream header announces, or None when absent; a malformed one is the
     upstream's error, not the client's."""

@@ -79,6 +79,7 @@ class SessionResponse:
                 await asyncio.shield(write)
             except asyncio.CancelledError:
                 await write  # the caller closes `fd` after this returns: nothing may write to it then
+                on_bytes(len(data))  # written and hashed: counted, so a re-opened body goes on after it
                 raise
             on_bytes(len(data))
 

@@ -69,9 +69,11 @@ class BlobBody(Response, Protocol):
     """A blob response (200, or 206 for a Range) whose body is received into a file descriptor."""
 
     async def pump_into(self, fd: int, hash_update: HashUpdate, on_bytes: OnBytes, skip: int = 0) -> None:
-        """Receive the body into `fd` after dropping its first `skip` bytes, hashing it, until its end or
-        the connection's. Raises BodyBroken when the connection fails and OSError when writing fails.
-        Cancelling it stops the receive and returns only once nothing touches `fd` any more."""
+        """Receive the body into `fd` (in order, at the descriptor's current offset: a fill's side
+        streams rely on it) after dropping its first `skip` bytes, hashing it, until its end or the
+        connection's. Raises BodyBroken when the connection fails and OSError when writing fails.
+        Cancelling it stops the receive and returns only once nothing touches `fd` any more, every
+        byte written (and hashed) reported to `on_bytes`: a cut main stream is re-opened after them."""
 
 
 class BlobSource(Protocol):
@@ -81,8 +83,15 @@ class BlobSource(Protocol):
     def label(self) -> str:
         """The `upstream` label of metrics and logs."""
 
-    async def open_blob(self, name: str, digest: str, offset: int = 0) -> BlobBody:
-        """The blob's body from `offset` with its headers read; raises the registry error for a refusal."""
+    async def open_blob(self, name: str, digest: str, offset: int = 0, end: int | None = None) -> BlobBody:
+        """The blob's body from `offset` (to `end`, exclusive, when given) with its headers read; raises
+        the registry error for a refusal. A source may answer with more than was asked (200, or a
+        range to the end): the caller checks the status and `Content-Range`."""
+
+
+def byte_range(offset: int, end: int | None) -> str:
+    """The `Range` header value for bytes [offset, end) (to the blob's end when `end` is None)."""
+    return f"bytes={offset}-" if end is None else f"bytes={offset}-{end - 1}"
 
 
 class CountedBody:

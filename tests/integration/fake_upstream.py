@@ -20,6 +20,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DRIBBLE = 97  # bytes per HTTP chunk of a "chunked_dribble" body
 DRIP_SECONDS = 0.05  # seconds between the bytes of a "drip" body
+PACED_CHUNK = 64 * 1024  # bytes per write of a body paced to `rate`
 
 
 @dataclass
@@ -52,6 +53,15 @@ class FakeUpstream:
     referrers_link: str | None = None
     realm: str | None = None  # the token realm challenges name (default: /token on this server)
     strict_accept: bool = False  # answer 406 when the Accept names no manifest's type
+    # Blob bodies: `rate` bytes per second per response (None: at once); `sent` counts the body bytes
+    # each digest's responses wrote; `stall_after` holds a body sent without Range after that many
+    # bytes until `release`; a ranged body starting at `stall_range_at` waits for `release` before its
+    # first byte, one starting at `cut_range_at` is cut off after half.
+    rate: int | None = None
+    sent: dict[str, int] = field(default_factory=dict)
+    stall_after: dict[str, int] = field(default_factory=dict)
+    stall_range_at: dict[str, int] = field(default_factory=dict)
+    cut_range_at: dict[str, int] = field(default_factory=dict)
 
     def add_blob(self, data: bytes) -> str:
         digest = sha256(data)
@@ -204,11 +214,13 @@ class FakeUpstream:
         fault = self.faults.get(digest, "")
         if fault == "stall_headers":
             await self.release.wait()
-        start = 0
-        if (rng := request.headers.get("Range")) and fault != "ignore_range":
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-        status = 206 if start else 200
-        body = data[start:]
+        start, end = 0, len(data)
+        rng = request.headers.get("Range") if fault != "ignore_range" else None
+        if rng:
+            first, _, last = rng.removeprefix("bytes=").partition("-")
+            start, end = int(first), int(last) + 1 if last else len(data)
+        status = 206 if rng else 200
+        body = data[start:end]
         if fault == "wrong_bytes":
             body = bytes(b ^ 0xFF for b in body)
         response = web.StreamResponse(status=status, headers={"Docker-Content-Digest": digest})
@@ -220,9 +232,12 @@ class FakeUpstream:
             await response.write_eof()
             return response
         response.content_length = len(body)
-        if start:
-            response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        if rng:
+            response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
         await response.prepare(request)
+        if self.rate is not None or digest in self.stall_after or digest in self.stall_range_at:
+            await self._paced(request, response, digest, body, ranged=bool(rng), start=start)
+            return response
         half = len(body) // 2
         if (fault == "truncate_once" and not start) or fault == "truncate_always":
             if fault == "truncate_once":
@@ -248,6 +263,42 @@ class FakeUpstream:
             await response.write(body)
         await response.write_eof()
         return response
+
+    async def _paced(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        digest: str,
+        body: bytes,
+        ranged: bool,
+        start: int,
+    ) -> None:
+        """Write `body` at `rate`, counting what is written into `sent`; stall or cut it as asked."""
+        stall = self.stall_after.get(digest) if not ranged else None
+        if ranged and self.stall_range_at.get(digest) == start:
+            stall = 0
+        cut = len(body) // 2 if ranged and self.cut_range_at.get(digest) == start else None
+        loop = asyncio.get_running_loop()
+        began, done = loop.time(), 0
+        while done < len(body):
+            if done == stall:
+                await self.release.wait()
+            if done == cut:
+                assert request.transport is not None
+                request.transport.close()
+                return
+            stop = min(
+                len(body), done + PACED_CHUNK, *(m for m in (stall, cut) if m is not None and m > done)
+            )
+            try:
+                await response.write(body[done:stop])
+            except ConnectionError:
+                return
+            self.sent[digest] = self.sent.get(digest, 0) + stop - done
+            done = stop
+            if self.rate is not None and (ahead := began + done / self.rate - loop.time()) > 0:
+                await asyncio.sleep(ahead)
+        await response.write_eof()
 
 
 RawAnswer = bytes | AsyncIterator[bytes]

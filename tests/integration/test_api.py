@@ -155,17 +155,18 @@ async def test_request_id_is_taken_from_the_client(mirror: Client) -> None:
     assert len((await mirror.get("/v2/")).headers["X-Request-Id"]) == 32
 
 
-async def test_storage_failure_is_a_503_registry_error(
+async def test_storage_failure_is_a_503_and_a_blob_still_comes_whole(
     fake: FakeUpstream, mirror: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A failing cache index (e.g. its directory removed under the mirror) answers 503 UNAVAILABLE in
-    registry JSON, not a bare 500."""
+    """A failing cache index (e.g. its directory removed under the mirror) answers a blob HEAD with
+    503 UNAVAILABLE, not a bare 500; a GET still gets the whole blob, from upstream."""
 
     def broken(*args: object, **kwargs: object) -> None:
         raise sqlite3.OperationalError("no such table: Cache")
 
     monkeypatch.setattr(mirror.app[keys.STORE], "_row", broken)  # the index query, below the translation
     digest = fake.add_blob(b"x")
-    resp = await mirror.get(f"/v2/library/x/blobs/{digest}")
+    got = await mirror.get(f"/v2/library/x/blobs/{digest}")
+    assert (got.status, await got.read()) == (200, b"x")
+    resp = await mirror.head(f"/v2/library/x/blobs/{digest}")
     assert resp.status == 503
-    assert (await resp.json())["errors"][0]["code"] == "UNAVAILABLE"

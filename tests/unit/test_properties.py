@@ -184,6 +184,25 @@ def test_content_length_is_total(value: str | None) -> None:
     assert found is None or 0 <= found < 10**19
 
 
+@given(
+    st.one_of(
+        st.none(), HEADERISH, st.from_regex(r"bytes [0-9]{1,25}-[0-9]{1,25}/([0-9]{1,25}|\*)", fullmatch=True)
+    )
+)
+def test_content_range_is_total(value: str | None) -> None:
+    """Any Content-Range is (first, last + 1, size or None) of plain numbers, or None."""
+    found = fields.content_range(value)
+    assert found is None or (min(found[:2]) >= 0 and (found[2] is None or found[2] >= 0))
+
+
+def test_content_range_reads_the_window_and_size() -> None:
+    """`bytes 10-19/100` is bytes [10, 20) of 100; an unknown size is None; other units are None."""
+    assert fields.content_range("bytes 10-19/100") == (10, 20, 100)
+    assert fields.content_range("bytes 0-0/*") == (0, 1, None)
+    assert fields.content_range("items 1-2/3") is None
+    assert fields.content_range("bytes 1-²/3") is None
+
+
 @given(st.one_of(st.none(), HEADERISH, HEX64.map(lambda h: f"sha256:{h}")))
 def test_upstream_digest_is_total(value: str | None) -> None:
     """Any Docker-Content-Digest is a digest, None, or an upstream error (502), never DIGEST_INVALID."""
