@@ -233,10 +233,12 @@ class BlobStore:
     def __contains__(self, digest: str) -> bool:
         return digest in self._cache
 
+    @translated
     def usage(self) -> tuple[int, int]:
         """Bytes the store takes on disk (blob files and index), and how many blobs it holds."""
         return int(self._cache.volume()), len(self._cache)
 
+    @translated
     def blob_bytes(self) -> int:
         """Sum of the sizes of the stored blobs (what the size limit bounds): a counter diskcache's
         triggers keep, so O(1) whatever the number of blobs."""
@@ -291,6 +293,7 @@ class BlobStore:
         """Total size of those of `digests` that are stored."""
         return self.held(digests)[1]
 
+    @translated
     def held(self, digests: Collection[str]) -> tuple[int, int]:
         """How many of `digests` are stored, and their bytes: one indexed lookup each, so a metrics
         scrape costs the number of pinned blobs, not the size of the store."""
