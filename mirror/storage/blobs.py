@@ -114,6 +114,9 @@ BATCH = 1000
 #: 4 MiB holds the index's inner pages; diskcache's default, 32 MiB, times the threads that touch the
 #: index made the heap grow by 80 MiB over an integrity pass of a million blobs.
 INDEX_CACHE_PAGES = 1024
+# The index is read with plain reads, not mapped (diskcache maps 64 MiB by default): the kernel's page
+# cache keeps it just as well, and mapped pages counted in the mirror's RSS, which grew with the index
+# (100,000 blobs: 84 MiB at ready against 54 MiB empty; unmapped, 59 MiB).
 
 
 class BlobStore:
@@ -133,6 +136,7 @@ class BlobStore:
             eviction_policy="none",
             tag_index=False,
             sqlite_cache_size=INDEX_CACHE_PAGES,
+            sqlite_mmap_size=0,
         )
         self.verified = VerifiedRows()  # rows whose file was hashed right since start-up
         self._reading: Counter[str] = Counter()
