@@ -12,6 +12,7 @@ import structlog
 
 from mirror.metrics import Metrics
 from mirror.storage.blobs import BlobEntry, BlobStore
+from mirror.storage.failures import translated
 
 log = structlog.get_logger("mirror.eviction")
 #: Commits in a row that may skip the size check while the size last measured plus what they added stays
@@ -116,8 +117,10 @@ class Evictor:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+@translated
 def _tally(evicted: Iterator[BlobEntry]) -> tuple[int, int]:
-    """Run an eviction to its end (blocking): how many blobs and bytes it deleted."""
+    """Run an eviction to its end (blocking): how many blobs and bytes it deleted. The generator
+    does its disk and index work here, so its failures are translated here."""
     count = freed = 0
     for entry in evicted:
         count, freed = count + 1, freed + entry.size

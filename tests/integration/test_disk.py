@@ -110,5 +110,5 @@ async def test_blobs_of_a_deleted_cache_directory_are_still_served_whole(
         assert resp.status == 200, await resp.text()
         return await resp.read()
 
-    for _ in range(2):  # at once: index lookups from threads that open a new connection to it fail
-        assert await asyncio.gather(*(pull() for _ in range(8))) == [data] * 8
+    for _ in range(3):  # at once: store calls from threads that open a new connection to it fail
+        assert await asyncio.gather(*(pull() for _ in range(16))) == [data] * 16
