@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mirror import keys
+from mirror import errors, keys
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -58,11 +59,14 @@ async def metrics(request: web.Request) -> web.Response:
     if free is not None:
         app_metrics.cache_free.set(free)
     if store is not None:
-        size, entries = await asyncio.to_thread(store.usage)
-        app_metrics.cache_size.set(size)
-        app_metrics.cache_entries.set(entries)
-        pinned = request.app[keys.PINS].digests()
-        if pinned:
-            app_metrics.pinned_bytes.set(await asyncio.to_thread(store.bytes_of, pinned))
+        # A failing store (logged by it) keeps its gauges' last values: the rest of the scrape is what
+        # an operator needs most on that day.
+        with contextlib.suppress(errors.StorageUnavailable):
+            size, entries = await asyncio.to_thread(store.usage)
+            app_metrics.cache_size.set(size)
+            app_metrics.cache_entries.set(entries)
+            pinned = request.app[keys.PINS].digests()
+            if pinned:
+                app_metrics.pinned_bytes.set(await asyncio.to_thread(store.bytes_of, pinned))
     body = await asyncio.to_thread(generate_latest, app_metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

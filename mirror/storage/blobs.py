@@ -302,6 +302,7 @@ class BlobStore:
         """Every stored digest (for the shared mode's announcements)."""
         return [str(k) for (k,) in self._cache._sql("SELECT key FROM Cache").fetchall()]
 
+    @translated
     def bytes_of(self, digests: Collection[str]) -> int:
         """Total size of those of `digests` that are stored."""
         return self.held(digests)[1]

@@ -212,8 +212,7 @@ class Room:
 
 
 def _free_bytes(directory: Path) -> int:
-    try:
-        stat = os.statvfs(directory)
-    except OSError:
-        return 0
+    """Free bytes for the cache; an OSError (the directory gone) fails the reservation as `disk_error`,
+    not as a full disk."""
+    stat = os.statvfs(directory)
     return stat.f_bavail * stat.f_frsize

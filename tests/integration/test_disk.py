@@ -112,3 +112,6 @@ async def test_blobs_of_a_deleted_cache_directory_are_still_served_whole(
 
     for _ in range(3):  # at once: store calls from threads that open a new connection to it fail
         assert await asyncio.gather(*(pull() for _ in range(16))) == [data] * 16
+    text = await (await mirror.get("/metrics")).text()
+    assert 'mirror_blob_passthrough_total{reason="disk_error"}' in text
+    assert 'mirror_blob_passthrough_total{reason="disk_full"} 0.0' in text
