@@ -51,7 +51,9 @@ class SideStreams:
         self._metrics = metrics
         self._pump = pump
         self._tasks: dict[Fill, set[asyncio.Task[None]]] = {}
-        self._running = 0
+        # Side streams counted against `range_streams_total`: a window leaves this set before its fill
+        # hears that it ended, so a reader turned away by the limit that asks again finds it free.
+        self._running: set[Window] = set()
 
     def wanted(
         self, upstream: BlobSource, fill: Fill, pos: int, until: int | None, first: bool = True
@@ -68,7 +70,7 @@ class SideStreams:
             return
         if (
             len(fill.windows) >= self._limits.range_streams
-            or self._running >= self._limits.range_streams_total
+            or len(self._running) >= self._limits.range_streams_total
         ):
             if first:
                 self._metrics.range_streams.labels("limited").inc()
@@ -78,13 +80,13 @@ class SideStreams:
             end = min(end, taken)
         window = Window(pos, end)
         fill.windows.append(window)
-        self._running += 1
+        self._running.add(window)
         task = asyncio.create_task(self._run(upstream, fill, window), name=f"range {fill.digest} {pos}")
         self._tasks.setdefault(fill, set()).add(task)
-        task.add_done_callback(lambda done: self._ended(fill, done))
+        task.add_done_callback(lambda done: self._ended(fill, window, done))
 
-    def _ended(self, fill: Fill, task: asyncio.Task[None]) -> None:
-        self._running -= 1
+    def _ended(self, fill: Fill, window: Window, task: asyncio.Task[None]) -> None:
+        self._running.discard(window)  # also when it was cancelled before it began
         tasks = self._tasks.get(fill)
         if tasks is not None:
             tasks.discard(task)
@@ -115,6 +117,7 @@ class SideStreams:
             fill.ranged = False
             log.exception("blob_range_stream_crashed", digest=fill.digest, start=window.start)
         finally:
+            self._running.discard(window)
             fill.drop(window)
 
     async def _fetch(self, upstream: BlobSource, fill: Fill, window: Window) -> None:
