@@ -32,7 +32,7 @@ from mirror.sidestreams import SideStreams
 from mirror.storage.blobs import BlobStore
 from mirror.storage.room import Refused, Reservation, Room, reason_of_os_error
 from mirror.upstream import fields
-from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken
+from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken, skip_for
 
 MAX_RESUMES = 5
 #: Bytes per read when the main stream hashes what side streams wrote (from the page cache).
@@ -486,7 +486,7 @@ class Fills:
             os.lseek(fd, fill.front, os.SEEK_SET)  # the pump writes at the descriptor's offset
             try:
                 try:
-                    skip = _skip_for(body, fill.front)
+                    skip = skip_for(body, fill.front)
                     cut = await self._pump(
                         body, lambda: fill.front, fd, hasher.update, fill.wrote, skip, fill.cutting()
                     )
@@ -591,11 +591,6 @@ def reason_of(exc: errors.RegistryError) -> str:
     if isinstance(exc, errors.StorageUnavailable):
         return "disk"
     return "upstream_error"
-
-
-def _skip_for(resp: BlobBody, written: int) -> int:
-    """Bytes to drop from a resumed response: all we have when the upstream ignored our Range."""
-    return written if written and resp.status == 200 else 0
 
 
 def _overlaps(fill: Fill) -> bool:

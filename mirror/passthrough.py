@@ -31,7 +31,7 @@ from mirror import oci
 from mirror.fills import MAX_RESUMES, RESUME_BACKOFF, Fill, FillLimits
 from mirror.metrics import Metrics
 from mirror.storage.room import Room
-from mirror.upstream.transport import BlobSource, BodyBroken
+from mirror.upstream.transport import BlobSource, BodyBroken, skip_for, unhashed
 
 log = structlog.get_logger("mirror.passthrough")
 
@@ -184,7 +184,7 @@ class PassThrough:
 
     async def _produce(self, fd: int, offset: int, size: int | None, hasher: hashlib._Hash | None) -> None:
         """Receive the blob from `offset` into the pipe `fd`, resuming a broken body with Range."""
-        update = hasher.update if hasher is not None else _ignore
+        update = hasher.update if hasher is not None else unhashed
         resumes = 0
         while True:
             resp = await self.source.open_blob(self.name, self.digest, offset=offset)
@@ -194,7 +194,7 @@ class PassThrough:
                 nonlocal received
                 received += n
 
-            skip = offset if offset and resp.status == 200 else 0  # the upstream ignored our Range
+            skip = skip_for(resp, offset)
             try:
                 try:
                     await resp.pump_into(fd, update, count, skip)
@@ -281,7 +281,3 @@ def _hash_file(hasher: hashlib._Hash, file: IO[bytes], count: int) -> None:
             raise PassThroughFailed("the bytes already sent are no longer readable")
         hasher.update(data)
         offset += len(data)
-
-
-def _ignore(data: memoryview) -> None:
-    """A hash update for a ranged answer, which is not verified."""

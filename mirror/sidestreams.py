@@ -29,7 +29,7 @@ from mirror import errors
 from mirror.extents import Window
 from mirror.metrics import Metrics
 from mirror.upstream import fields
-from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken
+from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken, unhashed
 
 if TYPE_CHECKING:
     from mirror.fills import Fill, FillLimits
@@ -138,7 +138,7 @@ class SideStreams:
                 self._metrics.range_streams.labels("started").inc()
                 log.info("blob_range_stream_started", digest=fill.digest, start=window.start, end=window.end)
                 await self._pump(
-                    body, lambda: window.got, fd, _unhashed, lambda n: self._wrote(fill, window, n)
+                    body, lambda: window.got, fd, unhashed, lambda n: self._wrote(fill, window, n)
                 )
             finally:
                 await asyncio.to_thread(os.close, fd)
@@ -160,10 +160,6 @@ def _answers(body: BlobBody, window: Window, size: int | None) -> bool:
     """Whether `body` is a 206 for exactly `window` of a blob of `size` bytes."""
     found = fields.content_range(body.headers.get("Content-Range")) if body.status == 206 else None
     return found is not None and found[:2] == (window.start, window.end) and found[2] in (size, None)
-
-
-def _unhashed(data: memoryview) -> None:
-    """Side streams do not hash: the main stream hashes their bytes, in order, from the file."""
 
 
 def _open_at(path: Path, offset: int) -> int:

@@ -37,7 +37,7 @@ def reason_of_os_error(exc: OSError) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """No room for a blob: why (one of REASONS), in words."""
+    """No room for a blob: why (one of `metrics.PASSTHROUGH_REASONS`), in words."""
 
     reason: str
     detail: str

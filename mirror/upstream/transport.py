@@ -89,6 +89,17 @@ class BlobSource(Protocol):
         range to the end): the caller checks the status and `Content-Range`."""
 
 
+def skip_for(body: BlobBody, offset: int) -> int:
+    """Bytes to drop from a body asked from `offset`: all of them when the upstream ignored the Range
+    and answered the whole blob (200)."""
+    return offset if offset and body.status == 200 else 0
+
+
+def unhashed(data: memoryview) -> None:
+    """A `HashUpdate` that hashes nothing: for bytes hashed elsewhere (a fill's side stream, whose bytes
+    the main stream hashes in order from the file) or never checked (a ranged pass-through)."""
+
+
 def byte_range(offset: int, end: int | None) -> str:
     """The `Range` header value for bytes [offset, end) (to the blob's end when `end` is None)."""
     return f"bytes={offset}-" if end is None else f"bytes={offset}-{end - 1}"
