@@ -5,6 +5,7 @@ of each spending a request of the upstream's rate limit.
 A replica takes a short Redis lock (`SET NX PX`) for the request; if another holds it, it looks for the
 result (what the holder stores behind the in-process cache) every `POLL` seconds; once the lock is
 free without a result (the holder got a 404 or failed), or after `WAIT`, it asks the upstream itself.
+Whoever takes the lock looks for a result first: a holder may have stored it and unlocked in between.
 Without Redis it asks at once: a lost lock costs a request, never a pull.
 """
 
@@ -43,8 +44,14 @@ class SharedFetches:
         deadline = time.monotonic() + WAIT
         while True:
             token, busy = await self._coordinator.lock(key, LOCK_TTL)
-            if token is not None:  # first, or the holder finished without a result (a 404, say)
+            if token is not None:  # first, or the holder finished (a 404, say, or just now)
                 try:
+                    # A holder that stored its result and unlocked between our last look and this
+                    # lock leaves the result behind it: look once more before asking the upstream.
+                    found = await ready()
+                    if found is not None:
+                        self._metrics.manifests_from_replicas.inc()
+                        return found, True
                     return await fetch(), False
                 finally:
                     await self._coordinator.unlock(key, token)

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from mirror.config import Settings
 from tests.bench.load import _curl_args, _parse_curl, check_transfers
 from tests.bench.procs import ProcStats
 from tests.bench.seed import ensure_seeded
@@ -30,6 +31,8 @@ from tests.support.registry import Registry
 CURL_MAX_S = 300
 #: Redis commands the bench's own client sends (not the mirrors').
 OWN_COMMANDS = ("info", "config|resetstat", "hello")
+#: The replicas run the production Redis timeout, not the tests' patient one.
+DEFAULTS = {"MIRROR_REDIS_TIMEOUT": str(Settings().redis_timeout)}
 
 
 def curls(urls: list[str]) -> tuple[float, list[object]]:
@@ -61,7 +64,7 @@ def one_run(
     figures: dict[str, object] = {}
     with (
         RedisServer(workdir / "redis") as redis,
-        SharedMirrors(workdir / "mirrors", upstream.url, redis.url, count=replicas) as mirrors,
+        SharedMirrors(workdir / "mirrors", upstream.url, redis.url, count=replicas, env=DEFAULTS) as mirrors,
     ):
         stats = [ProcStats(m.proc.pid) for m in mirrors if m.proc is not None]
         redis.reset_stats()

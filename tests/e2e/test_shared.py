@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from mirror.cluster.coordinator import BREAKER_FAILURES
-from mirror.config import Settings
 from tests.support.catalog import MIB, Catalog, ImageSpec, seed_image
-from tests.support.cluster import SharedMirrors
+from tests.support.cluster import REDIS_TIMEOUT, SharedMirrors
 from tests.support.digests import sha256
 from tests.support.images import Blob, ImageInfo, LayerSpec
 from tests.support.mirrorproc import MirrorProcess
@@ -28,7 +27,6 @@ from tests.support.registry import Registry
 from tests.support.throttle import ThrottledProxy
 from tests.support.tls import make_tls
 
-REDIS_TIMEOUT = Settings().redis_timeout
 #: A Redis breaker that probes again after half a second, so tests of Redis coming back are quick.
 QUICK_COOLDOWN = {"MIRROR_REDIS_COOLDOWN": "0.5"}
 

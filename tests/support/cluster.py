@@ -10,6 +10,10 @@ from pathlib import Path
 from tests.support.mirrorproc import MirrorProcess
 
 PEER_SECRET = "test-peer-secret-0123456789"
+#: Seconds a replica here waits for Redis (`redis_timeout`; 0.25 by default): a loaded 2-core test
+#: machine can stall a replica longer than that, and a lock lost so costs a second upstream request
+#: where the tests count exactly one. Tests of a stopped Redis measure against this value.
+REDIS_TIMEOUT = 1.0
 
 
 class SharedMirrors:
@@ -30,6 +34,7 @@ class SharedMirrors:
                 MIRROR_REDIS_URL=redis_url,
                 MIRROR_ADVERTISE_URL=mirror.url,
                 MIRROR_PEER_SECRET=PEER_SECRET,
+                MIRROR_REDIS_TIMEOUT=str(REDIS_TIMEOUT),
                 **(env or {}),
             )
             self.mirrors.append(mirror)
