@@ -60,6 +60,7 @@ class UpstreamSettings:
     egress: ProxyRules = DIRECT  # the effective proxy rules, filled in by Settings.registries()
     headers_timeout: float | None = None  # top-level only, filled in by `registries()`
     max_transfers: int = 64  # top-level only, filled in by `registries()`
+    fill_memory_bytes: int = 256 * 1024  # top-level only, filled in by `registries()`
 
     def redacted(self) -> dict[str, Any]:
         found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "egress"}
@@ -119,6 +120,7 @@ class Settings:
     disk_reserve_bytes: int = 1024**3
     headers_timeout: float = 20.0
     max_transfers: int = 64
+    fill_memory_bytes: int = 256 * 1024
     fill_min_bytes: int = 64 * 1024
     fill_min_window: float = 30.0
     fill_max_seconds: float = 6 * 3600.0
@@ -181,6 +183,7 @@ class Settings:
                 egress=self.egress.overridden(u.proxy),
                 headers_timeout=self.headers_timeout,
                 max_transfers=self.max_transfers,
+                fill_memory_bytes=self.fill_memory_bytes,
             )
             for u in (docker, *self.upstreams)
         )
@@ -253,6 +256,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "disk_reserve_bytes": values.size,
     "headers_timeout": values.positive_seconds,
     "max_transfers": values.positive_count,
+    "fill_memory_bytes": values.size_or_zero,
     "fill_min_bytes": values.size,
     "fill_min_window": values.positive_seconds,
     "fill_max_seconds": values.positive_seconds,

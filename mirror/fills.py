@@ -25,7 +25,7 @@ from typing import IO
 
 import structlog
 
-from mirror import errors, oci
+from mirror import errors, oci, wholefill
 from mirror.extents import Extents, Window
 from mirror.metrics import Metrics
 from mirror.sidestreams import SideStreams
@@ -75,6 +75,7 @@ class Fill:
         self.ranged = True  # side streams may be tried (until one is refused or fails)
         self.main_end: int | None = None  # where the main stream's current body ends (None: unknown)
         self.temp: Path | None = None  # the temp file's path, for side streams' own descriptors
+        self.data: bytes | None = None  # the whole verified body, when it came with the headers
         self.attached = asyncio.Event()
         self._cut: asyncio.Future[None] | None = None  # set to stop the main stream's current body
         self.error: errors.RegistryError | None = None
@@ -86,6 +87,7 @@ class Fill:
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._fd: int | None = None
         self._readers = 0
+        self.joined = 0  # readers that ever acquired it
         self.abandoned = False  # every reader left while it ran
         self.on_abandoned: Callable[[Fill], None] = lambda fill: None
         #: A reader waits for bytes [pos, until) that are not there (set by `Fills`: a side stream?);
@@ -96,6 +98,7 @@ class Fill:
 
     def acquire(self) -> None:
         self._readers += 1
+        self.joined += 1
         self.abandoned = False
 
     def release(self) -> None:
@@ -154,6 +157,15 @@ class Fill:
         """The source answered with the blob's headers: readers may send theirs."""
         self.size = size
         self.ready.set()
+
+    def keep(self, data: bytes) -> None:
+        """The whole body came with the headers and is verified: readers send it from memory."""
+        self.data = data
+        self.present.add(0, len(data))
+        self.front = len(data)
+        self.verified = True
+        self.answered(len(data))
+        self._notify()
 
     def attach(self, fd: int) -> None:
         """The temp file the bytes go to; closed once the fill ended and no reader holds it."""
@@ -331,21 +343,36 @@ class Fills:
                 # Ask upstream first: clients get their headers as soon as it answers, while the temp
                 # file is being set up (they read nothing before the first bytes are written anyway).
                 resp = await upstream.open_blob(fill.name, fill.digest)
+                if (whole := resp.take_whole()) is not None:  # a small body: no temp file to follow
+                    try:
+                        await self._keep_whole(fill, whole, started)
+                    finally:
+                        resp.release()
+                    return
                 fill.answered(resp.content_length)
                 if fill.abandoned and self._over_budget(fill):  # every reader left before the headers
                     resp.release()
                     self._fail(fill, errors.UpstreamUnavailable(ABANDONED), "abandoned")
                     return
-                room = await self._reserve(fill)
+                # The temp file is made while the reservation is decided: two thread steps at once.
+                opening = asyncio.ensure_future(self._open_temp(fill.digest))
+                try:
+                    room = await self._reserve(fill)
+                except BaseException:
+                    resp.release()
+                    await _drop_temp(opening)
+                    raise
                 if isinstance(room, Refused):
                     resp.release()
+                    await _drop_temp(opening)
                     self._not_stored(fill, room)
                     return
                 reservation = room
                 try:
-                    opened, path, fd = await self._open_temp(fill.digest)
+                    opened, path, fd = await opening
                 except BaseException:
                     resp.release()
+                    await _drop_temp(opening)
                     raise
                 fill.temp = path
                 fill.attach(fd)
@@ -403,6 +430,62 @@ class Fills:
             if temp is not None:
                 with contextlib.suppress(OSError):
                     await asyncio.to_thread(os.unlink, temp)
+
+    async def _keep_whole(self, fill: Fill, data: bytes, started: float) -> None:
+        """A body that came whole with its headers (`wholefill.py`): verified, then reserved (the
+        serial decision every fill takes), written and committed in one thread step, and served from
+        memory; served all the same when it cannot be stored. One that does not match is refused
+        before any reader's headers."""
+        if not await wholefill.matches(fill.digest, data):
+            mismatch = DigestMismatch(f"upstream bytes do not hash to {fill.digest}")
+            self._fail(fill, mismatch, "digest_mismatch")
+            return
+        room, store = self._room, self._store
+        try:
+            if room is None:
+                await asyncio.to_thread(wholefill.store, store, None, None, fill.digest, data)
+            else:  # the reservation, the write and the commit in one thread step
+                held = await room.reserve(
+                    fill.digest,
+                    len(data),
+                    lambda: 0,
+                    lambda reservation: wholefill.store(store, room, reservation, fill.digest, data),
+                )
+                if isinstance(held, Refused):
+                    fill.keep(data)
+                    self._room_refused(fill, held)
+                    return
+        except (OSError, errors.StorageUnavailable) as exc:  # the reservation was given back
+            cause = exc.__cause__ if isinstance(exc, errors.StorageUnavailable) else exc
+            reason = reason_of_os_error(cause) if isinstance(cause, OSError) else "disk_error"
+            fill.keep(data)
+            self._room_refused(fill, Refused(reason, f"cache write failed: {cause}"))
+            return
+        fill.keep(data)
+        self._on_commit(fill.digest, len(data))
+        log.info(
+            "blob_fill_committed",
+            digest=fill.digest,
+            bytes=len(data),
+            seconds=round(time.monotonic() - started, 3),
+            in_memory=True,
+        )
+        fill.finish(None)
+
+    def _room_refused(self, fill: Fill, refused: Refused) -> None:
+        """A blob whose readers have every byte (from memory) cannot be stored: their answers count as
+        not stored, and the next readers go straight to upstream."""
+        self._metrics.blob_passthrough.labels(refused.reason).inc(fill.joined)
+        log.warning(
+            "blob_not_stored",
+            digest=fill.digest,
+            reason=refused.reason,
+            detail=refused.detail,
+            size=fill.size,
+        )
+        if self._room is not None:
+            self._room.refuse(fill.digest, fill.size, refused.reason)
+        fill.finish(errors.StorageUnavailable(f"blob not stored: {refused.detail}"))
 
     async def _open_temp(self, digest: str) -> tuple[IO[bytes], Path, int]:
         """`BlobStore.open_temp` in a thread; if this is cancelled meanwhile, what the thread opened is
@@ -615,6 +698,14 @@ def _hash_file(fd: int, start: int, end: int, hasher: hashlib._Hash) -> int:
         raise OSError(errno.EIO, "temp file shorter than its present bytes")
     hasher.update(data)
     return len(data)
+
+
+async def _drop_temp(opening: asyncio.Future[tuple[IO[bytes], Path, int]]) -> None:
+    """Stop `opening` (a `Fills._open_temp`) and remove what it made, if anything."""
+    opening.cancel()  # `_open_temp` then waits for its thread and removes what it opened
+    await asyncio.wait({opening})
+    if not opening.cancelled() and opening.exception() is None:
+        await asyncio.to_thread(_discard_temp, *opening.result())
 
 
 def _discard_temp(file: IO[bytes], path: Path, fd: int) -> None:

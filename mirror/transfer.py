@@ -170,9 +170,13 @@ async def send_fill(
             written = await fill.available(pos, end)
             if written <= pos:
                 break
+            stop = written if end is None else min(written, end)
+            if fill.data is not None:  # the whole body, in memory: one write
+                await response.write(memoryview(fill.data)[pos:stop])
+                pos = stop
+                continue
             if file is None:  # opened once bytes exist: the temp file is created after the headers
                 file = fill.reader_file()
-            stop = written if end is None else min(written, end)
             await send_file(request, response, file, pos, stop - pos)
             pos = stop
     finally:

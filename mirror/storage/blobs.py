@@ -168,6 +168,22 @@ class BlobStore:
         return os.fdopen(fd, "wb", buffering=0), Path(name), os.open(name, os.O_RDONLY)
 
     @translated
+    def write_temp(self, digest: str, data: bytes) -> Path:
+        """A new temp file for `digest` holding `data`, closed (a body that came whole, in memory)."""
+        fd, name = tempfile.mkstemp(prefix=digest.replace(":", "-") + ".", dir=self.tmp_dir)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+            raise
+        finally:
+            os.close(fd)
+        return Path(name)
+
+    @translated
     def open(self, digest: str, read_below: int = 0) -> StoredBlob | None:
         """The stored blob, or None. A file whose size differs from the recorded one is dropped.
 

@@ -100,6 +100,10 @@ class Reservation:
         self._room.forget(self)
 
 
+#: What `Room.reserve` may run right after holding a reservation, in the same thread step.
+Then = Callable[[Reservation], None]
+
+
 class Room:
     """The reservations of fills under way, against the store's limit and the filesystem's free space."""
 
@@ -126,15 +130,23 @@ class Room:
         with self._count:
             return self._store.blob_bytes() + self._total
 
-    async def reserve(self, digest: str, size: int, written: Callable[[], int]) -> Reservation | Refused:
-        """Room for `size` bytes of `digest`, evicting first if needed; or why there is none."""
-        async with self._deciding:
-            return await self._reserve(digest, size, written)
+    async def reserve(
+        self, digest: str, size: int, written: Callable[[], int], then: Then | None = None
+    ) -> Reservation | Refused:
+        """Room for `size` bytes of `digest`, evicting first if needed; or why there is none.
 
-    async def _reserve(self, digest: str, size: int, written: Callable[[], int]) -> Reservation | Refused:
+        `then` runs in the same thread step as the hold, right after it (blocking: a blob whose bytes
+        are all in memory is written and committed there, `wholefill.py`); if it raises, the
+        reservation is released and the error raised."""
+        async with self._deciding:
+            return await self._reserve(digest, size, written, then)
+
+    async def _reserve(
+        self, digest: str, size: int, written: Callable[[], int], then: Then | None
+    ) -> Reservation | Refused:
         reservation = Reservation(self, digest, size, written)
         # The common case in one thread hop: the blob fits as things are, and is held at once.
-        decided = await asyncio.to_thread(self._hold_if_room, reservation)
+        decided = await asyncio.to_thread(self._hold_if_room, reservation, then)
         if decided is None:
             return reservation
         if isinstance(decided, Refused):
@@ -148,24 +160,30 @@ class Room:
             return Refused("cache_full", "pinned blobs and blobs being read leave no room")
         if size + usage.pending + INDEX_HEADROOM > usage.free:
             return Refused("disk_full", f"{usage.free} bytes free on the cache filesystem for {size}")
-        await asyncio.to_thread(self._hold, reservation)
+        await asyncio.to_thread(self._hold, reservation, then)
         return reservation
 
-    def _hold_if_room(self, reservation: Reservation) -> Usage | Refused | None:
+    def _hold_if_room(self, reservation: Reservation, then: Then | None = None) -> Usage | Refused | None:
         """Hold `reservation` if it fits without evicting (None); else why it cannot fit, or the usage
         room must be made from (blocking: run it in a thread)."""
         usage = self._usage()
         target = eviction_target(reservation.size, usage, self._limits)
         if isinstance(target, Refused) or target < usage.stored:
             return target if isinstance(target, Refused) else usage
-        self._hold(reservation)
+        self._hold(reservation, then)
         return None
 
-    def _hold(self, reservation: Reservation) -> None:
+    def _hold(self, reservation: Reservation, then: Then | None = None) -> None:
         with self._count:
             self._held[reservation] = None
             self._total += reservation.size
         self._metrics.cache_reserved.inc(reservation.size)
+        if then is not None:
+            try:
+                then(reservation)
+            except BaseException:
+                self.forget(reservation)
+                raise
 
     def _usage(self) -> Usage:
         with self._count:

@@ -102,7 +102,9 @@ class UpstreamClient:
         connect, read = self._settings.connect_timeout, self._settings.read_timeout
         egress = self._settings.egress
         self._session = SessionTransport(connect, read, USER_AGENT, egress)
-        self._bodies = ThreadedTransport(connect, read, egress, self._settings.max_transfers)
+        self._bodies = ThreadedTransport(
+            connect, read, egress, self._settings.max_transfers, self._settings.fill_memory_bytes
+        )
         await asyncio.to_thread(ThreadedTransport.warm)
         return self
 

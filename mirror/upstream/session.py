@@ -59,6 +59,9 @@ class SessionResponse:
             raise TransportError(describe(exc), timeout=isinstance(exc, TimeoutError)) from None
         return body
 
+    def take_whole(self) -> None:
+        """Bodies over the session are always received by `pump_into`."""
+
     async def pump_into(self, fd: int, hash_update: HashUpdate, on_bytes: OnBytes, skip: int = 0) -> None:
         """Receive the body on the event loop, each piece written and hashed in the default executor
         (no thread is held between pieces): the path of blobs beyond the transfer threads."""

@@ -25,6 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from mirror.errors import describe
+from mirror.upstream.early import read_early
 from mirror.upstream.egress import DIRECT, Proxy, ProxyRules
 from mirror.upstream.fields import content_length
 from mirror.upstream.receive import BUFFER, Coalesced, FileSink
@@ -67,9 +68,12 @@ class ThreadedTransport:
         read_timeout: float | None,
         egress: ProxyRules = DIRECT,
         max_transfers: int = MAX_TRANSFERS,
+        early_bytes: int = 0,
     ) -> None:
         self._egress = egress
         self.max_transfers = max_transfers
+        #: A 2xx body announced at most this long is read along with its headers (`early.py`; 0: never).
+        self.early_bytes = early_bytes
         self.active = 0  # slots held: exchanges sent and not released
         self.executor = ThreadPoolExecutor(max_transfers, thread_name_prefix="mirror-transfer")
         self._connect_timeout = connect_timeout
@@ -199,7 +203,11 @@ class ThreadedTransport:
         except BaseException:
             self.discard(conn)
             raise
-        return ThreadedResponse(self, key, conn, resp, sock)
+        early = b""
+        length = resp.length
+        if sock is not None and length and length <= self.early_bytes and 200 <= resp.status < 300:
+            early = read_early(resp.fp, sock, length)
+        return ThreadedResponse(self, key, conn, resp, sock, early)
 
     async def close(self) -> None:
         self.shut_down()
@@ -227,8 +235,11 @@ class ThreadedResponse:
         conn: http.client.HTTPConnection,
         resp: http.client.HTTPResponse,
         sock: socket.socket | None = None,
+        early: bytes = b"",
     ) -> None:
         self._pool = pool
+        self._slot = True  # one of the pool's `max_transfers`, held until `release`
+        self._early = early  # the body's first bytes, read with the headers (`early.py`)
         self._key = key
         self._conn: http.client.HTTPConnection | None = conn
         self._resp = resp
@@ -242,11 +253,25 @@ class ThreadedResponse:
 
     async def read(self, limit: int) -> bytes:
         """Up to `limit` bytes of the body (an error document), in a transfer thread."""
+        head, self._early = self._early[:limit], self._early[limit:]
+        if len(head) == limit:
+            return head
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool.executor, self._resp.read, limit)
+            return head + await loop.run_in_executor(self._pool.executor, self._resp.read, limit - len(head))
         except (OSError, http.client.HTTPException) as exc:
             raise TransportError(describe(exc), timeout=isinstance(exc, TimeoutError)) from None
+
+    def take_whole(self) -> bytes | None:
+        """The whole body when it was all read with the headers, else None. Once taken, the connection
+        goes back to the pool at once; the transfer slot is held until `release` (so at most
+        `max_transfers` such bodies are held in memory)."""
+        if not self._early or len(self._early) != self._resp.length:
+            return None
+        whole, self._early = self._early, b""
+        self._complete = True
+        self._give_back()
+        return whole
 
     async def pump_into(self, fd: int, hash_update: HashUpdate, on_bytes: OnBytes, skip: int = 0) -> None:
         """Run `pump` in a transfer thread; `on_bytes` runs on the event loop after each chunk written.
@@ -288,6 +313,10 @@ class ThreadedResponse:
             self._pump_chunked(sink)
             return
         remaining = self._resp.length  # None: the body ends with the connection
+        if self._early:  # read with the headers: written first
+            early, self._early = self._early, b""
+            sink.take(memoryview(early))
+            remaining = None if remaining is None else remaining - len(early)
         buffer = memoryview(bytearray(BUFFER if remaining is None else min(BUFFER, remaining)))
         while remaining is None or remaining > 0:
             want = len(buffer) if remaining is None else min(len(buffer), remaining)
@@ -335,12 +364,18 @@ class ThreadedResponse:
 
     def release(self) -> None:
         """Give the connection back if the body was read to its end, else close it; frees the slot."""
+        if self._slot:
+            self._slot = False
+            self._pool.active -= 1
+        self._give_back()
+
+    def _give_back(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        self._pool.active -= 1
         if self._complete and not self._resp.will_close and not self._stop.is_set():
             self._resp.close()  # marks the exchange finished, so the connection can send again
+            self._sock = None  # the pool's again: `stop` must not touch it
             self._pool.give_back(self._key, conn)
         else:
             # A `Connection: close` answer holds the socket itself (http.client hands it over): close both.

@@ -66,7 +66,11 @@ HashUpdate = Callable[[memoryview], object]
 
 
 class BlobBody(Response, Protocol):
-    """A blob response (200, or 206 for a Range) whose body is received into a file descriptor."""
+    """A blob response (200, or 206 for a Range) whose body is received into a file descriptor, or
+    was read whole along with its headers (a small one)."""
+
+    def take_whole(self) -> bytes | None:
+        """The whole body if it came with the headers (then nothing is left to receive), else None."""
 
     async def pump_into(self, fd: int, hash_update: HashUpdate, on_bytes: OnBytes, skip: int = 0) -> None:
         """Receive the body into `fd` (in order, at the descriptor's current offset: a fill's side
@@ -128,6 +132,12 @@ class CountedBody:
 
     async def read(self, limit: int) -> bytes:
         return await self._body.read(limit)
+
+    def take_whole(self) -> bytes | None:
+        whole = self._body.take_whole()
+        if whole is not None:
+            self._count(len(whole))
+        return whole
 
     def release(self) -> None:
         self._body.release()

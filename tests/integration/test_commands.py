@@ -283,8 +283,9 @@ async def test_warm_reports_the_registry_error_code_and_exits_1(
 async def test_warm_fails_an_image_whose_blob_is_cut_off(
     fake: FakeUpstream, mirror: Client, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A blob the mirror cuts off (the upstream sent wrong bytes) fails that image with exit 1."""
-    bad = blob(fake, 1)
+    """A blob the mirror cuts off (the upstream sent wrong bytes, too many to be read with the headers)
+    fails that image with exit 1."""
+    bad = blob(fake, 1, size=300_000)
     fake.faults[bad] = "wrong_bytes"
     fake.add_manifest("library/app", "1", [bad])
     status, out = await run(capsys, "warm", "app:1", "--mirror", mirror_url(mirror))
