@@ -106,6 +106,7 @@ class UpstreamClient:
             connect, read, egress, self._settings.max_transfers, self._settings.fill_memory_bytes
         )
         await asyncio.to_thread(ThreadedTransport.warm)
+        await asyncio.to_thread(self._bodies.prestart)
         return self
 
     async def __aexit__(

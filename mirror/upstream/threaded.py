@@ -34,6 +34,12 @@ from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, Transport
 #: Threads for blocking transfers by default (`max_transfers`): each download holds one for its whole
 #: length. Past them, a download's headers and body go over the session instead (`TransportBusy`).
 MAX_TRANSFERS = 64
+#: Transfer threads started with the transport instead of by the first cold requests: a thread is
+#: started on the event loop, which waits until it runs (milliseconds on a busy machine), and a cold
+#: pull asks for its config and layers at once (8: more than the layers one client fetches at once).
+PRESTART = 8
+#: Seconds the threads started by `prestart` wait for each other before giving up (a stalled machine).
+PRESTART_WAIT = 5.0
 _A = TypeVar("_A")
 _R = TypeVar("_R", int, bytes)
 
@@ -82,6 +88,16 @@ class ThreadedTransport:
         self._busy: set[http.client.HTTPConnection] = set()  # shut down on close(), unblocking threads
         self._lock = threading.Lock()
         self._tls = ssl.create_default_context()
+
+    def prestart(self, count: int = PRESTART) -> None:
+        """Start `count` transfer threads now (blocking: run it in a thread): each job waits until all
+        of them run, so each takes a thread of its own."""
+        count = min(count, self.max_transfers)
+        barrier = threading.Barrier(count)
+        jobs = [self.executor.submit(barrier.wait, PRESTART_WAIT) for _ in range(count)]
+        for job in jobs:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                job.result()
 
     @staticmethod
     def warm() -> None:
