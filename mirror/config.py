@@ -60,7 +60,7 @@ class UpstreamSettings:
     egress: ProxyRules = DIRECT  # the effective proxy rules, filled in by Settings.registries()
     headers_timeout: float | None = None  # top-level only, filled in by `registries()`
     max_transfers: int = 64  # top-level only, filled in by `registries()`
-    fill_memory_bytes: int = 256 * 1024  # top-level only, filled in by `registries()`
+    fill_memory_bytes: int = 64 * 1024  # top-level only, filled in by `registries()`
 
     def redacted(self) -> dict[str, Any]:
         found = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "egress"}
@@ -120,7 +120,7 @@ class Settings:
     disk_reserve_bytes: int = 1024**3
     headers_timeout: float = 20.0
     max_transfers: int = 64
-    fill_memory_bytes: int = 256 * 1024
+    fill_memory_bytes: int = 64 * 1024
     fill_min_bytes: int = 64 * 1024
     fill_min_window: float = 30.0
     fill_max_seconds: float = 6 * 3600.0
