@@ -312,6 +312,7 @@ def test_replicas_follow_a_sentinel_failover(tmp_path: Path, upstream: Registry,
             tmp_path / "mirrors", upstream.url, sentinel.url(), env={"MIRROR_REDIS_COOLDOWN": "0.5"}
         ) as replicas,
     ):
+        wait_until(lambda: sentinel.watches_replica(standby.port), deadline_s=30, what="a replica to promote")
         master.kill()
         _pull(replicas[0], catalog.v2img)  # alone while Redis fails over
         wait_until(lambda: sentinel.master_port() == standby.port, deadline_s=30, what="failover")
