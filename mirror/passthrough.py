@@ -22,6 +22,7 @@ import fcntl
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from typing import IO
 
 import structlog
@@ -243,7 +244,7 @@ class _Piped:
 
 
 async def continue_fill(
-    through: PassThrough | None,
+    rest: Callable[[], PassThrough] | None,
     response: web.StreamResponse,
     fill: Fill,
     pos: int,
@@ -251,13 +252,15 @@ async def continue_fill(
     whole: bool,
 ) -> int:
     """A reader of `fill`, which ended `unstored`, has sent up to `pos`: the rest from upstream (from
-    `pos`, with its own ranged request), verified against the fill's file when the answer is whole.
-    Without `through` (a peer's request: it goes upstream itself) the client is cut off."""
+    `pos`, with its own ranged request, through the pass-through `rest` makes), verified against the
+    fill's file when the answer is whole. Without `rest` (a peer's request: it goes upstream itself)
+    the client is cut off."""
     assert fill.unstored is not None, "only a fill that cannot store its blob hands its readers on"
     if end is not None and pos >= end:
         return 0
-    if through is None:
+    if rest is None:
         raise PassThroughFailed(f"blob not stored ({fill.unstored}); this answer has no upstream")
+    through = rest()
     prefix = fill.reader_file() if whole and pos else None
     try:
         return await through.send(
