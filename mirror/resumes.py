@@ -20,9 +20,9 @@ from structlog.typing import FilteringBoundLogger
 from mirror.upstream.transport import BlobBody, BodyBroken, skip_for
 
 #: Resumes of one download before it fails: enough to ride out a few dropped connections, few enough
-#: that an upstream which keeps cutting the body off is given up within seconds (with the pauses).
+#: that an upstream which keeps cutting the body off is given up (a drip after 6 `fill_min_window`s).
 MAX_RESUMES = 5
-#: Seconds before the first resume; doubled for each one after (0.2 + 0.4 + ... + 3.2 = 6.2 s in all).
+#: Seconds before the first resume, doubled for each one after: 0.2 + 0.4 + ... + 3.2 = 6.2 s in all.
 RESUME_BACKOFF = 0.2
 
 
