@@ -78,9 +78,11 @@ class MainStream:
                 continue
             body = self._body if self._body is not None else await self._reopen()
             self._body = None
-            if _overlaps(fill) and self._redone < MAX_RESUMES:  # a side stream came meanwhile: not
-                self._redone += 1  # fetched twice (bounded: an upstream answering past the Range
-                body.release()  # asked for would loop)
+            if _overlaps(fill) and self._redone < MAX_RESUMES:
+                # A side stream came meanwhile: its bytes are not fetched twice (bounded: an upstream
+                # answering past the Range asked for would loop).
+                self._redone += 1
+                body.release()
                 continue
             return body
         return None
