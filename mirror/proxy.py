@@ -199,12 +199,15 @@ class RegistryProxy:
                 reason, size = refused  # not stored lately: no fill, straight from upstream
                 through = self._passthroughs.of(self._blobs, name, digest)
                 return BlobAnswer("miss", size, Upstream(through, reason))
+        # Judged before waiting: a small blob's fill can store it and finish before its readers wake.
+        known = self._fills.get(digest)
+        as_stored = known is not None and known.finished and known.error is None
         fill, joined = await self._fills.join(self._blobs, name, digest)
         # The pass-through for the rest of the blob is made only if the fill ends `unstored`, not per join.
         rest: Callable[[], PassThrough] | None = None
         if self._passthroughs is not None:
             rest = partial(self._passthroughs.of, self._blobs, name, digest)
-        if fill.finished and fill.error is None:  # verified and being committed: as good as stored
+        if as_stored:  # verified and being committed: as good as stored
             return BlobAnswer("hit", fill.size, Filling(fill), rest)
         return BlobAnswer("coalesced" if joined else "miss", fill.size, Filling(fill), rest)
 

@@ -26,35 +26,39 @@ EARLY_WAIT = 0.02
 def read_early(fp: BufferedReader, sock: socket.socket, length: int, wait: float = EARLY_WAIT) -> bytes:
     """Up to `length` body bytes from `fp` (a response's buffered reader over `sock`): those buffered,
     those on the socket, and those that arrive within `wait` seconds. Blocking, for `wait` at most; a
-    failing connection ends it quietly (the receive that follows sees the failure)."""
+    failing connection ends it quietly (the receive that follows sees the failure).
+
+    Bytes are only ever taken from the reader's buffer (`peek`, then `read1` of what it holds), never
+    by a receive into the caller's memory: over TLS a receive that finds no whole record raises, and
+    one that raised after copying buffered bytes would lose them."""
     deadline = time.monotonic() + wait
-    buffer = bytearray(length)
-    view = memoryview(buffer)
-    got = 0
+    got = bytearray()
     timeout = sock.gettimeout()
     sock.setblocking(False)
     try:
-        while got < length:
-            count = _receive(fp, view[got:])
-            if count is None:
-                if not _readable(sock, deadline - time.monotonic()):
-                    break
-                continue
-            if not count:
-                break
-            got += count
+        ended = False
+        while len(got) < length:
+            held = _buffered(fp)
+            if held:
+                got += fp.read1(min(held, length - len(got)))
+                ended = False
+            elif ended or not _readable(sock, deadline - time.monotonic()):
+                break  # the body ended (readable, yet nothing to read twice), or is not coming yet
+            else:
+                ended = held == 0  # readable: one more look tells data from the end
     except OSError:
         pass
     finally:
         sock.settimeout(timeout)
-    return bytes(view[:got])
+    return bytes(got)
 
 
-def _receive(fp: BufferedReader, into: memoryview) -> int | None:
-    """One non-blocking receive into `into`: the count, 0 at the end, None when nothing is there yet."""
+def _buffered(fp: BufferedReader) -> int | None:
+    """Bytes in the reader's buffer after at most one non-blocking receive into it: None when nothing
+    has arrived (TLS: no whole record yet), 0 when nothing is there (or the body ended)."""
     try:
-        return fp.readinto1(into)
-    except ssl.SSLWantReadError:  # TLS: no whole record yet
+        return len(fp.peek(1))
+    except ssl.SSLWantReadError:
         return None
 
 

@@ -36,6 +36,14 @@ async def metric(mirror: Client, sample: str) -> float:
     return float(found[0].split()[1]) if found else 0.0
 
 
+async def blob_requests(mirror: Client, result: str) -> float:
+    """Blob GETs counted in `mirror_requests_total` with that `result`."""
+    text = await (await mirror.get("/metrics")).text()
+    wanted = ("mirror_requests_total{", 'kind="blob"', f'result="{result}"')
+    lines = [line for line in text.splitlines() if line.startswith(wanted[0])]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if all(w in line for w in wanted[1:]))
+
+
 async def committed(logs: list[MutableMapping[str, Any]], digest: str) -> MutableMapping[str, Any]:
     """The fill's `blob_fill_committed` line, once it is logged (just after the blob is stored)."""
 
@@ -95,7 +103,8 @@ async def test_many_clients_of_one_small_cold_blob_cost_one_upstream_get(
     fake: FakeUpstream, make_mirror: MirrorFactory
 ) -> None:
     """Twenty clients asking at once for a small cold blob (its headers held back upstream until all
-    have joined) get it whole from one upstream GET."""
+    have joined) get it whole from one upstream GET: one miss and nineteen coalesced, although the
+    blob is stored before any of them is answered."""
     mirror = await make_mirror(fill_memory_bytes=str(LIMIT))
     data = payload(3000)
     digest = fake.add_blob(data)
@@ -106,6 +115,7 @@ async def test_many_clients_of_one_small_cold_blob_cost_one_upstream_get(
     for get in gets:
         assert await (await get).read() == data
     assert len(fake.requests("GET", "/blobs/")) == 1
+    assert (await blob_requests(mirror, "miss"), await blob_requests(mirror, "coalesced")) == (1, 19)
 
 
 async def test_a_small_blob_without_room_is_served_from_memory_and_not_stored(

@@ -17,16 +17,19 @@ from yarl import URL
 
 from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport
 from tests.support.net import BackgroundServer
+from tests.support.tls import TlsFiles, make_tls
 
 SMALL = bytes(range(256)) * 20  # 5,120 bytes
 LIMIT = len(SMALL)
+BIG = bytes(range(256)) * 160  # 40,960 bytes: more than the reader's 8 KiB buffer
 
 
 class Server(BackgroundServer):
     """/small: SMALL with keep-alive; /pause: its first half, then the rest once `release` is set;
-    /missing: a 404 with SMALL as its body."""
+    /pause-big: BIG's first 1,000 bytes, then the rest once `release` is set; /missing: a 404 with
+    SMALL as its body."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: TlsFiles | None = None) -> None:
         self.release = threading.Event()
         self.peers: list[int] = []
         server = self
@@ -41,6 +44,14 @@ class Server(BackgroundServer):
             def do_GET(self) -> None:
                 server.peers.append(self.client_address[1])
                 self.send_response(404 if self.path == "/missing" else 200)
+                if self.path == "/pause-big":
+                    self.send_header("Content-Length", str(len(BIG)))
+                    self.end_headers()
+                    self.wfile.write(BIG[:1000])
+                    self.wfile.flush()
+                    server.release.wait(10)
+                    self.wfile.write(BIG[1000:])
+                    return
                 self.send_header("Content-Length", str(len(SMALL)))
                 self.end_headers()
                 if self.path == "/pause":
@@ -51,10 +62,10 @@ class Server(BackgroundServer):
                     return
                 self.wfile.write(SMALL)
 
-        super().__init__(Handler, "early-test")
+        super().__init__(Handler, "early-test", tls)
 
     def url(self, path: str) -> URL:
-        return URL(f"http://127.0.0.1:{self.port}{path}")
+        return URL(f"{self.scheme}://127.0.0.1:{self.port}{path}")
 
 
 @pytest.fixture
@@ -134,3 +145,36 @@ async def test_an_error_body_is_read_whole_by_read(server: Server, transport: Th
     assert resp.take_whole() is None
     assert await resp.read(2 * LIMIT) == SMALL
     resp.release()
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[Server, TlsFiles]]:
+    tls = make_tls(tmp_path / "tls")
+    srv = Server(tls)
+    try:
+        yield srv, tls
+    finally:
+        srv.release.set()
+        srv.stop()
+
+
+async def test_over_tls_a_small_body_comes_whole_and_a_paused_one_loses_no_byte(
+    tls_server: tuple[Server, TlsFiles], tmp_path: Path
+) -> None:
+    """Over TLS (where a receive that finds no whole record raises): a small body is taken whole, and a
+    body larger than the reader's buffer that pauses after its first kilobyte reaches the pump with
+    every byte (the early read never loses what the reader had buffered)."""
+    server, tls = tls_server
+    transport = ThreadedTransport(connect_timeout=5, read_timeout=5, early_bytes=len(BIG))
+    transport._tls.load_verify_locations(tls.ca)
+    try:
+        resp = await transport.send("GET", server.url("/small"), {})
+        assert resp.take_whole() == SMALL
+        resp.release()
+        resp = await asyncio.wait_for(transport.send("GET", server.url("/pause-big"), {}), 5)
+        assert resp.take_whole() is None
+        server.release.set()
+        assert await asyncio.wait_for(pumped(resp, tmp_path / "t"), 10) == BIG
+        resp.release()
+    finally:
+        await transport.close()
