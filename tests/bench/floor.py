@@ -2,12 +2,12 @@
 around it, measured in the same run as the mirror, so that "CPU-s per cold GiB" can be read against it.
 
 - `pipeline`: one thread does what a verifying, storing mirror must do for each byte, and nothing else:
-  a blocking receive from the upstream (`readinto1` into one reused 1 MiB buffer), one write into a new
-  file on the cache's filesystem, SHA-256 from the same memory (hashlib, OpenSSL), and `sendfile` from
-  that file to a curl on loopback. Its CPU is the thread's CPU clock, the upstream's from `/proc`,
-  curl's from `RUSAGE_CHILDREN`.
+  a blocking receive from the upstream (`readinto1` into one reused 1 MiB buffer), written into a new
+  file on the cache's filesystem in the mirror's steps (`receive.write_all`), SHA-256 from the same
+  memory (hashlib, OpenSSL), and `sendfile` from that file to a curl on loopback. Its CPU is the
+  thread's CPU clock, the upstream's from `/proc`, curl's from `RUSAGE_CHILDREN`.
 - `sha256_cpu_s` and `write_cpu_s`: the two largest parts alone (hashing a buffer; writing a new file of
-  the blob's size in 1 MiB writes, then removing it).
+  the blob's size, in the mirror's 128 KiB writes or in others, then removing it).
 
 Every figure is per GiB. The machine is shared: each is as noisy as the mirror's own, which is why they
 are taken beside it, run for run.
@@ -24,11 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from mirror.upstream.receive import WRITE, write_all
 from tests.bench.load import BenchError, curl_finish, curl_start
 from tests.bench.procs import ProcStats, children_cpu_seconds
 
 GIB = 1024**3
-BUFFER = 1024 * 1024  # the mirror's receive buffer and write size (mirror/upstream/receive.py)
+BUFFER = 1024 * 1024  # the mirror's receive buffer (mirror/upstream/receive.py)
 _TIMEOUT_S = 120.0
 
 
@@ -117,9 +118,7 @@ def _pass_through(client: socket.socket, port: int, path: str, size: int, partia
             count = resp.fp.readinto1(buffer[: min(len(buffer), size - written)])
             if not count:
                 raise BenchError(f"floor: upstream closed after {written} of {size} bytes")
-            data = buffer[:count]
-            while data:
-                data = data[os.write(fd, data) :]
+            write_all(fd, buffer[:count])
             digest.update(buffer[:count])
             written += count
             while sent < written:
@@ -139,7 +138,7 @@ def sha256_cpu_s(size: int) -> float:
     return (thread_cpu_seconds() - before) * GIB / (max(1, size // len(buffer)) * len(buffer))
 
 
-def write_cpu_s(size: int, workdir: Path, step: int = BUFFER) -> float:
+def write_cpu_s(size: int, workdir: Path, step: int = WRITE) -> float:
     """CPU-s per GiB of writing a new file of `size` bytes under `workdir` in writes of `step` bytes
     (the page cache's copy and allocation; the file is removed after, outside the measure)."""
     workdir.mkdir(parents=True, exist_ok=True)

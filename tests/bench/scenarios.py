@@ -183,7 +183,7 @@ def floor_sample(env: Env, mirror_cpu_s: float | None) -> Sample:
         "floor_total_cpu_s": bare.cpu_s + bare.upstream_cpu_s + bare.client_cpu_s,
         "floor_sha256_cpu_s": floor.sha256_cpu_s(sd.big_size),
         "floor_write_cpu_s": floor.write_cpu_s(sd.big_size, env.workdir / "floor"),
-        "floor_write_64k_cpu_s": floor.write_cpu_s(sd.big_size, env.workdir / "floor", 64 * 1024),
+        "floor_write_1m_cpu_s": floor.write_cpu_s(sd.big_size, env.workdir / "floor", 1024 * 1024),
     }
     if mirror_cpu_s is not None and bare.cpu_s > 0:
         sample["mirror_over_floor"] = mirror_cpu_s / bare.cpu_s
