@@ -8,6 +8,7 @@ there; no caller tests flags.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,8 +73,9 @@ class BlobAnswer:
     result: str  # hit | miss | coalesced
     size: int | None
     body: BlobBytes
-    #: Where a reader of a fill that ends `unstored` gets the rest of the blob (None: nowhere).
-    rest: PassThrough | None = None
+    #: Makes where a reader of a fill that ends `unstored` gets the rest of the blob (None: nowhere);
+    #: called only then.
+    rest: Callable[[], PassThrough] | None = None
 
     def close(self) -> None:
         """Let go of the file or fill the bytes come from."""

@@ -23,6 +23,7 @@ from mirror.proxy import RegistryProxy
 from mirror.referrer_proxy import ReferrerProxy
 from mirror.storage.blobs import BlobStore
 from mirror.storage.eviction import Evictor
+from mirror.storage.hashing import ReadBuffers
 from mirror.storage.hot import HotBlobs
 from mirror.storage.indexes import open_index
 from mirror.storage.integrity import check_store
@@ -149,9 +150,10 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
         settings.fill_range_streams_total,
         settings.fill_range_gap,
     )
-    fills = Fills(store, metrics, on_commit=committed, limits=limits, room=room)
-    passthroughs = PassThroughs(limits, metrics, room)
-    verifier = Verifier(store, metrics)
+    buffers = ReadBuffers()  # one read buffer per thread for every hash of bytes on disk
+    fills = Fills(store, metrics, on_commit=committed, limits=limits, room=room, buffers=buffers)
+    passthroughs = PassThroughs(limits, metrics, room, buffers)
+    verifier = Verifier(store, metrics, buffers)
     hot = HotBlobs(HOT_BYTES, HOT_BLOB)
     registries = settings.registries()
     async with contextlib.AsyncExitStack() as stack:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -27,17 +25,15 @@ import structlog
 
 from mirror import errors, oci
 from mirror.extents import Extents, Window
+from mirror.mainstream import MainStream
 from mirror.metrics import Metrics
+from mirror.resumes import receive_resuming
 from mirror.sidestreams import SideStreams
 from mirror.storage.blobs import BlobStore
+from mirror.storage.hashing import ReadBuffers
 from mirror.storage.room import Refused, Reservation, Room, reason_of_os_error
-from mirror.upstream import fields
-from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken, skip_for
+from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken
 
-MAX_RESUMES = 5
-#: Bytes per read when the main stream hashes what side streams wrote (from the page cache).
-HASH_STEP = 4 * 1024 * 1024
-RESUME_BACKOFF = 0.2
 ABANDONED = "download stopped: its readers left and the abandoned-download budget is spent"
 
 
@@ -241,6 +237,7 @@ class Fills:
         on_commit: Callable[[str, int], None] = lambda digest, size: None,
         limits: FillLimits = FillLimits(),
         room: Room | None = None,
+        buffers: ReadBuffers | None = None,
     ) -> None:
         self._store = store
         self._room = room  # reservations against the cache's limit and free space (None: none made)
@@ -252,6 +249,7 @@ class Fills:
         self._by_fill: dict[Fill, asyncio.Task[None]] = {}
         self._stopped: set[Fill] = set()  # stopped on purpose (abandoned past the budget)
         self._sides = SideStreams(limits, metrics, self._pump)
+        self._buffers = buffers if buffers is not None else ReadBuffers()  # to hash side streams' bytes
 
     def get(self, digest: str) -> Fill | None:
         return self._fills.get(digest)
@@ -462,66 +460,22 @@ class Fills:
         short of them (its body is cut and re-opened with a bounded Range), hashes them from the file
         as they arrive, and goes on after them: no byte is fetched twice on purpose."""
         hasher = oci.Digest.parse(fill.digest).hasher()
-        fd = file.fileno()
-        body: BlobBody | None = resp
         fill.main_end = fill.size
-        resumes = redone = 0
-        while True:
-            await _absorb(fill, fd, hasher)
-            if fill.size is not None and fill.front >= fill.size:
-                break
-            if fill.window_at(fill.front) is not None:  # a side stream brings the next bytes
-                if body is not None:
-                    body.release()
-                    body = None
-                await fill.changed()
-                continue
-            if body is None:
-                body = await self._reopen(upstream, fill)
-            if _overlaps(fill) and redone < MAX_RESUMES:  # a side stream came meanwhile: not fetched twice
-                redone += 1  # (bounded: an upstream answering past the Range asked for would loop)
-                body.release()
-                body = None
-                continue
-            os.lseek(fd, fill.front, os.SEEK_SET)  # the pump writes at the descriptor's offset
-            try:
-                try:
-                    skip = skip_for(body, fill.front)
-                    cut = await self._pump(
-                        body, lambda: fill.front, fd, hasher.update, fill.wrote, skip, fill.cutting()
-                    )
-                finally:
-                    body.release()
-                    body = None
-            except BodyBroken as exc:
-                problem = str(exc)
-            else:
-                if cut or fill.size is None or fill.front >= (fill.main_end or fill.size):
-                    if fill.size is None:
-                        break
-                    continue
-                problem = "upstream body ended early"
-            resumes += 1
-            if resumes > MAX_RESUMES:
-                raise errors.UpstreamUnavailable(f"blob download failed: {problem}")
-            log.info("blob_fill_resumed", digest=fill.digest, offset=fill.front, detail=problem)
-            self._metrics.fill_resumes.inc()
-            await asyncio.sleep(RESUME_BACKOFF * 2 ** (resumes - 1))
+        main = MainStream(upstream, fill, file.fileno(), hasher, resp, self._pump, self._buffers)
+        await receive_resuming(
+            main,
+            log=log,
+            event="blob_fill_resumed",
+            digest=fill.digest,
+            resumes=self._metrics.fill_resumes,
+            give_up=errors.UpstreamUnavailable,
+        )
         if fill.size is not None and fill.front != fill.size:
             raise SizeMismatch(f"upstream sent {fill.front} bytes, announced {fill.size}")
         if hasher.hexdigest() != oci.Digest.parse(fill.digest).hex:
             raise DigestMismatch(f"upstream bytes do not hash to {fill.digest}")
         # Readers need not wait for the file to be closed and committed: the bytes are right.
         fill.verify()
-
-    async def _reopen(self, upstream: BlobSource, fill: Fill) -> BlobBody:
-        """A main stream body from the front, up to the next bytes present or being fetched."""
-        taken = fill.next_taken(fill.front)
-        end = taken if taken is not None and fill.size is not None and taken < fill.size else None
-        body = await upstream.open_blob(fill.name, fill.digest, offset=fill.front, end=end)
-        answered = fields.content_range(body.headers.get("Content-Range")) if body.status == 206 else None
-        fill.main_end = answered[1] if answered is not None else fill.size
-        return body
 
     async def _pump(
         self,
@@ -591,30 +545,6 @@ def reason_of(exc: errors.RegistryError) -> str:
     if isinstance(exc, errors.StorageUnavailable):
         return "disk"
     return "upstream_error"
-
-
-def _overlaps(fill: Fill) -> bool:
-    """Whether an active side stream's window starts inside the main stream's body ahead."""
-    end = fill.main_end if fill.main_end is not None else fill.size
-    return any(w.active and fill.front < w.start and (end is None or w.start < end) for w in fill.windows)
-
-
-async def _absorb(fill: Fill, fd: int, hasher: hashlib._Hash) -> None:
-    """Hash, in order and from the file, bytes side streams put at the main stream's front (a step
-    per thread hand-off, so that a cancelled fill stops within one)."""
-    while (end := fill.present.run_from(fill.front)) > fill.front:
-        fill.front += await asyncio.to_thread(
-            _hash_file, fd, fill.front, min(end, fill.front + HASH_STEP), hasher
-        )
-
-
-def _hash_file(fd: int, start: int, end: int, hasher: hashlib._Hash) -> int:
-    """Hash bytes [start, end) of the file; how many that was."""
-    data = os.pread(fd, end - start, start)
-    if len(data) != end - start:
-        raise OSError(errno.EIO, "temp file shorter than its present bytes")
-    hasher.update(data)
-    return len(data)
 
 
 def _discard_temp(file: IO[bytes], path: Path, fd: int) -> None:

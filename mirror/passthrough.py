@@ -22,16 +22,19 @@ import fcntl
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from typing import IO
 
 import structlog
 from aiohttp import web
 
 from mirror import oci
-from mirror.fills import MAX_RESUMES, RESUME_BACKOFF, Fill, FillLimits
+from mirror.fills import Fill, FillLimits
 from mirror.metrics import Metrics
+from mirror.resumes import receive_resuming
+from mirror.storage.hashing import ReadBuffers
 from mirror.storage.room import Room
-from mirror.upstream.transport import BlobSource, BodyBroken, skip_for, unhashed
+from mirror.upstream.transport import BlobBody, BlobSource, BodyBroken, HashUpdate, unhashed
 
 log = structlog.get_logger("mirror.passthrough")
 
@@ -49,14 +52,21 @@ class PassThroughs:
     """What every pass-through needs (the fill limits, metrics), and the digests the cache refused
     lately (`Room.refused`), whose readers get a pass-through at once."""
 
-    def __init__(self, limits: FillLimits, metrics: Metrics, room: Room | None = None) -> None:
+    def __init__(
+        self,
+        limits: FillLimits,
+        metrics: Metrics,
+        room: Room | None = None,
+        buffers: ReadBuffers | None = None,
+    ) -> None:
         self._limits = limits
         self._metrics = metrics
         self._room = room
+        self._buffers = buffers if buffers is not None else ReadBuffers()  # to hash a fill's bytes
 
     def of(self, source: BlobSource, name: str, digest: str) -> PassThrough:
         """A pass-through of `digest` from `source`."""
-        return PassThrough(source, name, digest, self._limits, self._metrics)
+        return PassThrough(source, name, digest, self._limits, self._metrics, self._buffers)
 
     def refused(self, digest: str) -> tuple[str, int | None] | None:
         """Why `digest` could not be stored lately, and its size; None: a fill may try."""
@@ -67,11 +77,18 @@ class PassThrough:
     """Streams (the rest of) one blob from its source to clients, one upstream request per answer."""
 
     def __init__(
-        self, source: BlobSource, name: str, digest: str, limits: FillLimits, metrics: Metrics
+        self,
+        source: BlobSource,
+        name: str,
+        digest: str,
+        limits: FillLimits,
+        metrics: Metrics,
+        buffers: ReadBuffers,
     ) -> None:
         self.source, self.name, self.digest = source, name, digest
         self._limits = limits
         self._metrics = metrics
+        self._buffers = buffers
 
     async def send(
         self,
@@ -93,7 +110,9 @@ class PassThrough:
         hasher = oci.Digest.parse(self.digest).hasher() if whole else None
         if hasher is not None and start:
             assert prefix is not None, "a whole answer continued mid-way needs the bytes already sent"
-            await asyncio.to_thread(_hash_file, hasher, prefix, start)
+            hashed = await asyncio.to_thread(self._buffers.hash_range, prefix.fileno(), hasher, 0, start)
+            if hashed != start:
+                raise PassThroughFailed("the bytes already sent are no longer readable")
         started = time.monotonic()
         try:
             async with asyncio.timeout(self._limits.max_seconds):
@@ -185,38 +204,47 @@ class PassThrough:
     async def _produce(self, fd: int, offset: int, size: int | None, hasher: hashlib._Hash | None) -> None:
         """Receive the blob from `offset` into the pipe `fd`, resuming a broken body with Range."""
         update = hasher.update if hasher is not None else unhashed
-        resumes = 0
-        while True:
-            resp = await self.source.open_blob(self.name, self.digest, offset=offset)
-            received = 0
+        await receive_resuming(
+            _Piped(self, fd, offset, size, update),
+            log=log,
+            event="blob_passthrough_resumed",
+            digest=self.digest,
+            resumes=self._metrics.fill_resumes,
+            give_up=BodyBroken,
+        )
 
-            def count(n: int) -> None:
-                nonlocal received
-                received += n
 
-            skip = skip_for(resp, offset)
-            try:
-                try:
-                    await resp.pump_into(fd, update, count, skip)
-                finally:
-                    resp.release()
-            except BodyBroken as exc:
-                problem = str(exc)
-            else:
-                if size is None or offset + received >= size:
-                    return
-                problem = "upstream body ended early"
-            offset += received
-            resumes += 1
-            if resumes > MAX_RESUMES:
-                raise BodyBroken(f"blob download failed: {problem}")
-            log.info("blob_passthrough_resumed", digest=self.digest, offset=offset, detail=problem)
-            self._metrics.fill_resumes.inc()
-            await asyncio.sleep(RESUME_BACKOFF * 2 ** (resumes - 1))
+class _Piped:
+    """A pass-through's upstream download (`resumes.Resumable`): the blob from `offset` to its end,
+    into the pipe `fd`."""
+
+    def __init__(
+        self, through: PassThrough, fd: int, offset: int, size: int | None, update: HashUpdate
+    ) -> None:
+        self._through = through
+        self._fd = fd
+        self.offset = offset
+        self._size = size
+        self._update = update
+        self._done = False
+
+    async def next_body(self) -> BlobBody | None:
+        if self._done:
+            return None
+        through = self._through
+        return await through.source.open_blob(through.name, through.digest, offset=self.offset)
+
+    async def receive(self, body: BlobBody, skip: int) -> bool:
+        await body.pump_into(self._fd, self._update, self._count, skip)
+        self._done = self._size is None or self.offset >= self._size
+        return self._done
+
+    def _count(self, count: int) -> None:
+        self.offset += count
 
 
 async def continue_fill(
-    through: PassThrough | None,
+    rest: Callable[[], PassThrough] | None,
     response: web.StreamResponse,
     fill: Fill,
     pos: int,
@@ -224,13 +252,15 @@ async def continue_fill(
     whole: bool,
 ) -> int:
     """A reader of `fill`, which ended `unstored`, has sent up to `pos`: the rest from upstream (from
-    `pos`, with its own ranged request), verified against the fill's file when the answer is whole.
-    Without `through` (a peer's request: it goes upstream itself) the client is cut off."""
+    `pos`, with its own ranged request, through the pass-through `rest` makes), verified against the
+    fill's file when the answer is whole. Without `rest` (a peer's request: it goes upstream itself)
+    the client is cut off."""
     assert fill.unstored is not None, "only a fill that cannot store its blob hands its readers on"
     if end is not None and pos >= end:
         return 0
-    if through is None:
+    if rest is None:
         raise PassThroughFailed(f"blob not stored ({fill.unstored}); this answer has no upstream")
+    through = rest()
     prefix = fill.reader_file() if whole and pos else None
     try:
         return await through.send(
@@ -270,14 +300,3 @@ class _Pace:
         if self._bytes >= self._limits.min_bytes:
             self._waited, self._bytes = 0.0, 0
         return data
-
-
-def _hash_file(hasher: hashlib._Hash, file: IO[bytes], count: int) -> None:
-    """Feed the first `count` bytes of `file` to `hasher` (blocking: run it in a thread)."""
-    offset = 0
-    while offset < count:
-        data = os.pread(file.fileno(), min(STEP, count - offset), offset)
-        if not data:
-            raise PassThroughFailed("the bytes already sent are no longer readable")
-        hasher.update(data)
-        offset += len(data)

@@ -8,6 +8,8 @@ its digest changed; when revalidation fails the cached manifest is served stale.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from functools import partial
 
 import structlog
 
@@ -16,7 +18,7 @@ from mirror.answers import BlobAnswer, Filling, InMemory, ManifestAnswer, Stored
 from mirror.cluster.once import SharedFetches
 from mirror.fills import Fills
 from mirror.oci import Manifest
-from mirror.passthrough import PassThroughs
+from mirror.passthrough import PassThrough, PassThroughs
 from mirror.singleflight import SingleFlight
 from mirror.storage.blobs import BlobStore, StoredBlob
 from mirror.storage.hot import HotBlobs
@@ -198,7 +200,10 @@ class RegistryProxy:
                 through = self._passthroughs.of(self._blobs, name, digest)
                 return BlobAnswer("miss", size, Upstream(through, reason))
         fill, joined = await self._fills.join(self._blobs, name, digest)
-        rest = self._passthroughs.of(self._blobs, name, digest) if self._passthroughs is not None else None
+        # The pass-through for the rest of the blob is made only if the fill ends `unstored`, not per join.
+        rest: Callable[[], PassThrough] | None = None
+        if self._passthroughs is not None:
+            rest = partial(self._passthroughs.of, self._blobs, name, digest)
         if fill.finished and fill.error is None:  # verified and being committed: as good as stored
             return BlobAnswer("hit", fill.size, Filling(fill), rest)
         return BlobAnswer("coalesced" if joined else "miss", fill.size, Filling(fill), rest)

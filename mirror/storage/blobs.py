@@ -25,6 +25,7 @@ import diskcache
 
 from mirror.oci import Digest
 from mirror.storage.failures import translated
+from mirror.storage.hashing import READ_BYTES, hash_range
 from mirror.storage.verified import VerifiedRows
 
 
@@ -415,17 +416,17 @@ class BlobStore:
 
     def verify_all(self) -> Iterator[tuple[str, int, bool | None]]:
         """Re-hash every blob, yielding (digest, size, verdict) as it goes; corrupt ones are dropped."""
+        buffer = bytearray(READ_BYTES)
         for digest, size, path in self._all_files():
-            yield digest, size, self._verify_file(digest, path)
+            yield digest, size, self._verify_file(digest, path, buffer)
 
-    def _verify_file(self, digest: str, path: Path) -> bool | None:
+    def _verify_file(self, digest: str, path: Path, buffer: bytearray) -> bool | None:
         """Reads the file directly, so verifying does not reorder the LRU."""
         expected = Digest.parse(digest)
         hasher = expected.hasher()
         try:
             with path.open("rb") as file:
-                for chunk in iter(lambda: file.read(1024 * 1024), b""):
-                    hasher.update(chunk)
+                hash_range(file.fileno(), hasher, 0, None, buffer)
         except FileNotFoundError:
             return None
         if hasher.hexdigest() == expected.hex:

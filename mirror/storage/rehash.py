@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Awaitable, Callable, Coroutine
 
 import structlog
@@ -24,13 +23,13 @@ import structlog
 from mirror.metrics import Metrics
 from mirror.oci import Digest
 from mirror.storage.blobs import BlobFile, BlobStore, StoredBlob
+from mirror.storage.hashing import READ_BYTES, ReadBuffers
 
 log = structlog.get_logger("mirror.rehash")
 
 #: Bytes hashed per thread hop: a hop (tens of microseconds) is a few per cent of hashing them (~0.6 ms),
-#: shutdown and pacing act within a millisecond, and the read buffers (one per thread that ever hashed,
-#: `_buffer`) stay small: the default executor's threads (at most 32) hold at most 32 MiB.
-CHUNK = 1024 * 1024
+#: and shutdown and pacing act within a millisecond; one read into the thread's buffer (`ReadBuffers`).
+CHUNK = READ_BYTES
 
 Pacer = Callable[[int], Awaitable[None]]
 
@@ -68,12 +67,12 @@ class Rehash:
 class Verifier:
     """The re-hashes under way, by index rowid; every one is a task, cancelled on `close()`."""
 
-    def __init__(self, store: BlobStore, metrics: Metrics) -> None:
+    def __init__(self, store: BlobStore, metrics: Metrics, buffers: ReadBuffers | None = None) -> None:
         self._store = store
         self._metrics = metrics
         self._running: dict[int, Rehash] = {}
         self._tasks: set[asyncio.Task[bool | None]] = set()  # every re-hash, also one superseded above
-        self._buffers = threading.local()  # a read buffer per thread: none per chunk, none per blob
+        self._buffers = buffers if buffers is not None else ReadBuffers()
 
     def check_for(self, blob: StoredBlob) -> Rehash | None:
         """The first-serve re-hash of `blob`, joined or started now; None when it was verified."""
@@ -153,14 +152,9 @@ class Verifier:
         expected = Digest.parse(where.digest)
         hasher = expected.hasher()
 
-        def chunk(offset: int) -> int:
-            buffer = self._buffer()
-            count = os.preadv(fd, [buffer], offset)
-            hasher.update(memoryview(buffer)[:count])
-            return count
-
+        hash_range = self._buffers.hash_range
         total = 0
-        while count := await _finished(asyncio.to_thread(chunk, total)):
+        while count := await _finished(asyncio.to_thread(hash_range, fd, hasher, total, total + CHUNK)):
             total += count
             self._metrics.rehashed_bytes.labels("serve" if rehash.urgent else "scrub").inc(count)
             if pace is not None and not rehash.urgent:
@@ -170,13 +164,6 @@ class Verifier:
         if hasher.hexdigest() != expected.hex:
             return f"the bytes do not hash to {where.digest}"
         return None
-
-    def _buffer(self) -> bytearray:
-        """The calling thread's read buffer."""
-        buffer: bytearray | None = getattr(self._buffers, "buffer", None)
-        if buffer is None:
-            buffer = self._buffers.buffer = bytearray(CHUNK)
-        return buffer
 
     async def close(self) -> None:
         """Cancel the re-hashes under way and wait for them (their descriptors are closed)."""

@@ -76,7 +76,11 @@ def test_thirty_cold_requests_over_three_replicas_cost_one_upstream_get(
 ) -> None:
     """30 concurrent cold GETs of one blob spread over three replicas: 1 upstream GET, every body right."""
     registry, layer = layer_upstream
-    with SharedMirrors(tmp_path / "mirrors", registry.url, redis_server.url) as replicas:
+    with (
+        # A fill of about a second: every replica asks while it runs, however loaded the machine.
+        ThrottledProxy(registry.port, rate=12 * MIB) as slow,
+        SharedMirrors(tmp_path / "mirrors", slow.url, redis_server.url) as replicas,
+    ):
         mark = registry.mark()
         urls = [f"{replicas[i % 3].url}/v2/library/shared/blobs/{layer.digest}" for i in range(30)]
         with ThreadPoolExecutor(30) as pool:
@@ -308,6 +312,7 @@ def test_replicas_follow_a_sentinel_failover(tmp_path: Path, upstream: Registry,
             tmp_path / "mirrors", upstream.url, sentinel.url(), env={"MIRROR_REDIS_COOLDOWN": "0.5"}
         ) as replicas,
     ):
+        wait_until(lambda: sentinel.watches_replica(standby.port), deadline_s=30, what="a replica to promote")
         master.kill()
         _pull(replicas[0], catalog.v2img)  # alone while Redis fails over
         wait_until(lambda: sentinel.master_port() == standby.port, deadline_s=30, what="failover")

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
-from mirror import fills, keys, oci
+from mirror import keys, oci, resumes
 from tests.integration.conftest import MirrorFactory, stored
 from tests.integration.fake_upstream import FakeUpstream
 from tests.support.polling import eventually
@@ -107,7 +107,7 @@ async def test_drip_feeding_upstream_ends_the_fill(
 ) -> None:
     """An upstream sending a byte every 50 ms (under every read timeout) breaks the minimum-throughput
     rule: the body is resumed MAX_RESUMES times, then the fill fails and its reader is cut off."""
-    monkeypatch.setattr(fills, "RESUME_BACKOFF", 0.01)
+    monkeypatch.setattr(resumes, "RESUME_BACKOFF", 0.01)
     mirror = await make_mirror(fill_min_bytes=1000, fill_min_window=0.3)
     digest = fake.add_blob(b"d" * 100_000)
     fake.faults[digest] = "drip"

@@ -144,6 +144,19 @@ class Sentinel:
             _, port = client.sentinel_get_master_addr_by_name(self.MASTER)
         return int(port)
 
+    def watches_replica(self, port: int) -> bool:
+        """Whether the Sentinel knows the replica on `port` as connected and in sync: a failover can
+        promote only a replica it knows, and it learns them from the master's INFO every 10 s."""
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2) as client:
+            replicas = client.sentinel_slaves(self.MASTER)
+        return any(
+            r["port"] == port
+            and r["is_slave"]
+            and not r["is_disconnected"]
+            and r["master-link-status"] == "ok"
+            for r in replicas
+        )
+
     def start(self, deadline_s: float = 10.0) -> Sentinel:
         with (self.workdir / "sentinel.log").open("ab") as log:
             self._proc = subprocess.Popen(
