@@ -9,7 +9,6 @@ off): plain http through it with absolute URIs, https with `CONNECT`.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Mapping
 
 import aiohttp
@@ -18,6 +17,7 @@ from yarl import URL
 
 from mirror.errors import describe
 from mirror.upstream.egress import DIRECT, ProxyRules
+from mirror.upstream.receive import write_all
 from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, TransportError
 
 #: Connections per upstream session: manifests and tokens are short requests.
@@ -137,7 +137,5 @@ class SessionTransport:
 
 
 def _write_and_hash(fd: int, data: bytes, hash_update: HashUpdate) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    write_all(fd, memoryview(data))
     hash_update(memoryview(data))

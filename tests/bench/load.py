@@ -55,14 +55,22 @@ def curl_get(url: str, headers: Mapping[str, str] | None = None) -> Transfer:
     return _parse_curl(result.stdout, result.stderr, url)
 
 
+def curl_start(url: str) -> subprocess.Popen[bytes]:
+    """Start a curl GET of `url` to /dev/null without waiting for it (`curl_finish` reaps it)."""
+    return subprocess.Popen(_curl_args(url, None), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def curl_finish(curl: subprocess.Popen[bytes], url: str) -> Transfer:
+    """Wait for a curl of `url` from `curl_start`; its timings."""
+    out, err = curl.communicate(timeout=CURL_MAX_S + 10)
+    return _parse_curl(out, err, url)
+
+
 def curl_parallel(url: str, clients: int) -> tuple[float, list[Transfer]]:
     """`clients` curl processes GET `url` at once: (wall seconds until the last is done, transfers)."""
     deadline = time.monotonic() + CURL_MAX_S + 10
     start = time.monotonic()
-    procs = [
-        subprocess.Popen(_curl_args(url, None), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(clients)
-    ]
+    procs = [curl_start(url) for _ in range(clients)]
     try:
         outputs = [p.communicate(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
         wall = time.monotonic() - start

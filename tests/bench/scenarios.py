@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import statistics
 
+from tests.bench import floor
 from tests.bench.load import BenchError, check_transfers, curl_get, curl_parallel, timed_pull, wrk
 from tests.bench.procs import ProcStats, children_cpu_seconds
 from tests.bench.stack import WHO, Env, Sample
@@ -164,4 +165,26 @@ def cold_ttfb(env: Env, run: int) -> Sample:
         sample[who] = transfer.ttfb * 1000
         sample[f"{who}_gbps"] = sd.big_size / transfer.total / GB
         sample[f"{who}_upstream_ratio"] = fetched / sd.big_size
+    sample.update(floor_sample(env, sample.get("mirror_cpu_s")))
+    return sample
+
+
+def floor_sample(env: Env, mirror_cpu_s: float | None) -> Sample:
+    """Scenario 7's floor, taken right after its targets: the cold big blob through one thread that
+    only receives, writes, hashes and sends it (`floor_*` keys, per GiB), SHA-256 and the page-cache
+    write alone, and the mirror's CPU over the floor's."""
+    sd = env.seeded
+    path = f"/v2/{sd.big_name}/blobs/{sd.big_digest}"
+    bare = floor.pipeline(env.upstream.port, env.upstream.pid, path, sd.big_size, env.workdir / "floor")
+    sample: Sample = {
+        "floor_cpu_s": bare.cpu_s,
+        "floor_upstream_cpu_s": bare.upstream_cpu_s,
+        "floor_client_cpu_s": bare.client_cpu_s,
+        "floor_total_cpu_s": bare.cpu_s + bare.upstream_cpu_s + bare.client_cpu_s,
+        "floor_sha256_cpu_s": floor.sha256_cpu_s(sd.big_size),
+        "floor_write_cpu_s": floor.write_cpu_s(sd.big_size, env.workdir / "floor"),
+        "floor_write_1m_cpu_s": floor.write_cpu_s(sd.big_size, env.workdir / "floor", 1024 * 1024),
+    }
+    if mirror_cpu_s is not None and bare.cpu_s > 0:
+        sample["mirror_over_floor"] = mirror_cpu_s / bare.cpu_s
     return sample

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from mirror.upstream.receive import Coalesced
+from mirror.upstream.receive import WRITE, Coalesced
 from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport
 from mirror.upstream.transport import BodyBroken
 from tests.support.net import BackgroundServer
@@ -211,6 +211,23 @@ async def test_short_writes_go_on_from_the_byte_the_disk_stopped_at(
     data, _, resp = await fetch(transport, server.url("/blob"), tmp_path / "b")
     resp.release()
     assert data == BODY
+
+
+async def test_no_write_is_larger_than_the_write_step(
+    server: Server, transport: ThreadedTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 1 MiB receive goes into the file in writes of at most `WRITE` bytes, whole and in order."""
+    real, sizes = os.write, []
+
+    def write(fd: int, data: memoryview) -> int:
+        sizes.append(len(data))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    data, _, resp = await fetch(transport, server.url("/blob"), tmp_path / "b")
+    resp.release()
+    assert data == BODY
+    assert max(sizes) == WRITE
 
 
 async def test_a_small_body_arrives_whole_and_hashed(
