@@ -1,8 +1,8 @@
 """Small cold blobs read whole with their headers (`fill_memory_bytes`): served from memory and stored
 in one step, up to the limit and not a byte past it; wrong bytes refused before any header; one
-upstream GET for many clients; served whole when the cache has no room or the disk write fails; a
-body that pauses after its headers streamed the usual way (in-process mirror, fake upstream on a
-real socket)."""
+upstream GET for many clients; room made by eviction first; served whole when the cache has no room
+or the disk write fails; a body that pauses after its headers streamed the usual way (in-process
+mirror, fake upstream on a real socket)."""
 
 from __future__ import annotations
 
@@ -173,3 +173,22 @@ async def test_a_small_body_that_pauses_after_its_headers_is_streamed_and_stored
         assert await resp.read() == data
         assert "in_memory" not in await committed(logs, digest)
     assert await stored(mirror, digest)
+
+
+async def test_a_small_blob_that_needs_room_evicts_first_and_is_stored(
+    fake: FakeUpstream, make_mirror: MirrorFactory
+) -> None:
+    """With three 5,000-byte blobs stored in a 16 KiB cache, a fourth small cold blob evicts the least
+    recently used before it is written: it is stored and the store stays within cache_max_bytes."""
+    mirror = await make_mirror(fill_memory_bytes=str(LIMIT), cache_max_bytes="16384")
+    blobs = {fake.add_blob(payload(5000, seed)): payload(5000, seed) for seed in range(4)}
+    for digest, data in blobs.items():
+        assert await (await mirror.get(f"/v2/library/x/blobs/{digest}")).read() == data
+        await eventually(lambda d=digest: stored(mirror, d))  # type: ignore[misc]
+    first, *_, last = blobs
+    assert await stored(mirror, last)
+    assert not await stored(mirror, first)
+    room = mirror.app[keys.FILLS]._room
+    assert room is not None
+    assert await asyncio.to_thread(room.used) <= 16384
+    assert await metric(mirror, "mirror_cache_evictions_total") >= 1
