@@ -93,9 +93,12 @@ def small_blob(env: Env, run: int) -> Sample:
 def pull(env: Env, run: int, prefix: str, upstream: str | None = None) -> Sample:
     """skopeo copies the 6-layer image through a fresh mirror / reference, or straight from `upstream`
     (default the upstream on loopback): seconds, and `<who>_upstream_ratio`, `<who>_upstream_requests`
-    (and `<who>_link_connections` opened over the WAN link when it is the upstream)."""
+    (and `<who>_link_connections` opened over the WAN link when it is the upstream); CPU seconds of the
+    pull by process (`<who>_server_cpu_s`, `<who>_upstream_cpu_s`, `<who>_client_cpu_s`: skopeo) and
+    `<who>_cores`, all three over the wall time: how busy the two cores were."""
     sd = env.seeded
     sample: Sample = {}
+    registry = ProcStats(env.upstream.pid)
     for who in rotate(run):
         label = f"{prefix}-{run}-{who}"
         scratch = env.workdir / label
@@ -107,10 +110,19 @@ def pull(env: Env, run: int, prefix: str, upstream: str | None = None) -> Sample
             else:
                 write_registries_conf(conf, target.host)
             mark, links = env.upstream_mark(), env.wan.stats.connections
+            server = ProcStats(target.pid) if target.pid is not None else None
+            cpu = (server.cpu_seconds() if server else 0.0, registry.cpu_seconds(), children_cpu_seconds())
             with target.measure(sample):
                 sample[who] = timed_pull(f"docker.io/{sd.layers_name}:{sd.layers_tag}", conf, scratch)
+                spent = (
+                    server.cpu_seconds() - cpu[0] if server else 0.0,
+                    registry.cpu_seconds() - cpu[1],
+                    children_cpu_seconds() - cpu[2],  # skopeo, the one child
+                )
                 target.settle(sd.layers_blobs)
             requests, fetched = env.upstream_window(mark)
+        sample[f"{who}_server_cpu_s"], sample[f"{who}_upstream_cpu_s"], sample[f"{who}_client_cpu_s"] = spent
+        sample[f"{who}_cores"] = sum(spent) / sample[who]
         sample[f"{who}_upstream_ratio"] = fetched / sd.layers_image_bytes
         sample[f"{who}_upstream_requests"] = requests
         if upstream == env.wan.url:
