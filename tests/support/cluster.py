@@ -31,11 +31,13 @@ class SharedMirrors:
         for i in range(count):
             mirror = MirrorProcess(workdir / f"replica-{i}", upstream)
             mirror.extra_env.update(
-                MIRROR_REDIS_URL=redis_url,
-                MIRROR_ADVERTISE_URL=mirror.url,
-                MIRROR_PEER_SECRET=PEER_SECRET,
-                MIRROR_REDIS_TIMEOUT=str(REDIS_TIMEOUT),
-                **(env or {}),
+                {
+                    "MIRROR_REDIS_URL": redis_url,
+                    "MIRROR_ADVERTISE_URL": mirror.url,
+                    "MIRROR_PEER_SECRET": PEER_SECRET,
+                    "MIRROR_REDIS_TIMEOUT": str(REDIS_TIMEOUT),
+                    **(env or {}),  # the caller's win
+                }
             )
             self.mirrors.append(mirror)
 
