@@ -451,13 +451,13 @@ class Fills:
                 )
                 if isinstance(held, Refused):
                     fill.keep(data)
-                    self._room_refused(fill, held)
+                    self._not_stored(fill, held)
                     return
         except (OSError, errors.StorageUnavailable) as exc:  # the reservation was given back
             cause = exc.__cause__ if isinstance(exc, errors.StorageUnavailable) else exc
             reason = reason_of_os_error(cause) if isinstance(cause, OSError) else "disk_error"
             fill.keep(data)
-            self._room_refused(fill, Refused(reason, f"cache write failed: {cause}"))
+            self._not_stored(fill, Refused(reason, f"cache write failed: {cause}"))
             return
         fill.keep(data)
         self._on_commit(fill.digest, len(data))
@@ -469,21 +469,6 @@ class Fills:
             in_memory=True,
         )
         fill.finish(None)
-
-    def _room_refused(self, fill: Fill, refused: Refused) -> None:
-        """A blob whose readers have every byte (from memory) cannot be stored: their answers count as
-        not stored, and the next readers go straight to upstream."""
-        self._metrics.blob_passthrough.labels(refused.reason).inc(fill.joined)
-        log.warning(
-            "blob_not_stored",
-            digest=fill.digest,
-            reason=refused.reason,
-            detail=refused.detail,
-            size=fill.size,
-        )
-        if self._room is not None:
-            self._room.refuse(fill.digest, fill.size, refused.reason)
-        fill.finish(errors.StorageUnavailable(f"blob not stored: {refused.detail}"))
 
     async def _open_temp(self, digest: str) -> tuple[IO[bytes], Path, int]:
         """`BlobStore.open_temp` in a thread; if this is cancelled meanwhile, what the thread opened is
@@ -515,18 +500,26 @@ class Fills:
             self._store.commit(digest, temp, size)
 
     def _not_stored(self, fill: Fill, refused: Refused) -> None:
-        """The blob cannot be stored: the fill ends `unstored`, its readers go on from upstream."""
+        """The blob cannot be stored: the fill ends not stored, and the next readers go straight to
+        upstream. A streamed fill ends `unstored` (its readers go on from upstream, each counted as a
+        pass-through there); the readers of a body kept whole in memory (`fill.data`) have every byte
+        already, and are counted as pass-throughs here."""
+        in_memory = fill.data is not None
         log.warning(
             "blob_not_stored",
             digest=fill.digest,
             reason=refused.reason,
             detail=refused.detail,
             size=fill.size,
-            bytes=fill.written,
+            bytes=fill.size if in_memory else fill.written,
+            in_memory=in_memory,
         )
         if self._room is not None:
             self._room.refuse(fill.digest, fill.size, refused.reason)
-        fill.unstored = refused.reason
+        if in_memory:
+            self._metrics.blob_passthrough.labels(refused.reason).inc(fill.joined)
+        else:
+            fill.unstored = refused.reason
         fill.finish(errors.StorageUnavailable(f"blob not stored: {refused.detail}"))
 
     def _fail(self, fill: Fill, exc: errors.RegistryError, reason: str) -> None:
