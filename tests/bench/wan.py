@@ -109,18 +109,27 @@ class Link:
         self._up_total = Pacer(shape.total_rate)
         self._down_total = Pacer(shape.total_rate)
         self._handlers: set[asyncio.Task[None]] = set()
+        #: Every stream writer of a connection not yet closed, client's and server's: held here, so none
+        #: is ever dropped unclosed (a ResourceWarning when the collector finds it), and closed by `close()`.
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         """Forward one client connection, shaped, until both sides are done, one breaks or `close()`."""
         me = asyncio.current_task()
         assert me is not None
         self._handlers.add(me)
+        self._writers.add(client_w)
         try:
             await self._forward(client_r, client_w)
         except asyncio.CancelledError:
             pass  # `close()`: the connection ends here (asyncio's stream callback chokes on a cancelled task)
         finally:
             self._handlers.discard(me)
+            self._close_writer(client_w)
+
+    def _close_writer(self, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+        self._writers.discard(writer)
 
     async def _forward(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         accepted = time.monotonic()
@@ -128,8 +137,8 @@ class Link:
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
-            client_w.close()
-            return
+            return  # the client's writer is closed by `handle`
+        self._writers.add(server_w)
         limit = self.shape.buffer_bytes()
         up = _Direction((Pacer(self.shape.rate), self._up_total), limit)
         down = _Direction((Pacer(self.shape.rate), self._down_total), limit)
@@ -146,8 +155,7 @@ class Link:
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
-            for writer in (client_w, server_w):
-                writer.close()
+            self._close_writer(server_w)
 
     async def close(self) -> None:
         """Cancel every connection still open."""
@@ -155,6 +163,8 @@ class Link:
         for handler in handlers:
             handler.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
+        for writer in list(self._writers):  # one whose handler never ran, or was cancelled early
+            self._close_writer(writer)
 
     async def _read(
         self, reader: asyncio.StreamReader, way: _Direction, not_before: float, *, up: bool

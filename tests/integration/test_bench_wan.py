@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 
 import pytest
@@ -89,12 +89,9 @@ def test_a_connection_gets_no_more_than_its_rate(origin: BackgroundServer) -> No
 
 def test_connections_share_the_total_rate(origin: BackgroundServer) -> None:
     """Two concurrent 1 MiB answers at 10 MB/s in all are done no sooner than 2 MiB / 10 MB/s."""
-    with Shaper(origin.port, Shape(latency_s=0.0, total_rate=10e6)) as shaper:
+    with Shaper(origin.port, Shape(latency_s=0.0, total_rate=10e6)) as shaper, ThreadPoolExecutor(2) as pool:
         started = time.monotonic()
-        threads = [threading.Thread(target=_get, args=(shaper.port,)) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        answers = list(pool.map(lambda _: _get(shaper.port), range(2)))  # a failed GET raises here
         assert time.monotonic() - started >= 2 * len(BODY) / 10e6
+        assert [body for _, _, body in answers] == [BODY, BODY]
         assert shaper.stats.bytes_down >= 2 * len(BODY)
