@@ -255,9 +255,8 @@ class BlobStore:
     def commit(self, digest: str, temp: Path, size: int) -> None:
         """Adopt a verified temp file as the blob `digest` (a rename, not a copy)."""
         self._cache.set(digest, _VerifiedFile(temp, size), tag=size)
-        row = self._cache._sql("SELECT rowid FROM Cache WHERE key = ? AND raw = 1", (digest,)).fetchone()
-        if row is not None:  # its bytes were hashed on the way in
-            self.verified.add(int(row[0]))
+        if (where := self._row(digest)) is not None:  # its bytes were hashed on the way in
+            self.verified.add(where.rowid)
 
     @translated
     def __contains__(self, digest: str) -> bool:
