@@ -438,16 +438,16 @@ class Fills:
             mismatch = DigestMismatch(f"upstream bytes do not hash to {fill.digest}")
             self._fail(fill, mismatch, "digest_mismatch")
             return
-        room, store = self._room, self._store
+        room, store, adopt = self._room, self._store, self._adopt
         try:
             if room is None:
-                await asyncio.to_thread(wholefill.store, store, None, None, fill.digest, data)
+                await asyncio.to_thread(wholefill.store, store, adopt, None, fill.digest, data)
             else:  # the reservation, the write and the commit in one thread step
                 held = await room.reserve(
                     fill.digest,
                     len(data),
                     lambda: 0,
-                    lambda reservation: wholefill.store(store, room, reservation, fill.digest, data),
+                    lambda reservation: wholefill.store(store, adopt, reservation, fill.digest, data),
                 )
                 if isinstance(held, Refused):
                     fill.keep(data)
@@ -494,6 +494,11 @@ class Fills:
     ) -> None:
         """Close the verified temp file and adopt it into the store (blocking): one thread hop for both."""
         file.close()
+        self._adopt(reservation, digest, temp, size)
+
+    def _adopt(self, reservation: Reservation | None, digest: str, temp: Path, size: int) -> None:
+        """Commit a verified temp file as `digest`: through the room, which releases `reservation` in
+        the same step, when reservations are kept, else straight into the store (blocking)."""
         if self._room is not None:
             self._room.commit(reservation, digest, temp, size)
         else:

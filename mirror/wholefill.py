@@ -13,10 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 from mirror import oci
 from mirror.storage.blobs import BlobStore
-from mirror.storage.room import Reservation, Room
+from mirror.storage.room import Reservation
+
+#: Adopts a verified temp file as the blob (`Fills._adopt`): (reservation, digest, temp, size).
+Adopt = Callable[[Reservation | None, str, Path, int], None]
 
 #: Bodies up to this size are hashed on the event loop (about 45 µs at most here, like a log line);
 #: larger ones in a thread, so the loop never stalls on one.
@@ -31,18 +36,13 @@ async def matches(digest: str, data: bytes) -> bool:
     return await asyncio.to_thread(lambda: str(oci.Digest.of(data, algorithm)) == digest)
 
 
-def store(
-    blobs: BlobStore, room: Room | None, reservation: Reservation | None, digest: str, data: bytes
-) -> None:
-    """Write verified `data` to a temp file and commit it as `digest`, releasing `reservation` with the
+def store(blobs: BlobStore, adopt: Adopt, reservation: Reservation | None, digest: str, data: bytes) -> None:
+    """Write verified `data` to a temp file and `adopt` it as `digest`, releasing `reservation` with the
     commit (blocking: one thread step for all of it). Raises OSError (or the store's StorageUnavailable)
     with nothing left behind."""
     path = blobs.write_temp(digest, data)
     try:
-        if room is not None:
-            room.commit(reservation, digest, path, len(data))
-        else:
-            blobs.commit(digest, path, len(data))
+        adopt(reservation, digest, path, len(data))
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)
