@@ -27,6 +27,7 @@ from mirror.oci import Digest
 from mirror.storage.failures import translated
 from mirror.storage.hashing import READ_BYTES, hash_range
 from mirror.storage.verified import VerifiedRows
+from mirror.storage.writing import write_all
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +174,7 @@ class BlobStore:
         """A new temp file for `digest` holding `data`, closed (a body that came whole, in memory)."""
         fd, name = tempfile.mkstemp(prefix=digest.replace(":", "-") + ".", dir=self.tmp_dir)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, memoryview(data))
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(name)

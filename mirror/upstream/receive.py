@@ -3,8 +3,8 @@ as a verifying, storing mirror can do on this path (the README's "How it works" 
 chose this way and the ones measured and left out).
 
 - `FileSink` takes the bytes: each receive (`readinto1`, into one buffer reused for the whole body, so
-  no new object per receive) written in steps of `WRITE` and hashed from the same memory, the first
-  `skip` dropped, the count handed on.
+  no new object per receive) written by `storage.writing.write_all` and hashed from the same memory,
+  the first `skip` dropped, the count handed on.
 - `Coalesced` hands the counts to the event loop with at most one wake-up pending: while the loop has
   not run the last one, later counts add to it instead of queueing more.
 """
@@ -12,19 +12,11 @@ chose this way and the ones measured and left out).
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Callable
 
+from mirror.storage.writing import write_all
 from mirror.upstream.transport import HashUpdate, OnBytes
-
-#: Bytes per write into the temp file: a receive's bytes go in steps of this. The page cache takes a
-#: write's bytes into folios as large as the write (ext4), and on this VM large folios often come from
-#: memory the host must fault in again first: a new GiB in 1 MiB writes cost 1.0-1.8 CPU-s in the bench,
-#: in 64 KiB writes 0.19-0.27, run for run. 128 KiB kept the fill at 1.44-1.51 mirror CPU-s per cold GiB
-#: in 8 bench runs where 1 MiB writes measured 1.36-2.8; 256 KiB once reached 3.0; 64 KiB costs about
-#: 0.1 more where the penalty is absent (16 writes per MiB). The README's "The cold path, measured".
-WRITE = 128 * 1024
 
 #: Bytes per receive: the reused buffer of one download. At 1 MiB a cold GiB takes about 2,300
 #: receives on loopback (each returns what has arrived, ~450 KiB); 256 KiB and 4 MiB measured the same
@@ -79,11 +71,3 @@ class FileSink:
         write_all(self.fd, data)
         self.hash_update(data)
         self.on_chunk(len(data))
-
-
-def write_all(fd: int, data: memoryview) -> None:
-    """Write all of `data` at `fd`'s position, in writes of at most `WRITE` bytes (a short write goes on
-    from where it stopped). Raises OSError when writing fails."""
-    while data:
-        written = os.write(fd, data[:WRITE])
-        data = data[written:]

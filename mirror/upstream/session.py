@@ -16,8 +16,8 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from mirror.errors import describe
+from mirror.storage.writing import write_all
 from mirror.upstream.egress import DIRECT, ProxyRules
-from mirror.upstream.receive import write_all
 from mirror.upstream.transport import BodyBroken, HashUpdate, OnBytes, TransportError
 
 #: Connections per upstream session: manifests and tokens are short requests.

@@ -3,7 +3,7 @@ around it, measured in the same run as the mirror, so that "CPU-s per cold GiB" 
 
 - `pipeline`: one thread does what a verifying, storing mirror must do for each byte, and nothing else:
   a blocking receive from the upstream (`readinto1` into one reused 1 MiB buffer), written into a new
-  file on the cache's filesystem in the mirror's steps (`receive.write_all`), SHA-256 from the same
+  file on the cache's filesystem in the mirror's steps (`storage.writing.write_all`), SHA-256 from the same
   memory (hashlib, OpenSSL), and `sendfile` from that file to a curl on loopback. Its CPU is the
   thread's CPU clock, the upstream's from `/proc`, curl's from `RUSAGE_CHILDREN`.
 - `sha256_cpu_s` and `write_cpu_s`: the two largest parts alone (hashing a buffer; writing a new file of
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from mirror.upstream.receive import WRITE, write_all
+from mirror.storage.writing import WRITE, write_all
 from tests.bench.load import BenchError, curl_finish, curl_start
 from tests.bench.procs import ProcStats, children_cpu_seconds
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
-from mirror.upstream.receive import WRITE, Coalesced
+from mirror.storage.writing import WRITE
+from mirror.upstream.receive import Coalesced
 from mirror.upstream.threaded import ThreadedResponse, ThreadedTransport
 from mirror.upstream.transport import BodyBroken
 from tests.support.net import BackgroundServer
